@@ -1,0 +1,205 @@
+"""CustomerGauge assets: the raw responses of each sync window and the tables flattened from them.
+
+Every asset writes its own Parquet file per partition into the lake and returns ``MaterializeResult``
+(no I/O manager): ``{lake}/<asset name>/<partition>.parquet``.
+"""
+
+import contextlib
+import datetime as dt
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
+from cg_dagster.customergauge.partitions import hourly_partitions
+from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
+from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
+from cg_dagster.lib.flatten import FlattenStats, flatten_raw
+from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.sync import RAW_TABLE, sync_partition
+
+GROUP = "customergauge"
+KEY_PREFIX = "customergauge"
+RAW_KEY = dg.AssetKey([KEY_PREFIX, RAW_TABLE])
+FLAT_TABLES = ("responses", "response_drivers", "response_tags", "response_questions", "response_properties")
+FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLES}
+SYNC_POOL = "customergauge_sync"
+RAW_BATCH_ROWS = 5_000
+
+
+class RawResponsesConfig(dg.Config):
+    """Run config of ``raw_responses``.
+
+    ``full_refresh`` starts from no cursor (an initial load into this partition). The trailing-window
+    re-read runs in the partition whose hour (UTC) is ``lookback_hour`` (-1: never): it re-reads
+    ``lookback_days`` days up to the partition's date through ``period[lookback_field]`` so records that
+    changed after they were synced (api-notes.md: partial -> response, GDPR anonymisation) arrive again.
+    """
+
+    full_refresh: bool = False
+    lookback_hour: int = 2
+    lookback_days: int = 35
+    lookback_field: str = "date_survey_response"
+
+    def lookback_period(self, partition_start: dt.datetime) -> Period | None:
+        """The ``period[...]`` to re-read in the partition starting at ``partition_start``, or None.
+
+        Raises:
+            CustomerGaugeConfigError: lookback_hour outside -1..23, lookback_days < 1, unknown field.
+        """
+        if not -1 <= self.lookback_hour <= 23:
+            raise CustomerGaugeConfigError(
+                f"lookback_hour must be an hour 0..23 (or -1 to turn the re-read off), got {self.lookback_hour}"
+            )
+        if self.lookback_days < 1:
+            raise CustomerGaugeConfigError(f"lookback_days must be >= 1, got {self.lookback_days}")
+        if self.lookback_field not in PERIOD_FIELDS:
+            raise CustomerGaugeConfigError(
+                f"lookback_field {self.lookback_field!r} is not a period field: use one of {', '.join(PERIOD_FIELDS)}"
+            )
+        if partition_start.hour != self.lookback_hour:
+            return None
+        end = partition_start.date()
+        return Period(field=self.lookback_field, start=end - dt.timedelta(days=self.lookback_days), end=end)
+
+
+@dg.asset(
+    key=RAW_KEY,
+    group_name=GROUP,
+    kinds={"parquet"},
+    partitions_def=hourly_partitions,
+    pool=SYNC_POOL,
+    description=(
+        "One row per response record fetched in this sync window, with its original JSON, "
+        "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
+        "partition pages the v7 sync API from the committed cursor until the data is empty and commits the "
+        "new cursor after the file; materializing it again replays the recorded range and rewrites the same "
+        "file without moving the cursor (idempotent)."
+    ),
+)
+def raw_responses(
+    context: dg.AssetExecutionContext,
+    config: RawResponsesConfig,
+    customergauge: CustomerGaugeResource,
+    lake: LakeResource,
+) -> dg.MaterializeResult:
+    """Sync one window of responses into ``raw_responses/<partition>.parquet`` (see ``lib/sync.py``)."""
+    lookback = config.lookback_period(context.partition_time_window.start)
+    params = customergauge.sync_params()
+    client = customergauge.get_client()  # validates every setting before any request or write
+    the_lake = lake.get_lake()
+    dagster_cursor = _latest_cursor_metadata(context)
+    with contextlib.closing(client):
+        result = sync_partition(
+            client,
+            params,
+            the_lake,
+            partition_key=context.partition_key,
+            run_id=context.run_id,
+            full_refresh=config.full_refresh,
+            lookback=lookback,
+        )
+    lake_cursor_before = result.head_before.cursor if result.head_before else None
+    if dagster_cursor is not None and dagster_cursor != lake_cursor_before and not config.full_refresh:
+        context.log.warning(
+            f"Dagster's last recorded cursor is {dagster_cursor} but the lake's committed cursor was "
+            f"{lake_cursor_before}; the lake's copy wins (it is committed with the data it covers)."
+        )
+    record = result.record
+    head = result.head_after.cursor if result.head_after else None
+    context.log.info(
+        f"{record.mode}: {record.rows} responses in {record.pages} pages, cursor {record.cursor_start} -> "
+        f"{record.cursor_end}; head cursor {head}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "sync_mode": record.mode,
+            "cursor_start": record.cursor_start,
+            "cursor_end": record.cursor_end,
+            "cursor": head,
+            "pages": record.pages,
+            "per_page": record.per_page,
+            "lookback": dg.MetadataValue.json(record.lookback) if record.lookback else None,
+            "lookback_rows": record.lookback_rows,
+            "full_refresh": record.full_refresh,
+            "reason": record.reason,
+            "dagster/row_count": result.rows,
+            "dagster/uri": lake_uri(result.path),
+            "dagster/column_schema": column_schema(TABLES[RAW_TABLE]),
+        }
+    )
+
+
+def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
+    """The ``cursor`` metadata of raw_responses' latest materialization in this Dagster instance, or None."""
+    event = context.instance.get_latest_materialization_event(RAW_KEY)
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get("cursor")
+    return value.value if value is not None else None
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key=FLAT_KEYS[name],
+            deps=[RAW_KEY],
+            group_name=GROUP,
+            kinds={"parquet"},
+            partitions_def=hourly_partitions,
+            description=(
+                f"{TABLES[name].description} Flattened from the same partition of raw_responses; "
+                "re-materializing rewrites the partition's file from the raw file (idempotent)."
+            ),
+            metadata={"dagster/column_schema": column_schema(TABLES[name])},
+        )
+        for name in FLAT_TABLES
+    ],
+    partitions_def=hourly_partitions,
+    can_subset=False,
+)
+def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
+    """Flatten one raw partition into the five tables, streaming the raw file in batches of 5,000 rows.
+
+    Each table's file is written atomically; every file has exactly its declared schema, even when empty.
+    """
+    the_lake = lake.get_lake()
+    raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
+    if not raw_path.exists():
+        raise dg.Failure(
+            f"raw_responses has no file for partition {context.partition_key} at {raw_path}: materialize "
+            "customergauge/raw_responses for this partition first"
+        )
+    stats = FlattenStats()
+    with contextlib.ExitStack() as stack:
+        writers = {
+            name: stack.enter_context(
+                the_lake.parquet_writer(the_lake.partition_path(name, context.partition_key), TABLES[name].arrow_schema)
+            )
+            for name in FLAT_TABLES
+        }
+        for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=RAW_BATCH_ROWS):
+            flat = flatten_raw(batch, system_timezone=customergauge.system_timezone)
+            stats.merge(flat.stats)
+            for name in FLAT_TABLES:
+                writers[name].write(flat.tables[name])
+        for writer in writers.values():
+            writer.commit()
+    if stats.unknown_fields:
+        context.log.warning(f"fields the contract does not know (kept in raw_responses): {sorted(stats.unknown_fields)}")
+    for name in FLAT_TABLES:
+        metadata = {
+            "dagster/row_count": writers[name].rows,
+            "dagster/uri": lake_uri(writers[name].target),
+            "dagster/column_schema": column_schema(TABLES[name]),
+            "dagster/column_lineage": column_lineage(TABLES[name], RAW_KEY),
+        }
+        if name == "responses":
+            metadata.update(
+                {
+                    "nps_invalid": stats.nps_invalid,
+                    "dates_invalid": stats.dates_invalid,
+                    "unknown_fields": dg.MetadataValue.json(sorted(stats.unknown_fields)),
+                }
+            )
+        yield dg.MaterializeResult(asset_key=FLAT_KEYS[name], metadata=metadata)

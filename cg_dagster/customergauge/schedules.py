@@ -1,0 +1,19 @@
+"""The hourly job and schedule: every partitioned CustomerGauge asset for the last complete hour."""
+
+import dagster as dg
+
+from cg_dagster.customergauge.assets import FLAT_KEYS, RAW_KEY
+
+hourly_sync_job = dg.define_asset_job(
+    name="customergauge_hourly_sync",
+    selection=dg.AssetSelection.assets(RAW_KEY, *FLAT_KEYS.values()),
+    description="Sync one window of CustomerGauge responses into the lake and flatten it.",
+)
+
+# The 10:05 tick requests the 09:00 partition (the last complete hour). Running by default: a connector
+# that has been deployed is meant to sync.
+hourly_sync_schedule = dg.build_schedule_from_partitioned_job(
+    hourly_sync_job,
+    minute_of_hour=5,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

@@ -1,0 +1,36 @@
+"""The code location: every CustomerGauge asset, the hourly schedule and the resources bound from the environment.
+
+Environment (see README): CUSTOMERGAUGE_REGION (default eu), CUSTOMERGAUGE_CLIENT_ID,
+CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_API_BASE_URL / CUSTOMERGAUGE_AUTH_BASE_URL (optional overrides,
+e.g. the sandbox), CUSTOMERGAUGE_SYSTEM_TIMEZONE (default UTC), CG_LAKE_ROOT (default ./lake).
+"""
+
+import os
+
+import dagster as dg
+
+from cg_dagster.customergauge.assets import flattened_tables, raw_responses
+from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
+from cg_dagster.customergauge.schedules import hourly_sync_job, hourly_sync_schedule
+
+
+def _optional(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+defs = dg.Definitions(
+    assets=[raw_responses, flattened_tables],
+    jobs=[hourly_sync_job],
+    schedules=[hourly_sync_schedule],
+    resources={
+        "customergauge": CustomerGaugeResource(
+            region=os.environ.get("CUSTOMERGAUGE_REGION", "eu"),
+            client_id=dg.EnvVar("CUSTOMERGAUGE_CLIENT_ID"),
+            client_secret=dg.EnvVar("CUSTOMERGAUGE_CLIENT_SECRET"),
+            api_base_url=_optional("CUSTOMERGAUGE_API_BASE_URL"),
+            auth_base_url=_optional("CUSTOMERGAUGE_AUTH_BASE_URL"),
+            system_timezone=os.environ.get("CUSTOMERGAUGE_SYSTEM_TIMEZONE", "UTC"),
+        ),
+        "lake": LakeResource(root=os.environ.get("CG_LAKE_ROOT", "lake")),
+    },
+)

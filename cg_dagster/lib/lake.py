@@ -1,0 +1,301 @@
+"""The Parquet lake: where files go, how they are written atomically, and where the cursor is committed.
+
+No Dagster import: the assets call this module, tests can use it alone.
+
+Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
+
+    <root>/<table>/<partition file stem>.parquet   one file per partition, e.g. responses/2026-11-29-0900.parquet
+    <root>/current/<table>.parquet                 latest version of every response (built with DuckDB)
+    <root>/_state/raw_responses.cursor.json        the committed head cursor (written after the data)
+    <root>/_state/commit.lock                      flock taken while a sync commits
+    <root>/_tmp/                                   files being written; renamed into place when complete
+
+Readers glob ``<root>/<table>/*.parquet``; nothing but complete files is ever there. ``_state`` and ``_tmp``
+start with ``_`` so Spark and Hive skip them too.
+
+Guarantees (see README, "Guarantees"):
+
+* A file appears in a table folder only complete: it is written to ``_tmp/`` on the same file system,
+  fsynced, then renamed over the target with ``os.replace`` (atomic on POSIX). Re-writing a partition
+  replaces its file; a crash leaves the old file (or none) in place and a stray file in ``_tmp/`` that the
+  next write of the same target removes.
+* The head cursor is committed after the data it covers, under an exclusive ``flock``, and only if the head
+  is still the one the sync started from (compare-and-swap): two overlapping syncs cannot both commit.
+"""
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATE_DIR = "_state"
+TMP_DIR = "_tmp"
+CURRENT_DIR = "current"
+HEAD_FILE = "raw_responses.cursor.json"
+SYNC_METADATA_KEY = b"cg_dagster.sync"
+
+
+class LakeError(RuntimeError):
+    """The lake cannot be used (root not writable, file unreadable). The message names the path and the fix."""
+
+
+class CursorConflictError(LakeError):
+    """The head cursor moved while a sync was running: another sync committed first. Nothing was committed."""
+
+
+@dataclass(frozen=True)
+class HeadCursor:
+    """The committed head of the sync: the cursor the next sync resumes from.
+
+    ``cursor`` is the integer cursor returned by the API (vendor page: "The cursor is an integer"), or None
+    when an initial load found no data. ``partition_key`` is the Dagster partition of the sync that
+    committed it; partitions older than it that were never synced are written empty.
+    """
+
+    cursor: int | None
+    partition_key: str
+    run_id: str
+    committed_at: str  # ISO 8601, UTC
+
+    @classmethod
+    def from_json(cls, text: str) -> "HeadCursor":
+        data = json.loads(text)
+        return cls(
+            cursor=data["cursor"],
+            partition_key=data["partition_key"],
+            run_id=data["run_id"],
+            committed_at=data["committed_at"],
+        )
+
+
+def partition_file_stem(partition_key: str) -> str:
+    """File stem for a partition key: ``2026-11-29-09:00`` -> ``2026-11-29-0900`` (no colon: Hadoop-safe)."""
+    return partition_key.replace(":", "")
+
+
+class Lake:
+    """A lake rooted at ``root`` (a local path). Cheap to construct; creates folders only when writing."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r})"
+
+    # ---- paths -------------------------------------------------------------------------------------
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def partition_path(self, table: str, partition_key: str) -> Path:
+        """``<root>/<table>/<stem>.parquet`` for one partition of a table."""
+        return self.table_dir(table) / f"{partition_file_stem(partition_key)}.parquet"
+
+    def current_path(self, table: str) -> Path:
+        return self.root / CURRENT_DIR / f"{table}.parquet"
+
+    def partition_files(self, table: str) -> list[Path]:
+        """Every committed partition file of ``table``, sorted by name (= by partition)."""
+        folder = self.table_dir(table)
+        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+    # ---- checks ------------------------------------------------------------------------------------
+
+    def ensure_writable(self) -> None:
+        """Create the root's folders and prove a file can be written there.
+
+        Raises:
+            LakeError: naming the root and ``CG_LAKE_ROOT`` when the folder cannot be created or written.
+        """
+        try:
+            for sub in (STATE_DIR, TMP_DIR):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            probe = self.root / TMP_DIR / f".probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise LakeError(
+                f"lake root {str(self.root)!r} is not writable ({exc.strerror or exc}); set CG_LAKE_ROOT "
+                "to a folder this process can create and write"
+            ) from None
+
+    # ---- atomic Parquet writes ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def parquet_writer(
+        self, target: Path, schema: pa.Schema, key_value_metadata: dict[bytes, bytes] | None = None
+    ) -> Iterator["AtomicParquetWriter"]:
+        """Open a streaming Parquet writer whose file appears at ``target`` only when ``commit()`` is called.
+
+        Usage::
+
+            with lake.parquet_writer(path, schema) as w:
+                w.write(table)        # any number of times; memory stays one batch
+                w.commit()            # fsync + atomic rename; without it the temporary file is deleted
+
+        Raises:
+            LakeError: if the temporary folder cannot be written.
+        """
+        writer = AtomicParquetWriter(self, target, schema, key_value_metadata)
+        try:
+            yield writer
+        finally:
+            writer.abort()
+
+    def write_table(self, target: Path, table: pa.Table, key_value_metadata: dict[bytes, bytes] | None = None) -> None:
+        """Write a whole Arrow table to ``target`` atomically (see ``parquet_writer``)."""
+        with self.parquet_writer(target, table.schema, key_value_metadata) as writer:
+            writer.write(table)
+            writer.commit()
+
+    def tmp_path_for(self, target: Path) -> Path:
+        """A fresh temporary path in ``_tmp/`` for ``target``; stale ones for the same target are removed."""
+        tmp_dir = self.root / TMP_DIR
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        prefix = f"{target.parent.name}__{target.name}."
+        for stale in tmp_dir.glob(prefix + "*"):
+            stale.unlink(missing_ok=True)
+        return tmp_dir / f"{prefix}{uuid.uuid4().hex}.tmp"
+
+    # ---- head cursor -------------------------------------------------------------------------------
+
+    def read_head(self) -> HeadCursor | None:
+        """The committed head cursor, or None when this lake never committed a sync.
+
+        Raises:
+            LakeError: if the cursor file exists but is not valid JSON of the expected shape.
+        """
+        path = self.root / STATE_DIR / HEAD_FILE
+        try:
+            return HeadCursor.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LakeError(
+                f"cursor file {str(path)!r} is corrupt ({exc!r}); restore it or run raw_responses with "
+                "full_refresh: true"
+            ) from None
+
+    @contextlib.contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Exclusive ``flock`` on ``_state/commit.lock`` for the duration of a commit (blocks until free)."""
+        state = self.root / STATE_DIR
+        state.mkdir(parents=True, exist_ok=True)
+        with open(state / "commit.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def assert_head(self, expected: HeadCursor | None) -> None:
+        """Check that the committed head is still ``expected`` (call it holding ``commit_lock()``).
+
+        Raises:
+            CursorConflictError: the head moved (another sync committed meanwhile); names both heads.
+        """
+        current = self.read_head()
+        if current != expected:
+            raise CursorConflictError(
+                f"the head cursor moved during this run: it was {_describe(expected)} when the sync started "
+                f"and is now {_describe(current)} (another sync of raw_responses committed first). Nothing "
+                "was committed; run again to sync from the new head"
+            )
+
+    def write_head(self, head: HeadCursor) -> None:
+        """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place."""
+        path = self.root / STATE_DIR / HEAD_FILE
+        tmp = self.tmp_path_for(path)
+        tmp.write_text(json.dumps(asdict(head), indent=2) + "\n", encoding="utf-8")
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    # ---- reading -----------------------------------------------------------------------------------
+
+    def read_sync_metadata(self, path: Path) -> dict | None:
+        """The sync range recorded in a raw partition file's footer (``cg_dagster.sync``), or None."""
+        if not path.exists():
+            return None
+        metadata = pq.read_metadata(path).metadata or {}
+        raw = metadata.get(SYNC_METADATA_KEY)
+        return json.loads(raw) if raw else None
+
+
+class AtomicParquetWriter:
+    """Streams Arrow tables into a temporary Parquet file and renames it over the target on ``commit()``.
+
+    Use through ``Lake.parquet_writer``. ``rows`` counts rows written so far.
+    """
+
+    def __init__(self, lake: Lake, target: Path, schema: pa.Schema, key_value_metadata: dict[bytes, bytes] | None):
+        self.target = target
+        self.rows = 0
+        self._tmp = lake.tmp_path_for(target)
+        if key_value_metadata:
+            schema = schema.with_metadata({**(schema.metadata or {}), **key_value_metadata})
+        self._schema = schema
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        self._committed = False
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Append rows; ``table`` must have the writer's schema (field names, types, nullability)."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if table.num_rows:
+            self._writer.write_table(table.replace_schema_metadata(self._schema.metadata))
+            self.rows += table.num_rows
+
+    def set_metadata(self, key_value_metadata: dict[bytes, bytes]) -> None:
+        """Add key-value metadata to the footer (allowed until commit: the footer is written last)."""
+        self._writer.add_key_value_metadata({k.decode(): v.decode() for k, v in key_value_metadata.items()})
+
+    def commit(self) -> None:
+        """Close the file, fsync it and rename it over the target (atomic). The target folder is created."""
+        self._writer.close()
+        self._writer = None
+        _fsync_file(self._tmp)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._tmp, self.target)
+        _fsync_dir(self.target.parent)
+        self._committed = True
+
+    def abort(self) -> None:
+        """Drop the temporary file unless committed (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if not self._committed:
+            self._tmp.unlink(missing_ok=True)
+
+
+def utc_now() -> dt.datetime:
+    """Current time, timezone-aware UTC, microsecond precision."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _describe(head: HeadCursor | None) -> str:
+    if head is None:
+        return "absent (no sync committed)"
+    return f"{head.cursor} (partition {head.partition_key}, run {head.run_id})"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,231 @@
+"""One sync window: page the API from the committed cursor into one raw Parquet file, then commit the cursor.
+
+No Dagster import. The ``raw_responses`` asset calls ``sync_partition`` and turns the result into metadata.
+
+The commit protocol (data first, cursor second):
+
+1. Read the committed head cursor from the lake (``Lake.read_head``).
+2. Stream every page into a temporary file (one page in memory at a time).
+3. Under the lake's commit lock: check the head is unchanged, rename the file into place, write the new head.
+
+A run that fails anywhere before step 3 leaves the head and the lake as they were; the next run resumes from
+the same head and fetches the same records again. Which partition a run writes decides what it does:
+
+* ``sync``:    the partition was never synced and is not older than the head's partition -> page from the head.
+* ``replay``:  the partition was synced before -> re-fetch its recorded range (start cursor, page size, page
+               count, parameters) and rewrite its file; the head never moves.
+* ``skipped``: the partition was never synced and is older than the head's partition -> its window passed
+               without a sync; write an empty, schema-valid file that says why.
+"""
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cg_dagster.lib.client import CustomerGaugeClient, Period, SyncParams
+from cg_dagster.lib.flatten import raw_rows
+from cg_dagster.lib.lake import SYNC_METADATA_KEY, HeadCursor, Lake, utc_now
+from cg_dagster.lib.schemas import TABLES
+
+RAW_TABLE = "raw_responses"
+log = logging.getLogger("cg_dagster.sync")
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    """What a raw partition file holds, stored as JSON in its Parquet footer (key ``cg_dagster.sync``).
+
+    ``cursor_start`` is the cursor sent on the first page (None: from the beginning); ``cursor_end`` the
+    cursor after the last non-empty page (equal to ``cursor_start`` when nothing new came). ``pages``
+    counts non-empty pages of the cursor pass; ``lookback_*`` describe the trailing-window re-read, if any.
+    """
+
+    mode: str  # "sync" | "replay" | "skipped"
+    partition_key: str
+    run_id: str
+    cursor_start: int | None
+    cursor_end: int | None
+    pages: int
+    rows: int
+    per_page: int
+    with_: tuple[str, ...]
+    filter: str | None
+    lookback: dict | None = None  # {"field", "start", "end"} of the period re-read, or None
+    lookback_pages: int = 0
+    lookback_rows: int = 0
+    reason: str | None = None
+    full_refresh: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SyncRecord":
+        data = dict(data)
+        data["with_"] = tuple(data["with_"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """Outcome of ``sync_partition``: the record written in the file, the head before and after, the path."""
+
+    record: SyncRecord
+    head_before: HeadCursor | None
+    head_after: HeadCursor | None
+    path: Path
+
+    @property
+    def rows(self) -> int:
+        return self.record.rows + self.record.lookback_rows
+
+
+def sync_partition(
+    client: CustomerGaugeClient,
+    params: SyncParams,
+    lake: Lake,
+    *,
+    partition_key: str,
+    run_id: str,
+    full_refresh: bool = False,
+    lookback: Period | None = None,
+) -> SyncResult:
+    """Sync one partition of ``raw_responses`` (see the module docstring for the three modes).
+
+    Idempotent: running it again for the same partition replays the recorded range and rewrites the same
+    file; it never moves the head. ``full_refresh`` ignores the head (and any recorded range) and loads from
+    the beginning; it still commits only if no other sync committed meanwhile.
+
+    Raises:
+        CursorConflictError: another sync committed a new head while this one ran. Nothing committed.
+        CustomerGaugeError: from the client (HTTP, auth, cursor, body); nothing committed.
+        FlattenError: a record without an integer number_customergauge; nothing committed.
+        LakeError: the lake cannot be written or its cursor file is corrupt.
+    """
+    lake.ensure_writable()
+    target = lake.partition_path(RAW_TABLE, partition_key)
+    head = lake.read_head()
+    recorded = lake.read_sync_metadata(target)
+
+    if recorded is not None and not full_refresh:
+        return _replay(client, lake, SyncRecord.from_dict(recorded), target, head, run_id)
+    if head is not None and partition_key < head.partition_key and not full_refresh:
+        return _skip(lake, params, target, head, partition_key, run_id)
+
+    start = None if full_refresh else (head.cursor if head else None)
+    with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
+        cursor_end, pages = _copy_pages(client, params, start, writer, sync_pass="cursor")
+        rows = writer.rows
+        lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback")[1] if lookback else 0
+        record = SyncRecord(
+            mode="sync",
+            partition_key=partition_key,
+            run_id=run_id,
+            cursor_start=start,
+            cursor_end=cursor_end,
+            pages=pages,
+            rows=rows,
+            per_page=params.per_page,
+            with_=params.with_,
+            filter=params.filter,
+            lookback=_period_dict(lookback),
+            lookback_pages=lookback_pages,
+            lookback_rows=writer.rows - rows,
+            full_refresh=full_refresh,
+        )
+        writer.set_metadata({SYNC_METADATA_KEY: record.to_json().encode()})
+        new_head = HeadCursor(
+            cursor=cursor_end, partition_key=partition_key, run_id=run_id, committed_at=utc_now().isoformat()
+        )
+        with lake.commit_lock():
+            lake.assert_head(head)
+            writer.commit()
+            lake.write_head(new_head)
+    log.info("partition %s: %d rows in %d pages, cursor %s -> %s", partition_key, rows, pages, start, cursor_end)
+    return SyncResult(record=record, head_before=head, head_after=new_head, path=target)
+
+
+def _copy_pages(
+    client: CustomerGaugeClient,
+    params: SyncParams,
+    start: int | None,
+    writer,
+    sync_pass: str,
+    *,
+    until: SyncRecord | None = None,
+) -> tuple[int | None, int]:
+    """Stream pages from ``start`` into ``writer``; return (cursor after the last page, pages written).
+
+    ``until`` bounds a replay to a recorded range: no page is requested from at or past its ``cursor_end``
+    and no more than its ``rows`` records are kept (the API pages by a cursor we cannot map to records, so
+    the row count trims the last page when records were appended after the range was first synced).
+    """
+    cursor, pages, rows = start, 0, 0
+    for page in client.iter_pages(params, start, max_pages=until.pages if until else None):
+        records = page.records
+        if until is not None:
+            records = records[: until.rows - rows]
+        writer.write(raw_rows(records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass))
+        cursor, pages, rows = page.cursor_next, page.number, rows + len(records)
+        if until is not None and (rows >= until.rows or cursor >= until.cursor_end):
+            break
+    return cursor, pages
+
+
+def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id: str) -> SyncResult:
+    """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays."""
+    params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
+    lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
+    with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
+        pages = 0
+        if recorded.pages:
+            pages = _copy_pages(client, params, recorded.cursor_start, writer, "cursor", until=recorded)[1]
+        rows = writer.rows
+        lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback")[1] if lookback else 0
+        record = dataclasses.replace(
+            recorded,
+            mode="replay" if recorded.mode != "skipped" else "skipped",
+            run_id=run_id,
+            pages=pages,
+            rows=rows,
+            lookback_pages=lookback_pages,
+            lookback_rows=writer.rows - rows,
+            reason=recorded.reason if recorded.mode == "skipped" else f"replay of the range recorded by run {recorded.run_id}",
+        )
+        writer.set_metadata({SYNC_METADATA_KEY: record.to_json().encode()})
+        writer.commit()
+    return SyncResult(record=record, head_before=head, head_after=head, path=target)
+
+
+def _skip(lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partition_key: str, run_id: str) -> SyncResult:
+    """Write an empty, schema-valid file for a never-synced partition older than the head's partition."""
+    record = SyncRecord(
+        mode="skipped",
+        partition_key=partition_key,
+        run_id=run_id,
+        cursor_start=head.cursor,
+        cursor_end=head.cursor,
+        pages=0,
+        rows=0,
+        per_page=params.per_page,
+        with_=params.with_,
+        filter=params.filter,
+        reason=(
+            f"partition {partition_key} is older than {head.partition_key}, the partition of the committed head "
+            f"cursor {head.cursor}: its window passed without a sync and its responses are in later partitions"
+        ),
+    )
+    lake.write_table(target, TABLES[RAW_TABLE].empty_table(), {SYNC_METADATA_KEY: record.to_json().encode()})
+    return SyncResult(record=record, head_before=head, head_after=head, path=target)
+
+
+def _with_period(params: SyncParams, period: Period | None) -> SyncParams:
+    return dataclasses.replace(params, period=period)
+
+
+def _period_dict(period: Period | None) -> dict | None:
+    if period is None:
+        return None
+    return {"field": period.field, "start": period.start.isoformat(), "end": period.end.isoformat()}

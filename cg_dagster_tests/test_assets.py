@@ -1,0 +1,195 @@
+"""The assets end to end: real HTTP to the sandbox, real Dagster runs on a test instance, a real lake."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from cg_dagster.customergauge.assets import FLAT_KEYS, RAW_KEY, flattened_tables, raw_responses
+from cg_dagster.customergauge.schedules import hourly_sync_schedule
+from cg_dagster.definitions import defs
+from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.schemas import TABLES
+from cg_dagster_tests.conftest import SANDBOX_SECRET, make_resources
+
+ASSETS = [raw_responses, flattened_tables]
+NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
+P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
+
+
+def run(instance, resources, partition, run_config=NO_LOOKBACK, raise_on_error=True):
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=resources,
+        partition_key=partition,
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def raw_metadata(result) -> dict:
+    [mat] = result.asset_materializations_for_node("customergauge__raw_responses")
+    return {key: value.value for key, value in mat.metadata.items()}
+
+
+def raw_numbers(lake: Lake, partition: str) -> list[int]:
+    return pq.read_table(lake.partition_path("raw_responses", partition)).column("number_customergauge").to_pylist()
+
+
+def test_initial_then_incremental_sync_fetches_only_new_records(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    served = [r["number_customergauge"] for r in sandbox.records()]
+    with dg.instance_for_test() as instance:
+        first = run(instance, resources, P1)
+        meta1 = raw_metadata(first)
+        assert raw_numbers(lake, P1) == served
+        assert meta1["cursor_start"] is None
+        assert meta1["pages"] == 4  # 350 records, per_page 100
+        assert meta1["dagster/row_count"] == 350
+        assert meta1["cursor"] == sandbox.last_cursor
+        assert meta1["dagster/uri"] == lake.partition_path("raw_responses", P1).as_uri()
+
+        appended = [r["number_customergauge"] for r in sandbox.append_records(42)]
+        sandbox.reset_log()
+        second = run(instance, resources, P2)
+        meta2 = raw_metadata(second)
+        assert raw_numbers(lake, P2) == appended
+        assert meta2["cursor_start"] == meta1["cursor"]
+        assert meta2["cursor"] == sandbox.last_cursor > meta1["cursor"]
+        assert meta2["pages"] == 1
+        sent = [dict(e.query).get("cursor") for e in sandbox.requests_log if e.path.endswith("/responses")]
+        assert sent[0] == str(meta1["cursor"])  # resumed, no reload
+
+        # nothing new: an empty, schema-valid partition and the cursor unchanged
+        third = run(instance, resources, P3)
+        meta3 = raw_metadata(third)
+        assert meta3["dagster/row_count"] == 0 and meta3["pages"] == 0
+        assert meta3["cursor"] == meta2["cursor"]
+        assert pq.read_schema(lake.partition_path("raw_responses", P3)).equals(TABLES["raw_responses"].arrow_schema)
+        assert lake.read_head().cursor == meta2["cursor"]
+
+
+def test_flattened_tables_have_one_row_per_response_and_declared_schemas(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+        result = run(instance, make_resources(sandbox, lake.root), P1)
+    responses = pq.read_table(lake.partition_path("responses", P1))
+    assert responses.column("number_customergauge").to_pylist() == [r["number_customergauge"] for r in sandbox.records()]
+    expected_drivers = sum(
+        max(1, len(d.get("secondary") or [])) for r in sandbox.records() for d in (r.get("selected_drivers") or [])
+    )
+    assert pq.read_table(lake.partition_path("response_drivers", P1)).num_rows == expected_drivers
+    for name, key in FLAT_KEYS.items():
+        path = lake.partition_path(name, P1)
+        assert pq.read_schema(path).equals(TABLES[name].arrow_schema), name
+        [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == key]
+        metadata = mat.materialization.metadata
+        assert metadata["dagster/row_count"].value == pq.read_metadata(path).num_rows
+        assert "dagster/column_lineage" in metadata and "dagster/column_schema" in metadata
+
+
+def test_rematerializing_a_synced_partition_replays_its_range_without_moving_the_cursor(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        head = lake.read_head()
+        sandbox.append_records(10)
+        replay = raw_metadata(run(instance, resources, P1))
+        assert replay["sync_mode"] == "replay"
+        assert raw_numbers(lake, P1) == [r["number_customergauge"] for r in sandbox.records()[:350]]
+        assert lake.read_head() == head
+        assert replay["cursor"] == head.cursor
+        # the next window still gets the appended records
+        run(instance, resources, P2)
+        assert len(raw_numbers(lake, P2)) == 10
+
+
+def test_an_older_never_synced_partition_is_written_empty_with_a_reason(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P2)
+        head = lake.read_head()
+        meta = raw_metadata(run(instance, resources, P1))
+    assert meta["sync_mode"] == "skipped" and meta["dagster/row_count"] == 0
+    assert "older than 2026-11-01-11:00" in meta["reason"]
+    assert lake.read_head() == head
+    assert pq.read_schema(lake.partition_path("responses", P1)).equals(TABLES["responses"].arrow_schema)
+
+
+def test_full_refresh_loads_from_the_beginning(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    config = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1, "full_refresh": True}}}}
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        meta = raw_metadata(run(instance, resources, P2, run_config=config))
+    assert meta["cursor_start"] is None and meta["dagster/row_count"] == 350
+
+
+def test_lookback_hour_rereads_the_trailing_window(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    config = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": 11, "lookback_days": 10}}}}
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        sandbox.reset_log()
+        meta = raw_metadata(run(instance, resources, P2, run_config=config))
+    window = [
+        r["number_customergauge"]
+        for r in sandbox.records()
+        if "2026-10-22" <= (r.get("date_survey_response") or "")[:10] <= "2026-11-01"
+    ]
+    assert meta["lookback"] == {"field": "date_survey_response", "start": "2026-10-22", "end": "2026-11-01"}
+    assert meta["lookback_rows"] == len(window) > 0
+    table = pq.read_table(lake.partition_path("raw_responses", P2))
+    assert sorted(table.filter(pq_filter(table, "lookback")).column("number_customergauge").to_pylist()) == sorted(window)
+    periods = {dict(e.query).get("period[start]") for e in sandbox.requests_log if e.path.endswith("/responses")}
+    assert periods == {None, "2026-10-22"}
+
+
+def pq_filter(table, sync_pass):
+    import pyarrow.compute as pc
+
+    return pc.equal(table.column("sync_pass"), sync_pass)
+
+
+def test_bad_settings_fail_before_any_request_and_write_nothing(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+        result = run(instance, make_resources(sandbox, lake.root, per_page=1001), P1, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "per_page" in failure and "1000" in failure
+    assert sandbox.requests_log == []
+    assert not lake.partition_path("raw_responses", P1).exists()
+    assert lake.read_head() is None
+
+
+def test_schedule_tick_requests_the_last_complete_hour():
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.timezone.utc))
+    schedule = defs.get_schedule_def(hourly_sync_schedule.name)
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-29-09:00"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = defs.resolve_job_def("customergauge_hourly_sync")
+    assert {key for key in job.asset_layer.executable_asset_keys} >= {RAW_KEY, *FLAT_KEYS.values()}
+
+
+def test_definitions_load_and_the_secret_stays_out_of_the_lake_and_metadata(sandbox, tmp_path):
+    dg.Definitions.validate_loadable(defs)
+    lake = Lake(tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+        result = run(instance, make_resources(sandbox, lake.root), P1)
+        token = sandbox.requests_log[-1].authorization.split()[-1]
+        logs = json.dumps([str(e) for e in instance.all_logs(result.run_id)])
+    assert SANDBOX_SECRET not in logs and token not in logs
+    for path in lake.root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert SANDBOX_SECRET.encode() not in data and token.encode() not in data, path
