@@ -1,0 +1,706 @@
+"""Client for the CustomerGauge v7 sync API (``GET /v7/rest/sync/responses``).
+
+No Dagster import: usable and testable alone. Sources of the API facts used here:
+
+- "vendor page": /work/shared/reference/customergauge-get-responses-api.txt
+- "api-notes.md": /work/shared/reference/api-notes.md
+
+Typical use::
+
+    client = CustomerGaugeClient(client_id=..., client_secret=..., api_base_url=..., auth_base_url=...)
+    with client:
+        for page in client.iter_pages(SyncParams(per_page=1000), cursor=stored_cursor):
+            write(page.records)
+            stored_cursor = page.cursor_next
+
+Secrets (client secret, access token) never appear in logs, exception messages or reprs.
+"""
+
+import datetime
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.client import IncompleteRead
+from typing import Callable, Optional, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+logger = logging.getLogger("cg_dagster.client")
+
+REGIONS = ("eu", "us", "au")  # api-notes.md
+WITH_VALUES = ("selected_drivers", "tags", "questions", "properties")  # vendor page
+PERIOD_FIELDS = ("date_creation", "date_order", "date_sent", "date_survey_response")  # vendor page
+
+RESPONSES_PATH = "/v7/rest/sync/responses"  # vendor page
+TOKEN_PATH = "/oauth2/token"  # vendor page
+MAX_PER_PAGE = 1000  # vendor page: "Number from 1 to 1000"
+DEFAULT_TOKEN_LIFETIME = 3600.0  # seconds; api-notes.md: tokens live 1 hour, expires_in is optional
+TOKEN_REFRESH_MARGIN = 60.0  # seconds of lifetime left below which a cached token is refreshed
+RETRY_STATUSES = (429, 500, 502, 503, 504)  # api-notes.md: 429 rate limit, 504 gateway on slow pages
+MAX_BACKOFF = 120.0  # seconds; the same cap as urllib3's Retry.DEFAULT_BACKOFF_MAX
+ERROR_TEXT_LIMIT = 200  # characters of a non-JSON error body quoted in an exception message
+
+_DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+class CustomerGaugeError(Exception):
+    """Base class of every error raised by this module."""
+
+
+class CustomerGaugeConfigError(CustomerGaugeError, ValueError):
+    """A setting is invalid. The message names the setting and how to fix it."""
+
+
+class CustomerGaugeAuthError(CustomerGaugeError):
+    """The token endpoint refused the client credentials, or the API answered 401 after a token refresh."""
+
+
+class CustomerGaugeAPIError(CustomerGaugeError):
+    """The API answered a non-2xx status (after retries).
+
+    Attributes: ``status`` (HTTP status, int), ``path`` (URL path, no host or query string),
+    ``api_message`` (the API's own message, Laravel ``errors`` flattened in; None when the body had none).
+    """
+
+    def __init__(self, method: str, path: str, status: int, api_message: Optional[str]):
+        self.status = status
+        self.path = path
+        self.api_message = api_message
+        text = f"{method} {path} answered {status}"
+        super().__init__(f"{text}: {api_message}" if api_message else f"{text} with an empty body")
+
+
+class CustomerGaugeConnectionError(CustomerGaugeError):
+    """No HTTP answer at all (connection refused, timeout, ...) after the urllib3 retries."""
+
+
+class CustomerGaugeCursorError(CustomerGaugeError):
+    """A non-empty page's ``cursor.next`` is missing, not an integer, or not past the cursor sent."""
+
+
+class CustomerGaugeBodyError(CustomerGaugeError):
+    """A body broke while being read, or was not the expected JSON shape, on every attempt."""
+
+
+class _BodyProblem(Exception):
+    """Internal: a body that may be fine when requested again (see ``_retry_body``)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings
+
+
+def default_base_urls(region: str) -> tuple[str, str]:
+    """Return ``(api_base_url, auth_base_url)`` for a CustomerGauge region (api-notes.md).
+
+    ``region`` is one of REGIONS ("eu", "us", "au"). Raises CustomerGaugeConfigError otherwise.
+    """
+    if region not in REGIONS:
+        raise CustomerGaugeConfigError(
+            f"region must be one of {', '.join(REGIONS)}, got {region!r}: "
+            "use the region of your CustomerGauge system (api-notes.md)"
+        )
+    return f"https://api.{region}.customergauge.com", f"https://auth.{region}.customergauge.com"
+
+
+def validate_base_url(url: str, setting: str) -> str:
+    """Check a base URL and return it without a trailing "/".
+
+    https is accepted for any host; plain http only for loopback hosts (127.0.0.0/8, ::1, localhost),
+    i.e. the local sandbox. A path prefix is allowed; a query string, fragment or user:password@ is not.
+    Raises CustomerGaugeConfigError naming ``setting``. The URL is not echoed if it holds credentials.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise CustomerGaugeConfigError(f"{setting} must be a URL like https://api.eu.customergauge.com")
+    parts = urlsplit(url.strip())
+    if parts.username is not None or parts.password is not None:
+        raise CustomerGaugeConfigError(f"{setting} must not hold user:password@; pass credentials separately")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise CustomerGaugeConfigError(
+            f"{setting} must be an absolute https:// URL, got {url!r}: e.g. https://api.eu.customergauge.com"
+        )
+    if parts.query or parts.fragment:
+        raise CustomerGaugeConfigError(f"{setting} must not have a query string or fragment, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise CustomerGaugeConfigError(
+            f"{setting} uses plain http for the non-loopback host {parts.hostname!r}: use https "
+            "(http is only allowed for 127.0.0.0/8, ::1 and localhost, i.e. the local sandbox)"
+        )
+    return url.strip().rstrip("/")
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_int(value: object) -> bool:
+    """True for int but not bool (bool is an int subclass)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Period:
+    """The ``period[field]``, ``period[start]``, ``period[end]`` filter (vendor page).
+
+    ``field`` is one of PERIOD_FIELDS; ``start`` and ``end`` are inclusive dates with start <= end
+    (dates are in the CustomerGauge system's time zone, api-notes.md). Raises CustomerGaugeConfigError.
+    """
+
+    field: str
+    start: datetime.date
+    end: datetime.date
+
+    def __post_init__(self):
+        if self.field not in PERIOD_FIELDS:
+            raise CustomerGaugeConfigError(
+                f"period[field] must be one of {', '.join(PERIOD_FIELDS)}, got {self.field!r} (vendor page)"
+            )
+        for name, value in (("period[start]", self.start), ("period[end]", self.end)):
+            if not isinstance(value, datetime.date) or isinstance(value, datetime.datetime):
+                raise CustomerGaugeConfigError(f"{name} must be a datetime.date, got {value!r}")
+        if self.start > self.end:
+            raise CustomerGaugeConfigError(
+                f"period[start] {self.start.isoformat()} is after period[end] {self.end.isoformat()}: "
+                "swap them or fix the dates"
+            )
+
+    @classmethod
+    def from_strings(cls, field: Optional[str], start: Optional[str], end: Optional[str]) -> "Period | None":
+        """Build a Period from config strings; return None when all three are None or "".
+
+        Dates must be exactly YYYY-MM-DD (vendor page). Giving only some of the three raises
+        CustomerGaugeConfigError naming the missing ones, as does a malformed date.
+        """
+        given = {"period[field]": field, "period[start]": start, "period[end]": end}
+        missing = [name for name, value in given.items() if value is None or str(value).strip() == ""]
+        if len(missing) == 3:
+            return None
+        if missing:
+            raise CustomerGaugeConfigError(
+                f"{' and '.join(missing)} missing: give all three of period[field], period[start] and "
+                "period[end], or none of them"
+            )
+        return cls(field.strip(), _parse_date(start, "period[start]"), _parse_date(end, "period[end]"))
+
+
+def _parse_date(text: str, setting: str) -> datetime.date:
+    text = str(text).strip()
+    if _DATE_PATTERN.fullmatch(text):
+        try:
+            return datetime.date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise CustomerGaugeConfigError(f"{setting} must be a date written YYYY-MM-DD (vendor page), got {text!r}")
+
+
+@dataclass(frozen=True)
+class SyncParams:
+    """Every query parameter sent on every page except the cursor (vendor page; api-notes.md says all of
+    them must be repeated, unchanged, on every page).
+
+    - ``per_page``: records per page, 1..1000.
+    - ``with_``: expansions to request, a subset of WITH_VALUES without duplicates; () requests none
+      (records then carry no drivers, tags and topics, questions or properties/segments).
+    - ``number_customergauge``: only this record (positive int) or None.
+    - ``filter``: an Outbound filter reference (non-empty string) or None.
+    - ``period``: a Period or None.
+
+    Raises CustomerGaugeConfigError naming the field and the fix.
+    """
+
+    per_page: int = MAX_PER_PAGE
+    with_: tuple[str, ...] = WITH_VALUES
+    number_customergauge: Optional[int] = None
+    filter: Optional[str] = None
+    period: Optional[Period] = None
+
+    def __post_init__(self):
+        if not _is_int(self.per_page) or not 1 <= self.per_page <= MAX_PER_PAGE:
+            raise CustomerGaugeConfigError(
+                f"per_page must be an integer from 1 to {MAX_PER_PAGE} (vendor page), got {self.per_page!r}"
+            )
+        object.__setattr__(self, "with_", _check_with(self.with_))
+        if self.number_customergauge is not None and not (
+            _is_int(self.number_customergauge) and self.number_customergauge > 0
+        ):
+            raise CustomerGaugeConfigError(
+                f"number_customergauge must be a positive integer (a CGID) or None, "
+                f"got {self.number_customergauge!r}"
+            )
+        if self.filter is not None and (not isinstance(self.filter, str) or not self.filter.strip()):
+            raise CustomerGaugeConfigError(
+                "filter must be the reference of an Outbound filter (vendor page) or None, "
+                f"got {self.filter!r}"
+            )
+        if self.period is not None and not isinstance(self.period, Period):
+            raise CustomerGaugeConfigError(
+                f"period must be a Period (see Period.from_strings) or None, got {self.period!r}"
+            )
+
+    def query(self, cursor: Optional[int]) -> list[tuple[str, str]]:
+        """Return the query string pairs, in this order: per_page, cursor (unless None), with[] (one per
+        value), number_customergauge, filter, period[field], period[start], period[end] (unset ones left out).
+        """
+        pairs = [("per_page", str(self.per_page))]
+        if cursor is not None:
+            pairs.append(("cursor", str(cursor)))
+        pairs += [("with[]", value) for value in self.with_]
+        if self.number_customergauge is not None:
+            pairs.append(("number_customergauge", str(self.number_customergauge)))
+        if self.filter is not None:
+            pairs.append(("filter", self.filter))
+        if self.period is not None:
+            pairs.append(("period[field]", self.period.field))
+            pairs.append(("period[start]", self.period.start.isoformat()))
+            pairs.append(("period[end]", self.period.end.isoformat()))
+        return pairs
+
+
+def _check_with(values: object) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, (tuple, list)):
+        raise CustomerGaugeConfigError(
+            f"with_ must be a tuple of values from {', '.join(WITH_VALUES)}, got {values!r}: "
+            "e.g. ('selected_drivers', 'tags')"
+        )
+    for value in values:
+        if value not in WITH_VALUES:
+            hint = " (use 'selected_drivers')" if value == "drivers" else ""
+            raise CustomerGaugeConfigError(
+                f"with_ holds the unknown value {value!r}{hint}: allowed are {', '.join(WITH_VALUES)} "
+                "(vendor page)"
+            )
+    if len(set(values)) != len(values):
+        raise CustomerGaugeConfigError(
+            f"with_ must not repeat a value, got {tuple(values)!r}: drop the duplicates"
+        )
+    return tuple(values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pages
+
+
+@dataclass(frozen=True)
+class Page:
+    """One non-empty page of the sync API.
+
+    - ``number``: 1-based page number within one ``iter_pages`` call.
+    - ``cursor_sent``: the cursor parameter of this request (None on the first page of an initial load).
+    - ``cursor_next``: the cursor to resume from after this page; always an int > cursor_sent.
+    - ``records``: the body's "data" list as parsed (dicts shaped like the vendor page's example).
+    """
+
+    number: int
+    cursor_sent: Optional[int]
+    cursor_next: int
+    records: list[dict] = field(repr=False)
+
+
+def _next_cursor(body: dict, number: int, cursor_sent: Optional[int]) -> int:
+    """Return ``cursor.next`` of a non-empty page, or raise CustomerGaugeCursorError (api-notes.md: a
+    stored cursor must never become null or smaller, and a page must not loop)."""
+    cursor = body.get("cursor")
+    value = cursor.get("next") if isinstance(cursor, dict) else None
+    if _is_int(value) and (cursor_sent is None or value > cursor_sent):
+        return value
+    received = repr(value) if isinstance(cursor, dict) and "next" in cursor else "no cursor.next"
+    raise CustomerGaugeCursorError(
+        f"page {number} (cursor sent: {cursor_sent}) has records but cursor.next is {received}; "
+        "it must be an integer greater than the cursor sent: refusing to loop or go backwards"
+    )
+
+
+def _check_page_body(body: object) -> dict:
+    """Return a ``{"data": [dict, ...], ...}`` body; anything else is a _BodyProblem (vendor page shape)."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise _BodyProblem('the body is not a JSON object with a "data" list')
+    if not all(isinstance(record, dict) for record in body["data"]):
+        raise _BodyProblem('the "data" list holds something other than JSON objects')
+    return body
+
+
+# --------------------------------------------------------------------------------------------------
+# Token cache (per process)
+
+
+@dataclass
+class _CachedToken:
+    access_token: str = field(repr=False)
+    lifetime: float  # seconds, expires_in of the token response (DEFAULT_TOKEN_LIFETIME if absent)
+    expires_at: float  # _clock() value
+
+
+_clock = time.monotonic  # tests replace it to move time forward
+_token_cache: dict[tuple[str, str, str], _CachedToken] = {}
+_token_lock = threading.Lock()
+
+
+def clear_token_cache() -> None:
+    """Forget every cached access token of this process (tests use it between cases)."""
+    with _token_lock:
+        _token_cache.clear()
+
+
+def _is_fresh(token: _CachedToken) -> bool:
+    """True while more than the refresh margin is left. The margin is 60 s, or half the lifetime for
+    tokens living under 2 minutes, so that a short-lived token is not fetched again for every page."""
+    margin = min(TOKEN_REFRESH_MARGIN, token.lifetime / 2)
+    return token.expires_at - _clock() > margin
+
+
+def _token_lifetime(body: dict) -> float:
+    value = body.get("expires_in")
+    if value is None:
+        return DEFAULT_TOKEN_LIFETIME
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if seconds > 0:
+        return seconds
+    logger.warning("token response has an unusable expires_in; assuming %.0f s", DEFAULT_TOKEN_LIFETIME)
+    return DEFAULT_TOKEN_LIFETIME
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP helpers
+
+
+def _backoff_seconds(backoff_factor: float, attempt: int) -> float:
+    """Sleep before re-request number ``attempt`` (1-based), as urllib3's Retry.get_backoff_time:
+    0 for the first, then backoff_factor * 2 ** (attempt - 1), at most MAX_BACKOFF."""
+    if attempt <= 1:
+        return 0.0
+    return min(MAX_BACKOFF, backoff_factor * 2 ** (attempt - 1))
+
+
+def _api_message(response: requests.Response, raw: bytes) -> Optional[str]:
+    """The API's message: JSON "message" plus Laravel "errors" flattened (api-notes.md), else the first
+    ERROR_TEXT_LIMIT characters of the body; None for an empty body."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        text = raw.decode(response.encoding or "utf-8", errors="replace").strip()
+        return text[:ERROR_TEXT_LIMIT] or None
+    if not isinstance(body, dict):
+        return json.dumps(body, ensure_ascii=False)[:ERROR_TEXT_LIMIT]
+    message = body.get("message") or body.get("error")
+    details = _laravel_errors(body.get("errors"))
+    if message and details:
+        return f"{message} ({details})"
+    return str(message or details or json.dumps(body, ensure_ascii=False)[:ERROR_TEXT_LIMIT])
+
+
+def _laravel_errors(errors: object) -> str:
+    """{"per_page": ["The per page must be..."]} -> "per_page: The per page must be...";
+    several fields are joined with "; "."""
+    if not isinstance(errors, dict):
+        return ""
+    parts = []
+    for name, messages in errors.items():
+        text = " ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+        parts.append(f"{name}: {text}")
+    return "; ".join(parts)
+
+
+def _read_body(response: requests.Response) -> bytes:
+    """Read a streamed body; a body that breaks mid-read is a _BodyProblem. Always closes the response."""
+    try:
+        return response.content
+    except (
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ConnectionError,
+        urllib3.exceptions.ProtocolError,
+        IncompleteRead,
+    ) as exc:
+        raise _BodyProblem(f"the body broke while being read ({type(exc).__name__})") from None
+    finally:
+        response.close()
+
+
+def _parse_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise _BodyProblem(f"the body is not valid JSON ({len(raw)} bytes)") from None
+
+
+def _scrubbed(exc: requests.exceptions.RequestException) -> requests.exceptions.RequestException:
+    """Drop the request (its headers hold the token, a token POST's body the secret) and response from a
+    requests exception before chaining it."""
+    exc.request = None
+    exc.response = None
+    return exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Client
+
+
+class CustomerGaugeClient:
+    """CustomerGauge v7 sync API client (OAuth2 client credentials, vendor page).
+
+    - ``client_id`` / ``client_secret``: the Connected App's credentials (non-empty strings).
+    - ``api_base_url`` / ``auth_base_url``: see ``default_base_urls`` and ``validate_base_url``.
+    - ``timeout``: seconds for connecting and for each read, on every request.
+    - ``max_retries`` / ``backoff_factor``: urllib3 retries of 429/5xx and connection errors (Retry-After is
+      honoured), and the same number of re-requests of a page whose body broke or was not the JSON shape.
+    - ``user_agent``: the User-Agent header.
+
+    Access tokens are cached per process (shared by all clients with the same auth_base_url, client_id
+    and secret). Raises CustomerGaugeConfigError for bad settings. Use as a context manager or call close().
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        api_base_url: str,
+        auth_base_url: str,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff_factor: float = 1.0,
+        user_agent: str = "cg_dagster/0.1",
+    ):
+        _require_text(client_id, "client_id", "the Client ID of your CustomerGauge Connected App")
+        _require_text(client_secret, "client_secret", "the Client Secret of your CustomerGauge Connected App")
+        _require_text(user_agent, "user_agent", "e.g. cg_dagster/0.1")
+        _require_number(timeout, "timeout", minimum=0, strict=True)
+        _require_number(backoff_factor, "backoff_factor", minimum=0, strict=False)
+        if not _is_int(max_retries) or max_retries < 0:
+            raise CustomerGaugeConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        self.api_base_url = validate_base_url(api_base_url, "api_base_url")
+        self.auth_base_url = validate_base_url(auth_base_url, "auth_base_url")
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self._timeout = float(timeout)
+        self._max_retries = max_retries
+        self._backoff_factor = float(backoff_factor)
+        self._cache_key = (self.auth_base_url, client_id, hashlib.sha256(client_secret.encode()).hexdigest())
+        self._session = self._new_session(user_agent)
+
+    def __repr__(self) -> str:
+        return (
+            f"CustomerGaugeClient(api_base_url={self.api_base_url!r}, auth_base_url={self.auth_base_url!r}, "
+            f"client_id={self.client_id!r})"
+        )
+
+    def __enter__(self) -> "CustomerGaugeClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session (the process token cache is kept)."""
+        self._session.close()
+
+    def _new_session(self, user_agent: str) -> requests.Session:
+        retry = Retry(
+            total=self._max_retries,
+            backoff_factor=self._backoff_factor,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,  # every method: the token POST is safe to repeat too
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+        return session
+
+    # ---- paging
+
+    def iter_pages(
+        self, params: SyncParams, cursor: Optional[int] = None, *, max_pages: Optional[int] = None
+    ) -> Iterator[Page]:
+        """Yield the non-empty pages from ``cursor`` (None: from the first record) until the API answers an
+        empty "data" list (vendor page), or after ``max_pages`` non-empty pages.
+
+        Each page is requested with ``params.query(cursor)``, so only the cursor changes between pages.
+        Pages are fetched lazily, one per iteration, and never accumulated. The empty last page is not
+        yielded and its cursor is ignored, so the last Page's ``cursor_next`` is the cursor to store.
+        Raises CustomerGaugeConfigError (bad arguments, at call time), CustomerGaugeCursorError,
+        CustomerGaugeAPIError, CustomerGaugeAuthError, CustomerGaugeBodyError, CustomerGaugeConnectionError.
+        """
+        if not isinstance(params, SyncParams):
+            raise CustomerGaugeConfigError(f"params must be a SyncParams, got {type(params).__name__}")
+        if cursor is not None and not _is_int(cursor):
+            raise CustomerGaugeConfigError(
+                f"cursor must be an integer returned by the API (vendor page) or None, got {cursor!r}"
+            )
+        if max_pages is not None and (not _is_int(max_pages) or max_pages < 1):
+            raise CustomerGaugeConfigError(f"max_pages must be a positive integer or None, got {max_pages!r}")
+        return self._pages(params, cursor, max_pages)
+
+    def _pages(self, params: SyncParams, cursor: Optional[int], max_pages: Optional[int]) -> Iterator[Page]:
+        number = 0
+        while max_pages is None or number < max_pages:
+            query = params.query(cursor)
+            body = self._retry_body(f"page {number + 1}", lambda: self._get_page_body(query))
+            records = body["data"]
+            if not records:
+                logger.debug("empty page after cursor %s: sync finished after %d page(s)", cursor, number)
+                return
+            number += 1
+            cursor_next = _next_cursor(body, number, cursor)
+            logger.debug(
+                "page %d: cursor sent %s, %d records, next %s", number, cursor, len(records), cursor_next
+            )
+            yield Page(number=number, cursor_sent=cursor, cursor_next=cursor_next, records=records)
+            cursor = cursor_next
+
+    def _get_page_body(self, query: list[tuple[str, str]]) -> dict:
+        """One GET of the responses endpoint, with one token refresh on a 401."""
+        token = self.access_token()
+        response = self._get_responses(query, token)
+        if response.status_code == 401:
+            _read_body(response)
+            logger.info("API answered 401; fetching a new access token and repeating the request once")
+            self._forget_token(token)
+            token = self.access_token()
+            response = self._get_responses(query, token)
+            if response.status_code == 401:
+                _read_body(response)
+                raise CustomerGaugeAuthError(
+                    f"GET {self._path(RESPONSES_PATH)} answered 401 Unauthenticated even with a fresh "
+                    "access token: check that the Connected App may use the sync API"
+                )
+        raw = _read_body(response)
+        if not response.ok:
+            raise self._api_error("GET", RESPONSES_PATH, response, raw, token)
+        return _check_page_body(_parse_json(raw))
+
+    def _get_responses(self, query: list[tuple[str, str]], token: str) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return self._request("GET", RESPONSES_PATH, params=query, headers=headers)
+
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send one request (urllib3 retries included) with a streamed body; connection-level failures
+        become CustomerGaugeConnectionError."""
+        base = self.auth_base_url if path == TOKEN_PATH else self.api_base_url
+        try:
+            return self._session.request(method, base + path, timeout=self._timeout, stream=True, **kwargs)
+        except requests.exceptions.RequestException as exc:
+            raise CustomerGaugeConnectionError(
+                f"{method} {self._path(path)} got no answer after {self._max_retries} retries: "
+                f"{type(exc).__name__}"
+            ) from _scrubbed(exc)
+
+    def _retry_body(self, what: str, fetch: Callable[[], _T]) -> _T:
+        """Call ``fetch`` again (same request) while it raises _BodyProblem, at most max_retries more
+        times, sleeping like urllib3's backoff; then raise CustomerGaugeBodyError."""
+        for attempt in range(self._max_retries + 1):
+            if attempt:
+                time.sleep(_backoff_seconds(self._backoff_factor, attempt))
+            try:
+                return fetch()
+            except _BodyProblem as exc:
+                problem = str(exc)
+                logger.warning("%s: %s (attempt %d of %d)", what, problem, attempt + 1, self._max_retries + 1)
+        raise CustomerGaugeBodyError(f"{what}: {problem}, on all {self._max_retries + 1} attempts")
+
+    def _path(self, path: str) -> str:
+        base = self.auth_base_url if path == TOKEN_PATH else self.api_base_url
+        return urlsplit(base).path + path
+
+    def _api_error(
+        self, method: str, path: str, response: requests.Response, raw: bytes, token: Optional[str]
+    ) -> CustomerGaugeAPIError:
+        """The error for a non-2xx answer, with the token and secret redacted should the body echo them."""
+        message = _api_message(response, raw)
+        for secret in (token, self._client_secret):
+            if message and secret:
+                message = message.replace(secret, "[redacted]")
+        return CustomerGaugeAPIError(method, self._path(path), response.status_code, message)
+
+    # ---- token
+
+    def access_token(self) -> str:
+        """Return the process-wide cached access token, fetching a new one when it has less than 60 s left
+        (see ``_is_fresh``). For tests and diagnostics; never log the value."""
+        with _token_lock:
+            cached = _token_cache.get(self._cache_key)
+            if cached is None or not _is_fresh(cached):
+                cached = self._retry_body("token request", self._fetch_token)
+                _token_cache[self._cache_key] = cached
+            return cached.access_token
+
+    def _forget_token(self, token: str) -> None:
+        """Drop ``token`` from the cache unless another client already replaced it."""
+        with _token_lock:
+            cached = _token_cache.get(self._cache_key)
+            if cached is not None and cached.access_token == token:
+                del _token_cache[self._cache_key]
+
+    def _fetch_token(self) -> _CachedToken:
+        """POST the client credentials to the token endpoint (vendor page)."""
+        logger.info("fetching an access token from %s for client_id %s", self.auth_base_url, self.client_id)
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+        }
+        response = self._request("POST", TOKEN_PATH, data=form)
+        raw = _read_body(response)
+        if response.status_code in (400, 401):
+            raise CustomerGaugeAuthError(
+                f"token endpoint refused the client credentials ({response.status_code} "
+                f"{_oauth_error_code(raw)}): check client_id / client_secret"
+            )
+        if not response.ok:
+            raise self._api_error("POST", TOKEN_PATH, response, raw, None)
+        body = _parse_json(raw)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise CustomerGaugeAuthError(
+                f"POST {self._path(TOKEN_PATH)} answered {response.status_code} without an access_token"
+            )
+        lifetime = _token_lifetime(body)
+        return _CachedToken(access_token=token, lifetime=lifetime, expires_at=_clock() + lifetime)
+
+
+def _oauth_error_code(raw: bytes) -> str:
+    """The OAuth2 "error" code of a refused token request (api-notes.md: likely "invalid_client")."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "no error code"
+    code = body.get("error") if isinstance(body, dict) else None
+    return code[:50] if isinstance(code, str) and code else "no error code"
+
+
+def _require_text(value: object, setting: str, fix: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise CustomerGaugeConfigError(f"{setting} must be a non-empty string: set it to {fix}")
+
+
+def _require_number(value: object, setting: str, *, minimum: float, strict: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        relation = ">" if strict else ">="
+        raise CustomerGaugeConfigError(f"{setting} must be a number {relation} {minimum}, got {value!r}")

@@ -1,0 +1,11 @@
+"""Local CustomerGauge-compatible HTTP API (v7 sync responses + OAuth2 token).
+
+Used by the demo, the tests and the benchmark.
+
+Run it with ``python -m cg_dagster.sandbox``; from Python use ``SandboxServer`` (a context manager).
+"""
+
+from cg_dagster.sandbox.data import generate_records
+from cg_dagster.sandbox.server import RequestLogEntry, SandboxFaults, SandboxServer
+
+__all__ = ["RequestLogEntry", "SandboxFaults", "SandboxServer", "generate_records"]

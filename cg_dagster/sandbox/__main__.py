@@ -1,0 +1,79 @@
+"""CLI: ``python -m cg_dagster.sandbox [--port 8765] ...`` serves the sandbox API until SIGINT/SIGTERM."""
+
+import argparse
+import ipaddress
+import signal
+import sys
+import threading
+
+from cg_dagster.sandbox.server import EMPTY_NEXT_MODES, FAIL_STATUSES, SandboxFaults, SandboxServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser; defaults match ``SandboxServer`` and ``SandboxFaults`` except --port (8765)."""
+    parser = argparse.ArgumentParser(prog="python -m cg_dagster.sandbox",
+                                     description="Local CustomerGauge-compatible v7 sync API.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--records", type=int, default=2500)
+    parser.add_argument("--client-id", default="sandbox-client")
+    parser.add_argument("--client-secret", default="sandbox-secret")
+    parser.add_argument("--token-ttl", type=int, default=3600, help="expires_in of tokens, seconds")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before each answer")
+    parser.add_argument("--fail-every", type=int, default=0, help="every k-th responses request answers 5xx")
+    parser.add_argument("--fail-status", type=int, default=503, choices=FAIL_STATUSES)
+    parser.add_argument("--rate-limit-every", type=int, default=0,
+                        help="every k-th responses request answers 429")
+    parser.add_argument("--retry-after", type=retry_after_seconds, default=1,
+                        help="Retry-After seconds on 429, or 'none' to omit the header")
+    parser.add_argument("--empty-next", default="same", choices=EMPTY_NEXT_MODES)
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser
+
+
+def retry_after_seconds(value: str) -> int | None:
+    return None if value.lower() == "none" else int(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; return the exit code (0 on a clean stop)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not _is_loopback(args.host) or ":" in args.host:
+        parser.error(f"--host {args.host} is not an IPv4 loopback address; the sandbox only serves "
+                     "this machine: use 127.0.0.1 or localhost")
+    faults = SandboxFaults(
+        fail_every=args.fail_every, fail_status=args.fail_status, rate_limit_every=args.rate_limit_every,
+        retry_after=args.retry_after, token_ttl=args.token_ttl, latency=args.latency,
+        empty_next=args.empty_next,
+    )
+    server = SandboxServer(seed=args.seed, records=args.records, client_id=args.client_id,
+                           client_secret=args.client_secret, host=args.host, port=args.port,
+                           faults=faults, verbose=args.verbose)
+    try:
+        server.start()
+    except OSError as error:
+        print(f"sandbox cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"sandbox listening on {server.base_url}", flush=True)
+    while not stop.wait(0.2):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
