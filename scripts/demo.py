@@ -93,14 +93,14 @@ def _materialize(partition: str, env: dict) -> None:
 
 def _raw_rows(partition: str) -> int:
     path = Lake(LAKE_ROOT).partition_path("raw_responses", partition)
-    return duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchone()[0]
+    return duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall()[0][0]
 
 
 def _report(first: int, second: int, served: int, appended: int) -> int:
     print(f"\ninitial load fetched {first} responses; incremental sync fetched {second} (appended: {appended})")
     print(f"\n{'table':<22}{'rows':>8}   (all partitions of {LAKE_ROOT.name}/)")
     for table in ["raw_responses", *FLAT_KEYS]:
-        rows = duckdb.sql(f"select count(*) from read_parquet('{LAKE_ROOT / table}/*.parquet')").fetchone()[0]
+        rows = duckdb.sql(f"select count(*) from read_parquet('{LAKE_ROOT / table}/*.parquet')").fetchall()[0][0]
         print(f"{table:<22}{rows:>8}")
     head = Lake(LAKE_ROOT).read_head()
     event = dg.DagsterInstance.get().get_latest_materialization_event(RAW_KEY)

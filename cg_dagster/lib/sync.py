@@ -24,6 +24,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from cg_dagster.lib.client import CustomerGaugeClient, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows
 from cg_dagster.lib.lake import SYNC_METADATA_KEY, HeadCursor, Lake, utc_now
@@ -116,9 +119,13 @@ def sync_partition(
 
     start = None if full_refresh else (head.cursor if head else None)
     with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
-        cursor_end, pages = _copy_pages(client, params, start, writer, sync_pass="cursor")
+        # An initial load just read everything: no trailing window to re-read, no numbers to remember.
+        seen: set[int] | None = set() if lookback and start is not None else None
+        cursor_end, pages = _copy_pages(client, params, start, writer, "cursor", seen=seen)
         rows = writer.rows
-        lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback")[1] if lookback else 0
+        lookback_pages = 0
+        if seen is not None:
+            lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback", skip=seen)[1]
         record = SyncRecord(
             mode="sync",
             partition_key=partition_key,
@@ -130,7 +137,7 @@ def sync_partition(
             per_page=params.per_page,
             with_=params.with_,
             filter=params.filter,
-            lookback=_period_dict(lookback),
+            lookback=_period_dict(lookback) if seen is not None else None,
             lookback_pages=lookback_pages,
             lookback_rows=writer.rows - rows,
             full_refresh=full_refresh,
@@ -155,19 +162,31 @@ def _copy_pages(
     sync_pass: str,
     *,
     until: SyncRecord | None = None,
+    seen: set[int] | None = None,
+    skip: set[int] | None = None,
 ) -> tuple[int | None, int]:
-    """Stream pages from ``start`` into ``writer``; return (cursor after the last page, pages written).
+    """Stream pages from ``start`` into ``writer``; return (cursor after the last page, pages read).
 
-    ``until`` bounds a replay to a recorded range: no page is requested from at or past its ``cursor_end``
-    and no more than its ``rows`` records are kept (the API pages by a cursor we cannot map to records, so
-    the row count trims the last page when records were appended after the range was first synced).
+    ``until`` bounds a replay to a recorded range: no page is requested past its page count or from at or
+    past its ``cursor_end``, and no more than its ``rows`` records are kept (the API pages by a cursor we
+    cannot map to records, so the row count trims the last page when records were appended after the range
+    was first synced). ``seen`` collects the number_customergauge of every record written; records whose
+    number is in ``skip`` are not written (the trailing-window pass skips what the cursor pass just fetched,
+    so a partition holds one row per response).
     """
     cursor, pages, rows = start, 0, 0
+    skip_values = pa.array(sorted(skip), pa.int64()) if skip else None
     for page in client.iter_pages(params, start, max_pages=until.pages if until else None):
         records = page.records
         if until is not None:
             records = records[: until.rows - rows]
-        writer.write(raw_rows(records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass))
+        table = raw_rows(records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass)
+        numbers = table.column("number_customergauge")
+        if skip_values is not None:
+            table = table.filter(pc.invert(pc.is_in(numbers, value_set=skip_values)))
+        if seen is not None:
+            seen.update(numbers.to_pylist())
+        writer.write(table)
         cursor, pages, rows = page.cursor_next, page.number, rows + len(records)
         if until is not None and (rows >= until.rows or cursor >= until.cursor_end):
             break
@@ -179,11 +198,13 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
     params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
     with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
-        pages = 0
+        pages, seen = 0, set()
         if recorded.pages:
-            pages = _copy_pages(client, params, recorded.cursor_start, writer, "cursor", until=recorded)[1]
+            pages = _copy_pages(client, params, recorded.cursor_start, writer, "cursor", until=recorded, seen=seen)[1]
         rows = writer.rows
-        lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback")[1] if lookback else 0
+        lookback_pages = 0
+        if lookback:
+            lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback", skip=seen)[1]
         record = dataclasses.replace(
             recorded,
             mode="replay" if recorded.mode != "skipped" else "skipped",
