@@ -1,0 +1,591 @@
+"""Tests of cg_dagster.lib.flatten: exact rows for the vendor example record and for each odd input."""
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from cg_dagster.lib.flatten import FlattenError, FlattenStats, flatten_raw, flatten_records, raw_rows
+from cg_dagster_tests._fixtures_flatten import BARE_RECORD, DROP, FETCHED_AT, VENDOR_RECORD, odd_page, record
+
+F = FETCHED_AT
+VENDOR_DATE = datetime(2022, 3, 30, 12, 34, 56, tzinfo=timezone.utc)
+
+
+def flat(records, system_timezone="UTC"):
+    return flatten_records(records, fetched_at=FETCHED_AT, system_timezone=system_timezone)
+
+
+def rows(records, table, system_timezone="UTC"):
+    return flat(records, system_timezone).tables[table].to_pylist()
+
+
+def response(rec, system_timezone="UTC"):
+    (row,) = rows([rec], "responses", system_timezone)
+    return row
+
+
+def driver_row(position, primary, secondary_position, secondary, source="selected_drivers"):
+    """An expected response_drivers row of record 3414 (no extra keys)."""
+    return {
+        "number_customergauge": 3414,
+        "driver_position": position,
+        "primary_driver": primary,
+        "secondary_position": secondary_position,
+        "secondary_driver": secondary,
+        "driver_source": source,
+        "extra_json": None,
+        "fetched_at": F,
+    }
+
+
+@pytest.fixture
+def new_york_host(monkeypatch):
+    """The host's local time zone set to America/New_York for the test."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert time.strftime("%Z", time.localtime(0)) == "EST"
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+# --- the vendor example record ----------------------------------------------------------------------
+
+
+def test_vendor_record_responses_row():
+    assert rows([VENDOR_RECORD], "responses") == [
+        {
+            "number_customergauge": 3414,
+            "status": "response",
+            "contact_first_name": "John",
+            "contact_last_name": "Doe",
+            "account_name": "ACME",
+            "account_number": "123",
+            "number_customer": "123",
+            "number_order": "321",
+            "email": "example@customergauge.com",
+            "phone": "1234567890",
+            "nps": 10,
+            "comment_original": "Comentário de exemplo",
+            "comment_translation": "Example Comment",
+            "date_creation": VENDOR_DATE,
+            "date_order": VENDOR_DATE,
+            "date_sent": VENDOR_DATE,
+            "date_survey_response": VENDOR_DATE,
+            "language": "EN",
+            "locale": "en_GB",
+            "follow_up_requested": False,
+            "follow_up_details": "1234567890",
+            "fetched_at": F,
+        }
+    ]
+
+
+def test_vendor_record_driver_rows():
+    assert rows([VENDOR_RECORD], "response_drivers") == [
+        driver_row(0, "Ordering", 0, "Ease of Ordering"),
+        driver_row(0, "Ordering", 1, "Product Information"),
+        driver_row(1, "Product", 0, "Ease of Use"),
+        driver_row(1, "Product", 1, "Return on Investment"),
+    ]
+
+
+def test_vendor_record_tag_rows():
+    assert rows([VENDOR_RECORD], "response_tags") == [
+        {"number_customergauge": 3414, "tag_position": 0, "label": "Product", "tag_type": "topic",
+         "sentiment": "mixed", "extra_json": None, "fetched_at": F},
+        {"number_customergauge": 3414, "tag_position": 1, "label": "Support", "tag_type": "tag",
+         "sentiment": None, "extra_json": None, "fetched_at": F},
+    ]
+
+
+def test_vendor_record_question_rows():
+    assert rows([VENDOR_RECORD], "response_questions") == [
+        {"number_customergauge": 3414, "question_position": 0,
+         "title": "We made it easy to solve your support issue.", "answer": "7", "answer_number": 7.0,
+         "extra_json": None, "fetched_at": F},
+    ]
+
+
+def test_vendor_record_property_rows():
+    def prop(position, field, reference):
+        return {"number_customergauge": 3414, "property_position": position, "field": field,
+                "reference": reference, "property_origin": "properties", "extra_json": None, "fetched_at": F}
+
+    assert rows([VENDOR_RECORD], "response_properties") == [
+        prop(0, "Country", "NL"),
+        prop(1, "Division", "Global"),
+        prop(2, "Touchpoint", "Relationship"),
+        prop(3, "Key Contact", None),
+        prop(4, "Segment A", None),
+        prop(5, "Account Manager", None),
+    ]
+
+
+def test_vendor_record_stats():
+    expected = FlattenStats(records=1, nps_invalid=0, dates_invalid=0, unknown_fields=set())
+    assert flat([VENDOR_RECORD]).stats == expected
+
+
+def test_empty_input_gives_empty_tables():
+    result = flat([])
+    assert {name: table.num_rows for name, table in result.tables.items()} == {
+        "responses": 0, "response_drivers": 0, "response_tags": 0, "response_questions": 0,
+        "response_properties": 0,
+    }
+    assert result.stats == FlattenStats()
+
+
+def test_input_is_not_modified():
+    rec = record(nps="10", custom_fields=[{"field": "Tier", "reference": 2}])
+    before = json.dumps(rec)
+    flat([rec])
+    raw_rows([rec], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    assert json.dumps(rec) == before
+
+
+# --- nps ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "nps, expected, invalid",
+    [
+        (0, 0, 0),
+        (10, 10, 0),
+        ("10", 10, 0),
+        ("0", 0, 0),
+        (10.0, 10, 0),
+        ("ten", None, 1),
+        (11, None, 1),
+        (-1, None, 1),
+        (7.5, None, 1),
+        ("7.5", None, 1),
+        ("", None, 1),
+        (True, None, 1),
+        (False, None, 1),
+        ([7], None, 1),
+        (None, None, 0),
+        (DROP, None, 0),
+    ],
+)
+def test_nps(nps, expected, invalid):
+    result = flat([record(nps=nps)])
+    assert result.tables["responses"].column("nps").to_pylist() == [expected]
+    assert result.stats.nps_invalid == invalid
+
+
+# --- identifiers and other scalars ----------------------------------------------------------------------
+
+
+def test_ids_sent_as_numbers_become_text():
+    account = {"name": "ACME", "number": 456}
+    row = response(record(number_customer=123, number_order=321, account=account, phone=31612345678))
+    assert (row["number_customer"], row["number_order"], row["account_number"], row["phone"]) == (
+        "123", "321", "456", "31612345678",
+    )
+
+
+@pytest.mark.parametrize(
+    "requested, expected",
+    [(True, True), (False, False), (1, True), (0, False), ("yes", None), (None, None), (DROP, None)],
+)
+def test_follow_up_requested(requested, expected):
+    follow_up = {"details": "call me"}
+    if requested is not DROP:
+        follow_up["requested"] = requested
+    row = response(record(follow_up=follow_up))
+    assert (row["follow_up_requested"], row["follow_up_details"]) == (expected, "call me")
+
+
+# --- dates ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, invalid",
+    [
+        ("0000-00-00 00:00:00", 1),
+        ("", 1),
+        ("2022-13-01 00:00:00", 1),
+        ("2022-02-30 10:00:00", 1),
+        ("2022-03-30T12:34:56", 1),
+        ("2022-03-30 12:34:56+02:00", 1),
+        ("30-03-2022 12:34:56", 1),
+        ("2022-03-30", 1),
+        (1648643696, 1),
+        (None, 0),
+        (DROP, 0),
+    ],
+)
+def test_bad_or_missing_date_is_null(value, invalid):
+    result = flat([record(date_sent=value)])
+    row = result.tables["responses"].to_pylist()[0]
+    assert (row["date_creation"], row["date_sent"]) == (VENDOR_DATE, None)
+    assert result.stats.dates_invalid == invalid
+
+
+def test_all_four_dates_counted():
+    rec = record(date_creation="", date_order="0000-00-00 00:00:00", date_sent="x", date_survey_response=None)
+    assert flat([rec]).stats.dates_invalid == 3
+
+
+AMSTERDAM_CASES = [
+    ("2022-07-01 12:00:00", datetime(2022, 7, 1, 10, 0, tzinfo=timezone.utc)),  # summer, CEST +2
+    ("2022-01-10 12:00:00", datetime(2022, 1, 10, 11, 0, tzinfo=timezone.utc)),  # winter, CET +1
+    ("2022-03-27 02:30:00", datetime(2022, 3, 27, 1, 30, tzinfo=timezone.utc)),  # DST gap: fold=0, +1
+    ("2022-10-30 02:30:00", datetime(2022, 10, 30, 0, 30, tzinfo=timezone.utc)),  # ambiguous: fold=0, +2
+]
+
+
+@pytest.mark.parametrize("local, expected", AMSTERDAM_CASES)
+def test_dates_read_in_system_timezone(local, expected):
+    row = response(record(date_survey_response=local), "Europe/Amsterdam")
+    assert row["date_survey_response"] == expected
+    assert row["date_creation"] == datetime(2022, 3, 30, 10, 34, 56, tzinfo=timezone.utc)
+
+
+def test_dates_default_to_utc():
+    assert response(record(date_sent="2022-07-01 12:00:00"))["date_sent"] == datetime(
+        2022, 7, 1, 12, 0, tzinfo=timezone.utc
+    )
+
+
+@pytest.mark.parametrize("local, expected", AMSTERDAM_CASES)
+def test_host_timezone_does_not_change_results(new_york_host, local, expected):
+    assert response(record(date_sent=local), "Europe/Amsterdam")["date_sent"] == expected
+    assert response(record(date_sent="2022-07-01 12:00:00"))["date_sent"] == datetime(
+        2022, 7, 1, 12, 0, tzinfo=timezone.utc
+    )
+
+
+def test_fetched_at_in_other_offset_is_stored_as_utc_instant(new_york_host):
+    fetched = datetime(2024, 5, 1, 4, 0, tzinfo=timezone(timedelta(hours=-4)))
+    result = flatten_records([VENDOR_RECORD], fetched_at=fetched)
+    assert result.tables["responses"].column("fetched_at").to_pylist() == [F]
+    raw = raw_rows([VENDOR_RECORD], fetched_at=fetched, cursor_sent=None, sync_pass="cursor")
+    assert raw.column("fetched_at").cast(pa.int64()).to_pylist() == [int(F.timestamp()) * 1_000_000]
+
+
+@pytest.mark.parametrize("name", ["Mars/Base", "", "../etc/passwd", None])
+def test_bad_system_timezone_raises(name):
+    with pytest.raises(FlattenError, match="system_timezone .*Europe/Amsterdam"):
+        flat([VENDOR_RECORD], name)
+
+
+# --- drivers ------------------------------------------------------------------------------------------
+
+
+def test_legacy_drivers_shape():
+    rec = record(selected_drivers=DROP, drivers=[{"label": "Price"}, {"label": "Speed"}])
+    assert rows([rec], "response_drivers") == [
+        driver_row(0, "Price", None, None, source="drivers"),
+        driver_row(1, "Speed", None, None, source="drivers"),
+    ]
+
+
+def test_both_driver_shapes_in_one_record():
+    selected = [{"primary": "Ordering", "secondary": ["Speed"]}]
+    rec = record(selected_drivers=selected, drivers=[{"label": "Price"}])
+    assert rows([rec], "response_drivers") == [
+        driver_row(0, "Ordering", 0, "Speed"),
+        driver_row(0, "Price", None, None, source="drivers"),
+    ]
+
+
+@pytest.mark.parametrize("secondary", [DROP, None, []])
+def test_primary_without_secondary_gives_one_row(secondary):
+    item = {"primary": "Ordering"}
+    if secondary is not DROP:
+        item["secondary"] = secondary
+    rec = record(selected_drivers=[item, {"primary": "Product", "secondary": ["Ease of Use"]}])
+    assert rows([rec], "response_drivers") == [
+        driver_row(0, "Ordering", None, None),
+        driver_row(1, "Product", 0, "Ease of Use"),
+    ]
+
+
+# --- properties / custom_fields -------------------------------------------------------------------------
+
+
+def test_custom_fields_rows_with_origin():
+    rec = record(
+        properties=[{"field": "Country", "reference": "NL"}],
+        custom_fields=[{"field": "Tier", "reference": 2}, {"field": "Owner", "reference": None}],
+    )
+    assert rows([rec], "response_properties") == [
+        {"number_customergauge": 3414, "property_position": 0, "field": "Country", "reference": "NL",
+         "property_origin": "properties", "extra_json": None, "fetched_at": F},
+        {"number_customergauge": 3414, "property_position": 0, "field": "Tier", "reference": "2",
+         "property_origin": "custom_fields", "extra_json": None, "fetched_at": F},
+        {"number_customergauge": 3414, "property_position": 1, "field": "Owner", "reference": None,
+         "property_origin": "custom_fields", "extra_json": None, "fetched_at": F},
+    ]
+
+
+# --- questions ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer, text, number",
+    [
+        ("7", "7", 7.0),
+        (7, "7", 7.0),
+        (7.5, "7.5", 7.5),
+        ("7.5", "7.5", 7.5),
+        (" 8 ", " 8 ", 8.0),
+        ("abc", "abc", None),
+        ("", "", None),
+        (["a", "b"], '["a","b"]', None),
+        ({"x": 1}, '{"x":1}', None),
+        (True, "true", None),
+        (None, None, None),
+    ],
+)
+def test_question_answers(answer, text, number):
+    rec = record(questions=[{"title": "Q", "answer": answer}])
+    assert rows([rec], "response_questions") == [
+        {"number_customergauge": 3414, "question_position": 0, "title": "Q", "answer": text,
+         "answer_number": number, "extra_json": None, "fetched_at": F},
+    ]
+
+
+# --- missing, null and empty lists and objects ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", [DROP, None, []], ids=["missing", "null", "empty"])
+@pytest.mark.parametrize(
+    "list_name, table, rows_left",
+    [
+        ("tags", "response_tags", 0),
+        ("questions", "response_questions", 0),
+        ("selected_drivers", "response_drivers", 0),
+        ("drivers", "response_drivers", 4),
+        ("properties", "response_properties", 0),
+        ("custom_fields", "response_properties", 6),
+    ],
+)
+def test_missing_null_or_empty_list_gives_no_rows(list_name, table, rows_left, form):
+    result = flat([record(**{list_name: form})])
+    assert result.tables[table].num_rows == rows_left
+    assert result.tables["responses"].column("number_customergauge").to_pylist() == [3414]
+
+
+@pytest.mark.parametrize("form", [DROP, None, {}], ids=["missing", "null", "empty"])
+@pytest.mark.parametrize(
+    "object_name, columns",
+    [
+        ("contact", ("contact_first_name", "contact_last_name")),
+        ("account", ("account_name", "account_number")),
+        ("comment", ("comment_original", "comment_translation")),
+        ("follow_up", ("follow_up_requested", "follow_up_details")),
+    ],
+)
+def test_missing_null_or_empty_object_gives_null_columns(object_name, columns, form):
+    row = response(record(**{object_name: form}))
+    assert [row[column] for column in columns] == [None, None]
+    assert row["email"] == "example@customergauge.com"
+
+
+def test_bare_record_gives_one_null_response_row():
+    result = flat([BARE_RECORD])
+    (row,) = result.tables["responses"].to_pylist()
+    assert row == {name: None for name in row} | {"number_customergauge": 1, "fetched_at": F}
+    assert [result.tables[name].num_rows for name in result.tables] == [1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"tags": "Product"}, "'tags'"),
+        ({"tags": ["Product"]}, r"'tags\[0\]'"),
+        ({"properties": {"Country": "NL"}}, "'properties'"),
+        ({"contact": "John Doe"}, "'contact'"),
+        ({"selected_drivers": [{"primary": "P", "secondary": "S"}]}, r"'selected_drivers\[0\].secondary'"),
+    ],
+)
+def test_wrong_container_type_raises_naming_field(changes, field):
+    with pytest.raises(FlattenError, match=f"number_customergauge=3414: {field}"):
+        flat([record(**changes)])
+
+
+# --- extra keys on list items ---------------------------------------------------------------------------
+
+
+def test_extra_item_keys_go_to_extra_json():
+    rec = record(
+        tags=[{"label": "A", "type": "tag", "zone": "eu", "score": 0.9, "id": 5, "b": 0}],
+        questions=[{"title": "Q", "answer": "1", "type": "CES"}],
+        selected_drivers=[{"primary": "P", "secondary": ["S1", "S2"], "weight": {"b": 2, "a": 1}}],
+        drivers=[{"label": "L", "id": "d1"}],
+        properties=[{"field": "F", "reference": "R", "label": "Ländercode"}],
+        custom_fields=[{"field": "C", "reference": None, "type": None}],
+    )
+    tables = flat([rec]).tables
+    tag_extra = tables["response_tags"].column("extra_json").to_pylist()
+    assert tag_extra == ['{"b":0,"id":5,"score":0.9,"zone":"eu"}']
+    assert tables["response_questions"].column("extra_json").to_pylist() == ['{"type":"CES"}']
+    assert tables["response_drivers"].column("extra_json").to_pylist() == [
+        '{"weight":{"b":2,"a":1}}', '{"weight":{"b":2,"a":1}}', '{"id":"d1"}',
+    ]
+    assert tables["response_properties"].column("extra_json").to_pylist() == [
+        '{"label":"Ländercode"}', '{"type":null}',
+    ]
+    assert tables["response_tags"].column("label").to_pylist() == ["A"]
+
+
+# --- free text ----------------------------------------------------------------------------------------
+
+
+def test_free_text_is_kept_byte_for_byte():
+    long_comment = "Great 😀 service.\n" * 4000 + "  trailing spaces  "
+    assert len(long_comment.encode()) > 70_000
+    rec = record(
+        comment={"original": long_comment, "translation": '["not", "a list"]'},
+        contact={"first_name": "  Zoë 👍", "last_name": "[Doe"},
+        questions=[{"title": "[Why?]", "answer": "{\"x\": 1}  \t"}],
+    )
+    tables = flat([rec]).tables
+    row = tables["responses"].to_pylist()[0]
+    assert row["comment_original"] == long_comment
+    assert row["comment_translation"] == '["not", "a list"]'
+    assert (row["contact_first_name"], row["contact_last_name"]) == ("  Zoë 👍", "[Doe")
+    question = tables["response_questions"].to_pylist()[0]
+    assert question["title"] == "[Why?]"
+    assert (question["answer"], question["answer_number"]) == ("{\"x\": 1}  \t", None)
+
+
+# --- unknown fields and stats ---------------------------------------------------------------------------
+
+
+def test_unknown_top_level_and_nested_keys_reported():
+    rec = record(score=5, survey={"id": 1}, contact={"first_name": "J", "title": "Dr"})
+    result = flat([rec, BARE_RECORD])
+    assert result.stats.unknown_fields == {"score", "survey", "contact.title"}
+    assert result.tables["responses"].column("contact_first_name").to_pylist() == ["J", None]
+
+
+def test_stats_over_a_mixed_page():
+    expected = FlattenStats(records=3, nps_invalid=1, dates_invalid=2, unknown_fields={"surprise"})
+    assert flat(odd_page()).stats == expected
+
+
+def test_stats_merge():
+    total = FlattenStats(records=2, nps_invalid=1, dates_invalid=0, unknown_fields={"a"})
+    total.merge(FlattenStats(records=3, nps_invalid=0, dates_invalid=4, unknown_fields={"b", "a"}))
+    assert total == FlattenStats(records=5, nps_invalid=1, dates_invalid=4, unknown_fields={"a", "b"})
+
+
+# --- fetched_at ---------------------------------------------------------------------------------------
+
+
+def test_fetched_at_per_record():
+    later = F + timedelta(hours=1)
+    result = flatten_records([VENDOR_RECORD, BARE_RECORD], fetched_at=[F, later])
+    assert result.tables["responses"].column("fetched_at").to_pylist() == [F, later]
+    assert set(result.tables["response_tags"].column("fetched_at").to_pylist()) == {F}
+
+
+@pytest.mark.parametrize(
+    "fetched_at, message",
+    [
+        (datetime(2024, 5, 1, 8, 0), "fetched_at must be a timezone-aware datetime .*got a naive datetime"),
+        ([F], "fetched_at has fewer values than records"),
+        ([F, F, F], "fetched_at has more values than records"),
+        ([F, None], r"fetched_at\[1\] must be a timezone-aware datetime"),
+        ("2024-05-01", r"fetched_at\[0\] must be a timezone-aware datetime"),
+    ],
+)
+def test_bad_fetched_at_raises(fetched_at, message):
+    with pytest.raises(FlattenError, match=message):
+        flatten_records([VENDOR_RECORD, BARE_RECORD], fetched_at=fetched_at)
+
+
+# --- raw_rows and flatten_raw -------------------------------------------------------------------------
+
+
+def test_raw_rows_exact():
+    small = {"number_customergauge": 5, "comment": {"original": "Olá 😀"}, "tags": [], "nps": None}
+    table = raw_rows([VENDOR_RECORD, small], fetched_at=F, cursor_sent=3000, sync_pass="lookback")
+    assert table.to_pylist()[1] == {
+        "number_customergauge": 5,
+        "fetched_at": F,
+        "sync_pass": "lookback",
+        "cursor_sent": 3000,
+        "record_json": '{"number_customergauge":5,"comment":{"original":"Olá 😀"},"tags":[],"nps":null}',
+    }
+    first = table.to_pylist()[0]
+    assert (first["number_customergauge"], first["cursor_sent"]) == (3414, 3000)
+    assert json.loads(first["record_json"]) == VENDOR_RECORD
+
+
+def test_raw_rows_without_cursor_and_empty():
+    table = raw_rows([BARE_RECORD], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    assert table.to_pylist() == [
+        {"number_customergauge": 1, "fetched_at": F, "sync_pass": "cursor", "cursor_sent": None,
+         "record_json": '{"number_customergauge":1}'}
+    ]
+    assert raw_rows([], fetched_at=F, cursor_sent=None, sync_pass="cursor").num_rows == 0
+
+
+@pytest.mark.parametrize("number", [DROP, None, "3414", True, 3414.0])
+def test_record_without_integer_id_raises(number):
+    bad = record(number_customergauge=number)
+    with pytest.raises(FlattenError, match="record 1 has no integer number_customergauge"):
+        raw_rows([VENDOR_RECORD, bad], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    with pytest.raises(FlattenError, match="record 1 has no integer number_customergauge"):
+        flat([VENDOR_RECORD, bad])
+
+
+def test_record_that_is_not_an_object_raises():
+    with pytest.raises(FlattenError, match="record 0 is a list, not a JSON object"):
+        raw_rows([[3414]], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sync_pass": "full", "cursor_sent": None}, "sync_pass must be one of"),
+        ({"sync_pass": "cursor", "cursor_sent": "123"}, "cursor_sent must be the integer cursor"),
+        ({"sync_pass": "cursor", "cursor_sent": True}, "cursor_sent must be the integer cursor"),
+    ],
+)
+def test_raw_rows_bad_arguments_raise(kwargs, message):
+    with pytest.raises(FlattenError, match=message):
+        raw_rows([VENDOR_RECORD], fetched_at=F, **kwargs)
+
+
+def assert_same_flat_tables(got, expected):
+    assert got.stats == expected.stats
+    for name, table in expected.tables.items():
+        assert got.tables[name].equals(table), name
+
+
+def test_flatten_raw_equals_flatten_records():
+    later = F + timedelta(minutes=5)
+    page_1 = raw_rows([VENDOR_RECORD], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    page_2 = raw_rows(odd_page(), fetched_at=later, cursor_sent=3414, sync_pass="cursor")
+    expected = flatten_records(
+        [VENDOR_RECORD, *odd_page()], fetched_at=[F, later, later, later], system_timezone="Europe/Amsterdam"
+    )
+    got = flatten_raw(pa.concat_tables([page_1, page_2]), system_timezone="Europe/Amsterdam")
+    assert_same_flat_tables(got, expected)
+    assert got.tables["responses"].column("fetched_at").to_pylist() == [F, later, later, later]
+
+
+def test_flatten_raw_accepts_a_record_batch():
+    batch = raw_rows(odd_page(), fetched_at=F, cursor_sent=3414, sync_pass="cursor").to_batches()[0]
+    assert isinstance(batch, pa.RecordBatch)
+    assert_same_flat_tables(flatten_raw(batch), flat(odd_page()))
+
+
+def test_flatten_raw_bad_input_raises():
+    raw = raw_rows([VENDOR_RECORD, BARE_RECORD], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    texts = pa.array(['{"number_customergauge": 1}', '{"secret": "x'], pa.string())
+    broken = raw.set_column(4, "record_json", texts)
+    with pytest.raises(FlattenError, match="raw row 1: record_json is not valid JSON") as error:
+        flatten_raw(broken)
+    assert "secret" not in str(error.value)
+    with pytest.raises(FlattenError, match="raw table has no 'fetched_at' column"):
+        flatten_raw(raw.drop_columns(["fetched_at"]))
