@@ -9,7 +9,8 @@ import os
 
 import dagster as dg
 
-from cg_dagster.customergauge.assets import flattened_tables, raw_responses
+from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
+from cg_dagster.customergauge.checks import partition_checks
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.customergauge.schedules import hourly_sync_job, hourly_sync_schedule
 
@@ -19,7 +20,8 @@ def _optional(name: str) -> str | None:
 
 
 defs = dg.Definitions(
-    assets=[raw_responses, flattened_tables],
+    assets=[raw_responses, flattened_tables, current_tables],
+    asset_checks=partition_checks,
     jobs=[hourly_sync_job],
     schedules=[hourly_sync_schedule],
     resources={

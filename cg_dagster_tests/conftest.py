@@ -36,3 +36,41 @@ def make_resources(sandbox: SandboxServer, lake_root, **overrides) -> dict:
     )
     settings.update(overrides)
     return {"customergauge": CustomerGaugeResource(**settings), "lake": LakeResource(root=str(lake_root))}
+
+
+def expected_current(sandbox: SandboxServer, system_timezone: str = "UTC") -> dict:
+    """The sandbox's ground truth flattened: {table: list of row dicts without fetched_at, in key order}."""
+    import datetime as dt
+
+    from cg_dagster.lib.current import CURRENT_TABLES
+    from cg_dagster.lib.flatten import flatten_records
+    from cg_dagster.lib.schemas import TABLES
+
+    flat = flatten_records(
+        sandbox.records(), fetched_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), system_timezone=system_timezone
+    )
+    return {name: _rows(flat.tables[name], TABLES[name].key) for name in CURRENT_TABLES}
+
+
+def read_current(lake) -> dict:
+    """The lake's current tables: {table: list of row dicts without fetched_at, in key order}."""
+    import pyarrow.parquet as pq
+
+    from cg_dagster.lib.current import CURRENT_TABLES
+    from cg_dagster.lib.schemas import TABLES
+
+    return {name: _rows(pq.read_table(lake.current_path(name)), TABLES[name].key) for name in CURRENT_TABLES}
+
+
+def _rows(table, key) -> list[dict]:
+    rows = table.drop_columns(["fetched_at"]).to_pylist()
+    return sorted(rows, key=lambda row: tuple((row[k] is None, row[k] if row[k] is not None else 0) for k in key))
+
+
+def assert_current_matches_sandbox(lake, sandbox: SandboxServer) -> None:
+    """Every current table equals the sandbox's ground truth, cell for cell (fetched_at aside)."""
+    actual, expected = read_current(lake), expected_current(sandbox)
+    for name in expected:
+        assert len(actual[name]) == len(expected[name]), name
+        for got, want in zip(actual[name], expected[name]):
+            assert got == want, (name, got, want)

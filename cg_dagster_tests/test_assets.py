@@ -7,14 +7,14 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cg_dagster.customergauge.assets import FLAT_KEYS, RAW_KEY, flattened_tables, raw_responses
+from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, current_tables, flattened_tables, raw_responses
 from cg_dagster.customergauge.schedules import hourly_sync_schedule
 from cg_dagster.definitions import defs
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster_tests.conftest import SANDBOX_SECRET, make_resources
+from cg_dagster_tests.conftest import SANDBOX_SECRET, assert_current_matches_sandbox, make_resources
 
-ASSETS = [raw_responses, flattened_tables]
+ASSETS = [raw_responses, flattened_tables, current_tables]
 NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
 P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
 
@@ -71,6 +71,7 @@ def test_initial_then_incremental_sync_fetches_only_new_records(sandbox, tmp_pat
         assert meta3["cursor"] == meta2["cursor"]
         assert pq.read_schema(lake.partition_path("raw_responses", P3)).equals(TABLES["raw_responses"].arrow_schema)
         assert lake.read_head().cursor == meta2["cursor"]
+    assert_current_matches_sandbox(lake, sandbox)
 
 
 def test_flattened_tables_have_one_row_per_response_and_declared_schemas(sandbox, tmp_path):
@@ -178,7 +179,7 @@ def test_schedule_tick_requests_the_last_complete_hour():
     assert request.partition_key == "2026-11-29-09:00"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("customergauge_hourly_sync")
-    assert {key for key in job.asset_layer.executable_asset_keys} >= {RAW_KEY, *FLAT_KEYS.values()}
+    assert set(job.asset_layer.executable_asset_keys) == {RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()}
 
 
 def test_definitions_load_and_the_secret_stays_out_of_the_lake_and_metadata(sandbox, tmp_path):

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
+from cg_dagster.lib.current import CURRENT_TABLES, build_current
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
 from cg_dagster.lib.flatten import FlattenStats, flatten_raw
 from cg_dagster.lib.schemas import TABLES
@@ -23,7 +24,9 @@ KEY_PREFIX = "customergauge"
 RAW_KEY = dg.AssetKey([KEY_PREFIX, RAW_TABLE])
 FLAT_TABLES = ("responses", "response_drivers", "response_tags", "response_questions", "response_properties")
 FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLES}
+CURRENT_KEYS = {name: dg.AssetKey([KEY_PREFIX, f"current_{name}"]) for name in CURRENT_TABLES}
 SYNC_POOL = "customergauge_sync"
+CURRENT_POOL = "customergauge_current"
 RAW_BATCH_ROWS = 5_000
 
 
@@ -203,3 +206,43 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
                 }
             )
         yield dg.MaterializeResult(asset_key=FLAT_KEYS[name], metadata=metadata)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key=CURRENT_KEYS[name],
+            deps=[FLAT_KEYS[name], FLAT_KEYS["responses"]],
+            group_name=GROUP,
+            kinds={"parquet", "duckdb"},
+            description=(
+                f"{TABLES[name].description} Latest version of every response across all partitions (the "
+                "latest fetch of each number_customergauge wins; child rows of that fetch only). Rebuilt "
+                "whole from the partition files with DuckDB (idempotent). This is the table to query."
+            ),
+            metadata={"dagster/column_schema": column_schema(TABLES[name])},
+        )
+        for name in CURRENT_TABLES
+    ],
+    pool=CURRENT_POOL,
+    can_subset=False,
+)
+def current_tables(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Rebuild ``current/<table>.parquet`` for the five flattened tables (see ``lib/current.py``)."""
+    the_lake = lake.get_lake()
+    counts = build_current(the_lake)
+    for name in CURRENT_TABLES:
+        yield dg.MaterializeResult(
+            asset_key=CURRENT_KEYS[name],
+            metadata={
+                "dagster/row_count": counts[name],
+                "dagster/uri": lake_uri(the_lake.current_path(name)),
+                "dagster/column_schema": column_schema(TABLES[name]),
+                "dagster/column_lineage": dg.TableColumnLineage(
+                    deps_by_column={
+                        column.name: [dg.TableColumnDep(asset_key=FLAT_KEYS[name], column_name=column.name)]
+                        for column in TABLES[name].columns
+                    }
+                ),
+            },
+        )

@@ -1,13 +1,15 @@
-"""The hourly job and schedule: every partitioned CustomerGauge asset for the last complete hour."""
+"""The hourly job and schedule: one sync window (the last complete hour), its flattening, the current tables."""
 
 import dagster as dg
 
-from cg_dagster.customergauge.assets import FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
 
 hourly_sync_job = dg.define_asset_job(
     name="customergauge_hourly_sync",
-    selection=dg.AssetSelection.assets(RAW_KEY, *FLAT_KEYS.values()),
-    description="Sync one window of CustomerGauge responses into the lake and flatten it.",
+    selection=dg.AssetSelection.assets(RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()),
+    description=(
+        "Sync one window of CustomerGauge responses into the lake, flatten it, and rebuild the current tables."
+    ),
 )
 
 # The 10:05 tick requests the 09:00 partition (the last complete hour). Running by default: a connector

@@ -1,0 +1,76 @@
+"""The ``current`` tables: the latest version of every response, built with DuckDB over the partition files.
+
+No Dagster import. A response can be in several partitions (a record re-sent at a higher cursor position,
+the trailing-window re-read, a full refresh, a replay). The current tables keep, per number_customergauge,
+the version with the latest ``fetched_at`` in ``responses`` ("latest fetch wins"), and from each child table
+only the rows of that same fetch, so a driver removed upstream disappears from ``current`` too.
+
+Responses deleted upstream stay: the sync API reports no deletions (api-notes.md).
+"""
+
+import duckdb
+import pyarrow as pa
+
+from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.schemas import TABLES
+
+CURRENT_TABLES = ("responses", "response_drivers", "response_tags", "response_questions", "response_properties")
+BATCH_ROWS = 100_000
+
+
+def build_current(lake: Lake) -> dict[str, int]:
+    """Rebuild ``<lake>/current/<table>.parquet`` for the five flattened tables; return their row counts.
+
+    Idempotent: the result depends only on the partition files. Each file is written atomically with the
+    table's declared schema and streamed in batches of 100,000 rows. Rows are ordered by the table's key.
+
+    Raises:
+        LakeError: the lake cannot be written.
+        duckdb.Error: a partition file is unreadable (the message names it).
+    """
+    lake.ensure_writable()
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        has_responses = bool(lake.partition_files("responses"))
+        if has_responses:
+            con.execute(
+                f"""
+                CREATE TEMP TABLE winners AS
+                SELECT number_customergauge, max(fetched_at) AS fetched_at
+                FROM read_parquet({_glob(lake, "responses")})
+                GROUP BY number_customergauge
+                """
+            )
+        counts = {}
+        for name in CURRENT_TABLES:
+            counts[name] = _write_current(con, lake, name, has_responses)
+        return counts
+    finally:
+        con.close()
+
+
+def _write_current(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, has_responses: bool) -> int:
+    contract = TABLES[name]
+    schema = contract.arrow_schema
+    with lake.parquet_writer(lake.current_path(name), schema) as writer:
+        if has_responses and lake.partition_files(name):
+            key = ", ".join(contract.key)
+            reader = con.execute(
+                f"""
+                SELECT t.* FROM read_parquet({_glob(lake, name)}) AS t
+                SEMI JOIN winners AS w USING (number_customergauge, fetched_at)
+                QUALIFY row_number() OVER (PARTITION BY {key}) = 1
+                ORDER BY {key}
+                """
+            ).to_arrow_reader(BATCH_ROWS)
+            for batch in reader:
+                writer.write(pa.Table.from_batches([batch]).select(schema.names).cast(schema))
+        writer.commit()
+        return writer.rows
+
+
+def _glob(lake: Lake, table: str) -> str:
+    """A DuckDB string literal for every partition file of ``table``."""
+    pattern = str(lake.table_dir(table) / "*.parquet").replace("'", "''")
+    return f"'{pattern}'"
