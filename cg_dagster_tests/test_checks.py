@@ -1,0 +1,109 @@
+"""Asset checks: they pass on a synced partition and fail on crafted bad partitions."""
+
+import json
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import cg_dagster.customergauge.assets as assets_module
+from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables, flattened_tables, raw_responses
+from cg_dagster.customergauge.checks import partition_checks
+from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.schemas import TABLES
+from cg_dagster_tests.conftest import make_resources
+
+P = "2026-11-01-10:00"
+ASSETS = [raw_responses, flattened_tables, current_tables, *partition_checks]
+NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
+
+
+def _sync(instance, resources):
+    result = dg.materialize(
+        ASSETS, instance=instance, resources=resources, partition_key=P, run_config=NO_LOOKBACK, raise_on_error=False
+    )
+    return result, {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def _corrupt(monkeypatch, table: str, change) -> None:
+    """Make the flattening step write ``change(table)`` instead of ``table``: a crafted bad partition."""
+    real = assets_module.flatten_raw
+
+    def corrupting(raw, **kwargs):
+        flat = real(raw, **kwargs)
+        flat.tables[table] = change(flat.tables[table]).cast(TABLES[table].arrow_schema)
+        return flat
+
+    monkeypatch.setattr(assets_module, "flatten_raw", corrupting)
+
+
+def test_checks_pass_on_a_synced_partition_and_run_in_the_sync(sandbox, tmp_path):
+    with dg.instance_for_test() as instance:
+        result, evaluations = _sync(instance, make_resources(sandbox, tmp_path / "lake"))
+    assert result.success
+    assert set(evaluations) == {key.name for check in partition_checks for key in check.check_keys}
+    assert all(e.passed for e in evaluations.values()), {n: e.metadata for n, e in evaluations.items() if not e.passed}
+
+
+def _set_nps(table):
+    return table.set_column(table.schema.get_field_index("nps"), "nps", pa.array([11] * table.num_rows, pa.int8()))
+
+
+def _shift_numbers(table):
+    """Child rows whose number_customergauge is one off: they point to no response."""
+    return table.set_column(0, "number_customergauge", pc.add(table["number_customergauge"], 1))
+
+
+@pytest.mark.parametrize(
+    "check, table, change",
+    [
+        ("responses_nps_in_range", "responses", _set_nps),
+        ("responses_number_customergauge_unique", "responses", lambda t: pa.concat_tables([t, t.slice(0, 3)])),
+        ("responses_row_count_matches_raw", "responses", lambda t: t.slice(1)),
+        ("response_tags_rows_point_to_responses", "response_tags", lambda t: _shift_numbers(t)),
+        ("response_drivers_rows_point_to_responses", "response_drivers", lambda t: _shift_numbers(t)),
+    ],
+)
+def test_a_blocking_check_fails_on_a_crafted_bad_partition_and_keeps_it_out_of_current(
+    sandbox, tmp_path, monkeypatch, check, table, change
+):
+    lake = Lake(tmp_path / "lake")
+    _corrupt(monkeypatch, table, change)
+    with dg.instance_for_test() as instance:
+        result, evaluations = _sync(instance, make_resources(sandbox, lake.root))
+    assert not evaluations[check].passed
+    assert evaluations[check].severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success
+    assert not {e.asset_key for e in result.get_asset_materialization_events()} & set(CURRENT_KEYS.values())
+    assert not lake.current_path("responses").exists()
+
+
+def test_a_response_fetched_twice_in_one_window_only_warns(sandbox, tmp_path, monkeypatch):
+    def refetched(t):
+        again = t.slice(0, 2)
+        later = pc.add(again["fetched_at"], pa.scalar(1_000_000, pa.duration("us")))
+        again = again.set_column(again.schema.get_field_index("fetched_at"), "fetched_at", later).cast(t.schema)
+        return pa.concat_tables([t, again])
+
+    _corrupt(monkeypatch, "responses", refetched)
+    with dg.instance_for_test() as instance:
+        _, evaluations = _sync(instance, make_resources(sandbox, tmp_path / "lake"))
+    unique = evaluations["responses_number_customergauge_unique"]
+    assert not unique.passed and unique.severity == dg.AssetCheckSeverity.WARN
+    assert unique.metadata["duplicated_numbers"].value == 2
+    assert unique.metadata["duplicated_within_one_fetch"].value == 0
+
+
+def test_unknown_fields_warn_and_stay_in_the_raw_table(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    sandbox.update_record(3414, {"loyalty_tier": "gold"})
+    with dg.instance_for_test() as instance:
+        result, evaluations = _sync(instance, make_resources(sandbox, lake.root))
+    assert result.success  # a warning does not block
+    unknown = evaluations["responses_no_unknown_fields"]
+    assert not unknown.passed and unknown.severity == dg.AssetCheckSeverity.WARN
+    assert unknown.metadata["unknown_fields"].value == ["loyalty_tier"]
+    raw = pq.read_table(lake.partition_path("raw_responses", P))
+    assert json.loads(raw["record_json"][0].as_py())["loyalty_tier"] == "gold"
