@@ -1,5 +1,8 @@
 """Shared fixtures: a sandbox API over real HTTP, resources pointed at it, a lake in a temp folder."""
 
+import os
+import time
+
 import pytest
 
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
@@ -7,6 +10,13 @@ from cg_dagster.lib import client as client_module
 from cg_dagster.sandbox import SandboxServer
 
 SANDBOX_ID, SANDBOX_SECRET = "test-client", "test-secret-do-not-log"
+
+
+def pytest_configure(config):
+    """The whole suite runs with the host in a non-UTC zone (DST included): the host's zone must never leak
+    into a date, a partition or a cursor. Subprocesses (dagster CLI runs) inherit it."""
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
 
 
 @pytest.fixture(autouse=True)
