@@ -1,0 +1,25 @@
+"""The README's table reference is the contract's, and every flattened column has lineage to the raw table."""
+
+from pathlib import Path
+
+from cg_dagster.customergauge.assets import RAW_KEY
+from cg_dagster.customergauge.metadata import column_lineage
+from cg_dagster.lib import schema_doc
+from cg_dagster.lib.schemas import TABLES
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_tables_match_the_contract():
+    readme = README.read_text(encoding="utf-8")
+    assert schema_doc.replace_block(readme) == readme, "run: python -m cg_dagster.lib.schema_doc --write"
+
+
+def test_every_flattened_column_has_lineage_back_to_raw_responses():
+    for name in ("responses", "response_drivers", "response_tags", "response_questions", "response_properties"):
+        lineage = column_lineage(TABLES[name], RAW_KEY)
+        assert set(lineage.deps_by_column) == {c.name for c in TABLES[name].columns}, name
+    deps = column_lineage(TABLES["responses"], RAW_KEY).deps_by_column
+    assert [d.column_name for d in deps["contact_first_name"]] == ["record_json.contact.first_name"]
+    assert [d.column_name for d in deps["fetched_at"]] == ["fetched_at"]
+    assert all(d.asset_key == RAW_KEY for deps_ in deps.values() for d in deps_)
