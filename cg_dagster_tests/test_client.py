@@ -680,3 +680,15 @@ def test_repr_hides_secret_and_token(server, client):
     )
     cached_repr = repr(client_module._token_cache[client._cache_key])
     assert token not in cached_repr and SECRET not in text
+
+
+def test_a_long_retry_after_is_capped_so_an_hourly_sync_cannot_stall_for_an_hour():
+    from cg_dagster.lib.client import MAX_RETRY_AFTER
+
+    with CustomerGaugeClient(
+        client_id="id", client_secret="s", api_base_url="http://127.0.0.1:9", auth_base_url="http://127.0.0.1:9"
+    ) as client:
+        retry = client._session.get_adapter("http://127.0.0.1:9/").max_retries
+        assert retry.parse_retry_after("3600") == MAX_RETRY_AFTER == 120.0
+        assert retry.parse_retry_after("2") == 2
+        assert retry.new(total=1).parse_retry_after("3600") == MAX_RETRY_AFTER  # kept across urllib3's copies

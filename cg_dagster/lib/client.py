@@ -48,6 +48,7 @@ DEFAULT_TOKEN_LIFETIME = 3600.0  # seconds; api-notes.md: tokens live 1 hour, ex
 TOKEN_REFRESH_MARGIN = 60.0  # seconds of lifetime left below which a cached token is refreshed
 RETRY_STATUSES = (429, 500, 502, 503, 504)  # api-notes.md: 429 rate limit, 504 gateway on slow pages
 MAX_BACKOFF = 120.0  # seconds; the same cap as urllib3's Retry.DEFAULT_BACKOFF_MAX
+MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is cut to this (see _CappedRetry)
 ERROR_TEXT_LIMIT = 200  # characters of a non-JSON error body quoted in an exception message
 
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -457,6 +458,18 @@ def _scrubbed(exc: requests.exceptions.RequestException) -> requests.exceptions.
 # Client
 
 
+class _CappedRetry(Retry):
+    """urllib3's Retry, honouring ``Retry-After`` up to MAX_RETRY_AFTER seconds.
+
+    The API may answer 429 with or without Retry-After (api-notes.md). Waiting an hour on a long value would
+    stall an hourly sync past its window; with the cap the run retries sooner, fails with the 429 once the
+    retries are spent, commits nothing, and the next run resumes from the same cursor.
+    """
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), MAX_RETRY_AFTER)
+
+
 class CustomerGaugeClient:
     """CustomerGauge v7 sync API client (OAuth2 client credentials, vendor page).
 
@@ -517,7 +530,7 @@ class CustomerGaugeClient:
         self._session.close()
 
     def _new_session(self, user_agent: str) -> requests.Session:
-        retry = Retry(
+        retry = _CappedRetry(
             total=self._max_retries,
             backoff_factor=self._backoff_factor,
             status_forcelist=RETRY_STATUSES,
