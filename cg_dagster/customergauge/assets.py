@@ -6,6 +6,7 @@ Every asset writes its own Parquet file per partition into the lake and returns 
 
 import contextlib
 import datetime as dt
+import os
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -30,19 +31,32 @@ CURRENT_POOL = "customergauge_current"
 RAW_BATCH_ROWS = 5_000
 
 
+def _env_int(name: str, default: int) -> int:
+    """An integer setting from the environment; raises CustomerGaugeConfigError naming the variable."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise CustomerGaugeConfigError(f"{name}={value!r} is not an integer: set it to a whole number or unset it") from None
+
+
 class RawResponsesConfig(dg.Config):
     """Run config of ``raw_responses``.
 
     ``full_refresh`` starts from no cursor (an initial load into this partition). The trailing-window
-    re-read runs in the partition whose hour (UTC) is ``lookback_hour`` (-1: never): it re-reads
+    re-read runs once a day, in the partition whose hour (UTC) is ``lookback_hour`` (-1: never): it re-reads
     ``lookback_days`` days up to the partition's date through ``period[lookback_field]`` so records that
-    changed after they were synced (api-notes.md: partial -> response, GDPR anonymisation) arrive again.
+    changed after they were synced (api-notes.md: partial -> response 10-30 days later, GDPR anonymisation)
+    arrive again. Defaults come from CG_LOOKBACK_HOUR (2), CG_LOOKBACK_DAYS (35) and CG_LOOKBACK_FIELD
+    (date_survey_response), so scheduled and manual runs agree; run config overrides them per run.
     """
 
     full_refresh: bool = False
-    lookback_hour: int = 2
-    lookback_days: int = 35
-    lookback_field: str = "date_survey_response"
+    lookback_hour: int = _env_int("CG_LOOKBACK_HOUR", 2)
+    lookback_days: int = _env_int("CG_LOOKBACK_DAYS", 35)
+    lookback_field: str = os.environ.get("CG_LOOKBACK_FIELD", "date_survey_response")
 
     def lookback_period(self, partition_start: dt.datetime) -> Period | None:
         """The ``period[...]`` to re-read in the partition starting at ``partition_start``, or None.
