@@ -194,3 +194,30 @@ def test_definitions_load_and_the_secret_stays_out_of_the_lake_and_metadata(sand
         if path.is_file():
             data = path.read_bytes()
             assert SANDBOX_SECRET.encode() not in data and token.encode() not in data, path
+
+
+def test_a_head_write_lost_after_the_data_landed_is_rolled_forward(sandbox, tmp_path, monkeypatch):
+    """kill -9 between the data rename and the head write: the next sync must not fetch those responses again."""
+    from cg_dagster.lib import lake as lake_module
+
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        committed = lake.read_head()
+        appended = [r["number_customergauge"] for r in sandbox.append_records(30)]
+
+        def crash(self, head):
+            raise KeyboardInterrupt("killed between the data rename and the head write")
+
+        monkeypatch.setattr(lake_module.Lake, "write_head", crash)
+        with pytest.raises(KeyboardInterrupt):
+            run(instance, resources, P2)
+        monkeypatch.undo()
+        assert lake.read_head() == committed and raw_numbers(lake, P2) == appended  # data landed, head did not
+
+        meta = raw_metadata(run(instance, resources, P3))
+    assert meta["cursor_start"] == sandbox.last_cursor and meta["dagster/row_count"] == 0
+    assert lake.read_head().cursor == sandbox.last_cursor
+    every = [n for p in (P1, P2, P3) for n in raw_numbers(lake, p)]
+    assert sorted(every) == sorted(r["number_customergauge"] for r in sandbox.records())

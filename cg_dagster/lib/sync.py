@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from cg_dagster.lib.client import CustomerGaugeClient, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows
-from cg_dagster.lib.lake import SYNC_METADATA_KEY, HeadCursor, Lake, utc_now
+from cg_dagster.lib.lake import SYNC_METADATA_KEY, HeadCursor, Lake, partition_file_stem, utc_now
 from cg_dagster.lib.schemas import TABLES
 
 RAW_TABLE = "raw_responses"
@@ -109,7 +109,7 @@ def sync_partition(
     """
     lake.ensure_writable()
     target = lake.partition_path(RAW_TABLE, partition_key)
-    head = lake.read_head()
+    head = recover_lost_head(lake)
     recorded = lake.read_sync_metadata(target)
 
     if recorded is not None and not full_refresh:
@@ -152,6 +152,36 @@ def sync_partition(
             lake.write_head(new_head)
     log.info("partition %s: %d rows in %d pages, cursor %s -> %s", partition_key, rows, pages, start, cursor_end)
     return SyncResult(record=record, head_before=head, head_after=new_head, path=target)
+
+
+def recover_lost_head(lake: Lake) -> HeadCursor | None:
+    """The committed head, rolled forward if a sync's data landed but its head write did not.
+
+    A sync renames its file into place, then writes the head (both under the commit lock). A process killed
+    between the two leaves a raw file recorded as ``mode: sync`` for a partition newer than the head's
+    partition, which no committed sync can leave. The newest such file's recorded ``cursor_end`` becomes the
+    head, so the next sync does not fetch its responses again.
+    """
+    with lake.commit_lock():
+        head = lake.read_head()
+        newer = [
+            path
+            for path in lake.partition_files(RAW_TABLE)
+            if head is None or path.stem > partition_file_stem(head.partition_key)
+        ]
+        for path in reversed(newer):
+            recorded = lake.read_sync_metadata(path)
+            if recorded and recorded["mode"] == "sync":
+                lost = HeadCursor(
+                    cursor=recorded["cursor_end"],
+                    partition_key=recorded["partition_key"],
+                    run_id=recorded["run_id"],
+                    committed_at=utc_now().isoformat(),
+                )
+                log.warning("the head write of run %s was lost; rolling the head forward to %s", lost.run_id, lost.cursor)
+                lake.write_head(lost)
+                return lost
+        return head
 
 
 def _copy_pages(
