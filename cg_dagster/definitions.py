@@ -2,7 +2,8 @@
 
 Environment (see README): CUSTOMERGAUGE_REGION (default eu), CUSTOMERGAUGE_CLIENT_ID,
 CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_API_BASE_URL / CUSTOMERGAUGE_AUTH_BASE_URL (optional overrides,
-e.g. the sandbox), CUSTOMERGAUGE_SYSTEM_TIMEZONE (default UTC), CG_LAKE_ROOT (default ./lake).
+e.g. the sandbox), CUSTOMERGAUGE_SYSTEM_TIMEZONE (default UTC), CUSTOMERGAUGE_PER_PAGE (default 1000),
+CG_LAKE_ROOT (default ./lake).
 """
 
 import os
@@ -19,6 +20,15 @@ def _optional(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _per_page() -> int:
+    """CUSTOMERGAUGE_PER_PAGE as an int (default 1000); the range 1..1000 is checked before the first request."""
+    text = os.environ.get("CUSTOMERGAUGE_PER_PAGE") or "1000"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"CUSTOMERGAUGE_PER_PAGE must be an integer from 1 to 1000, got {text!r}") from None
+
+
 defs = dg.Definitions(
     assets=[raw_responses, flattened_tables, current_tables],
     asset_checks=partition_checks,
@@ -32,6 +42,7 @@ defs = dg.Definitions(
             api_base_url=_optional("CUSTOMERGAUGE_API_BASE_URL"),
             auth_base_url=_optional("CUSTOMERGAUGE_AUTH_BASE_URL"),
             system_timezone=os.environ.get("CUSTOMERGAUGE_SYSTEM_TIMEZONE", "UTC"),
+            per_page=_per_page(),
         ),
         "lake": LakeResource(root=os.environ.get("CG_LAKE_ROOT", "lake")),
     },

@@ -56,7 +56,7 @@ def _write_current(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, has_re
     with lake.parquet_writer(lake.current_path(name), schema) as writer:
         if has_responses and lake.partition_files(name):
             key = ", ".join(contract.key)
-            reader = con.execute(
+            reader = con.sql(
                 f"""
                 SELECT t.* FROM read_parquet({_glob(lake, name)}) AS t
                 SEMI JOIN winners AS w USING (number_customergauge, fetched_at)

@@ -1,0 +1,139 @@
+"""Helpers of the fault-injection suite (test_faults.py): runs, lake invariants and `dagster` subprocesses."""
+
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
+from cg_dagster.lib.lake import Lake
+from cg_dagster.sandbox import SandboxServer
+from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET
+
+ASSETS = [raw_responses, flattened_tables, current_tables]
+RAW_OP = "customergauge__raw_responses"
+NO_LOOKBACK = {"ops": {RAW_OP: {"config": {"lookback_hour": -1}}}}
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run(instance, resources, partition, run_config=NO_LOOKBACK, raise_on_error=True):
+    """Materialize raw_responses, the flattened tables and the current tables for one partition."""
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=resources,
+        partition_key=partition,
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def raw_metadata(result) -> dict:
+    """Metadata values of the run's raw_responses materialization."""
+    [mat] = result.asset_materializations_for_node(RAW_OP)
+    return {key: value.value for key, value in mat.metadata.items()}
+
+
+def failure_text(result) -> str:
+    """Every step failure of a failed run, as text (message and cause chain)."""
+    return "\n".join(event.event_specific_data.error.to_string() for event in result.get_step_failure_events())
+
+
+def numbers(records: list[dict]) -> list[int]:
+    return [record["number_customergauge"] for record in records]
+
+
+def raw_numbers(lake: Lake, partition: str, sync_pass: str = "cursor") -> list[int]:
+    """number_customergauge of one raw partition file's rows of ``sync_pass``, in file order."""
+    table = pq.read_table(lake.partition_path("raw_responses", partition))
+    return table.filter(pc.equal(table.column("sync_pass"), sync_pass)).column("number_customergauge").to_pylist()
+
+
+def cursor_pass_numbers(lake: Lake) -> list[int]:
+    """number_customergauge of every cursor-pass row in the union of raw partitions."""
+    found = []
+    for path in lake.partition_files("raw_responses"):
+        table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
+        found += table.filter(pc.equal(table.column("sync_pass"), "cursor")).column("number_customergauge").to_pylist()
+    return found
+
+
+def assert_exactly_once(lake: Lake, sandbox: SandboxServer, resent: tuple[int, ...] = ()) -> None:
+    """Every response of the sandbox is in exactly one cursor-pass row of the lake (``resent``: numbers a
+    forward cursor legitimately saw twice, i.e. records moved to a higher position upstream)."""
+    got = collections.Counter(cursor_pass_numbers(lake))
+    want = collections.Counter(numbers(sandbox.records()) + list(resent))
+    assert got == want, {"missing": want - got, "extra": got - want}
+
+
+def assert_only_complete_files(lake: Lake, tmp_leftovers: tuple[str, ...] = ()) -> None:
+    """Table folders hold complete .parquet files only; ``_tmp/`` holds nothing but ``tmp_leftovers``
+    (names of stray files a killed run may leave until the next write of the same target)."""
+    for folder in lake.root.iterdir():
+        if folder.name.startswith("_"):
+            continue
+        for path in folder.iterdir():
+            assert path.is_file() and path.suffix == ".parquet", path
+            pq.read_metadata(path)  # a complete file has a readable footer
+    tmp = lake.root / "_tmp"
+    left = sorted(path.name for path in tmp.iterdir()) if tmp.is_dir() else []
+    assert left == sorted(tmp_leftovers), left
+
+
+def responses_statuses(sandbox: SandboxServer) -> list[int]:
+    """HTTP status of every request to the responses endpoint, in order."""
+    return [entry.status for entry in sandbox.requests_log if entry.path.endswith("/responses")]
+
+
+def sent_cursors(sandbox: SandboxServer) -> list[str | None]:
+    """The cursor parameter of every request to the responses endpoint, in order (None: none sent)."""
+    return [dict(entry.query).get("cursor") for entry in sandbox.requests_log if entry.path.endswith("/responses")]
+
+
+# ---- `dagster asset materialize` subprocesses ------------------------------------------------------------
+
+
+def dagster_home(tmp_path: Path) -> Path:
+    """A DAGSTER_HOME holding the project's dagster.yaml, its storage created once (two processes creating
+    a fresh SQLite schema at the same time race: 'table secondary_indexes already exists')."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.get_runs(limit=1)
+    instance.dispose()
+    return home
+
+
+def cli_env(sandbox: SandboxServer, lake: Lake, home: Path, per_page: int) -> dict:
+    """Environment of a `dagster` subprocess pointed at ``sandbox`` and ``lake``."""
+    return dict(
+        os.environ,
+        CUSTOMERGAUGE_CLIENT_ID=SANDBOX_ID,
+        CUSTOMERGAUGE_CLIENT_SECRET=SANDBOX_SECRET,
+        CUSTOMERGAUGE_API_BASE_URL=sandbox.base_url,
+        CUSTOMERGAUGE_AUTH_BASE_URL=sandbox.base_url,
+        CUSTOMERGAUGE_PER_PAGE=str(per_page),
+        CG_LAKE_ROOT=str(lake.root),
+        DAGSTER_HOME=str(home),
+    )
+
+
+def start_materialize(env: dict, partition: str) -> subprocess.Popen:
+    """Start `dagster asset materialize` of raw_responses for one partition in its own process group."""
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cg_dagster.definitions",
+        "--select", "customergauge/raw_responses", "--partition", partition,
+        "--config-json", json.dumps(NO_LOOKBACK),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, cwd=PROJECT, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
