@@ -456,6 +456,45 @@ def test_free_text_is_kept_byte_for_byte():
     assert (question["answer"], question["answer_number"]) == ("{\"x\": 1}  \t", None)
 
 
+def test_lone_surrogates_are_replaced_counted_and_kept_in_raw():
+    # The exact input: JSON escapes of unpaired UTF-16 halves, as json.loads decodes them.
+    rec = json.loads(
+        '{"number_customergauge": 3414, "comment": {"original": "ok \\ud800 \\udfff"},'
+        ' "contact": {"first_name": "Zo\\u00eb \\ud83d\\ude00"},'
+        ' "tags": [{"label": "\\udc00", "type": "topic"}]}'
+    )
+    result = flat([rec])
+    row = result.tables["responses"].to_pylist()[0]
+    assert row["comment_original"] == "ok \ufffd \ufffd"
+    assert row["contact_first_name"] == "Zoë 😀"  # a valid surrogate pair is one emoji, not repaired
+    assert result.tables["response_tags"].column("label").to_pylist() == ["\ufffd"]
+    assert result.stats.text_invalid == 2  # values repaired, not surrogates
+    raw = raw_rows([rec], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    text = raw.column("record_json")[0].as_py()
+    assert "\\ud800" in text and json.loads(text) == rec  # lossless
+    assert flatten_raw(raw).tables["responses"].column("comment_original").to_pylist() == ["ok \ufffd \ufffd"]
+
+
+def test_raw_json_stays_readable_utf8_without_surrogates():
+    rec = record(comment={"original": "Olá 😀"})
+    text = raw_rows([rec], fetched_at=F, cursor_sent=None, sync_pass="cursor").column("record_json")[0].as_py()
+    assert "Olá 😀" in text  # ensure_ascii=False unless a surrogate forces escapes
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**30])
+def test_number_customergauge_outside_int64_raises(number):
+    bad = record(number_customergauge=number)
+    with pytest.raises(FlattenError, match=f"record 0: number_customergauge {number} is outside the int64"):
+        raw_rows([bad], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    with pytest.raises(FlattenError, match="outside the int64 range"):
+        flat([bad])
+
+
+def test_number_customergauge_at_int64_bounds_is_kept():
+    edge = [record(number_customergauge=2**63 - 1), record(number_customergauge=-(2**63))]
+    assert flat(edge).tables["responses"].column("number_customergauge").to_pylist() == [2**63 - 1, -(2**63)]
+
+
 # --- unknown fields and stats ---------------------------------------------------------------------------
 
 

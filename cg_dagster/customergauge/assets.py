@@ -216,6 +216,7 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
                 {
                     "nps_invalid": stats.nps_invalid,
                     "dates_invalid": stats.dates_invalid,
+                    "text_invalid": stats.text_invalid,
                     "unknown_fields": dg.MetadataValue.json(sorted(stats.unknown_fields)),
                 }
             )

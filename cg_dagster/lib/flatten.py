@@ -17,6 +17,10 @@ Value rules (see the `TABLES` column descriptions):
   `FlattenStats.dates_invalid`; a missing or null date is null and not counted.
 - A missing, null or empty list or nested object gives no rows / null columns. A list or object of
   the wrong JSON type raises FlattenError naming the record and the field.
+- A string holding a lone UTF-16 surrogate (JSON `"\\ud800"`: not Unicode, so not storable as UTF-8
+  Parquet text) has each surrogate replaced by U+FFFD in the flat tables and is counted in
+  `FlattenStats.text_invalid`; raw_responses keeps it losslessly as a `\\u` escape in `record_json`.
+- `number_customergauge` must be an integer in the int64 range; otherwise FlattenError.
 """
 
 import json
@@ -48,6 +52,8 @@ _NO_OBJECT: dict[str, Any] = {}
 _MISSING = object()
 _DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 _NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT64 = range(-(2**63), 2**63)
 _RAW_HINT = "check the API response (the raw_responses table keeps each record as received)"
 
 
@@ -62,6 +68,7 @@ class FlattenStats:
     - records: records flattened.
     - nps_invalid: `nps` values present and not null but not an integer 0..10 (set to null).
     - dates_invalid: date values present and not null but empty, zero or malformed (set to null).
+    - text_invalid: text values holding lone UTF-16 surrogates, stored with U+FFFD in their place.
     - unknown_fields: record keys the contract does not know: top-level keys (e.g. "score") and keys
       of the nested objects contact/account/comment/follow_up as dotted paths (e.g. "contact.title").
       Their values are still kept in the raw_responses table.
@@ -70,6 +77,7 @@ class FlattenStats:
     records: int = 0
     nps_invalid: int = 0
     dates_invalid: int = 0
+    text_invalid: int = 0
     unknown_fields: set[str] = field(default_factory=set)
 
     def merge(self, other: "FlattenStats") -> None:
@@ -77,6 +85,7 @@ class FlattenStats:
         self.records += other.records
         self.nps_invalid += other.nps_invalid
         self.dates_invalid += other.dates_invalid
+        self.text_invalid += other.text_invalid
         self.unknown_fields |= other.unknown_fields
 
 
@@ -100,7 +109,9 @@ def raw_rows(
     `fetched_at`: a timezone-aware datetime for all records, or one per record; stored in UTC.
     `cursor_sent`: the cursor parameter sent for the page (None when none was sent).
     `sync_pass`: "cursor" or "lookback".
-    `record_json` is `json.dumps(record, ensure_ascii=False, separators=(",", ":"))`: lossless.
+    `record_json` is `json.dumps(record, ensure_ascii=False, separators=(",", ":"))`: lossless (a record
+    holding a lone surrogate, which UTF-8 cannot store, is dumped with `ensure_ascii=True` instead: still
+    lossless, `json.loads` gives the same record back).
 
     Returns a table with exactly `TABLES["raw_responses"].arrow_schema`.
     Raises FlattenError for a record that is not an object or has no integer `number_customergauge`
@@ -117,8 +128,7 @@ def raw_rows(
     rows = []
     for index, (record, fetched) in enumerate(_with_fetched_at(records, fetched_at)):
         number = _record_number(record, index)
-        record_json = json.dumps(record, ensure_ascii=False, separators=_COMPACT)
-        rows.append((number, fetched, sync_pass, cursor_sent, record_json))
+        rows.append((number, fetched, sync_pass, cursor_sent, _lossless_json(record)))
     return _to_table(TABLES["raw_responses"], rows)
 
 
@@ -185,7 +195,7 @@ class _Flattener:
         self.rows["response_properties"].extend(_property_rows(record, number, fetched_at))
 
     def result(self) -> FlatTables:
-        tables = {name: _to_table(TABLES[name], rows) for name, rows in self.rows.items()}
+        tables = {name: _to_table(TABLES[name], rows, self.stats) for name, rows in self.rows.items()}
         return FlatTables(tables=tables, stats=self.stats)
 
     def _note_unknown_fields(self, record: dict) -> None:
@@ -300,14 +310,34 @@ def _property_rows(record: dict, number: int, fetched_at: datetime) -> list[tupl
     return rows
 
 
-def _to_table(contract: TableContract, rows: list[tuple]) -> pa.Table:
-    """Rows (tuples in column order) to a table with exactly the contract's schema."""
+def _to_table(contract: TableContract, rows: list[tuple], stats: FlattenStats | None = None) -> pa.Table:
+    """Rows (tuples in column order) to a table with exactly the contract's schema. With `stats`, text
+    holding lone surrogates is repaired (U+FFFD) and counted; without, it raises UnicodeEncodeError."""
     schema = contract.arrow_schema
     if not rows:
         return schema.empty_table()
     columns = zip(*rows, strict=True)
-    arrays = [pa.array(values, type=column.type) for values, column in zip(columns, schema, strict=True)]
+    arrays = [_array(values, column.type, stats) for values, column in zip(columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _array(values: tuple, type_: pa.DataType, stats: FlattenStats | None) -> pa.Array:
+    try:
+        return pa.array(values, type=type_)
+    except UnicodeEncodeError:
+        if stats is None or not pa.types.is_string(type_):
+            raise
+    repaired = [_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value for value in values]
+    stats.text_invalid += sum(new != old for new, old in zip(repaired, values, strict=True))
+    return pa.array(repaired, type=type_)
+
+
+def _lossless_json(record: dict) -> str:
+    """Compact JSON of a record, readable as UTF-8 (see raw_rows)."""
+    text = json.dumps(record, ensure_ascii=False, separators=_COMPACT)
+    if not text.isascii() and _SURROGATE.search(text):
+        return json.dumps(record, separators=_COMPACT)
+    return text
 
 
 def _with_fetched_at(records: Iterable[Any], fetched_at: Iterable[datetime] | datetime) -> Iterator[tuple]:
@@ -367,6 +397,11 @@ def _record_number(record: Any, index: int) -> int:
         raise FlattenError(
             f"record {index} has no integer number_customergauge (got {type(number).__name__}); "
             f"every record needs its id, so the batch is refused: {_RAW_HINT}"
+        )
+    if number not in _INT64:
+        raise FlattenError(
+            f"record {index}: number_customergauge {number} is outside the int64 range the lake stores; "
+            f"the batch is refused: {_RAW_HINT}"
         )
     return number
 
