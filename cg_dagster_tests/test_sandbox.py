@@ -525,3 +525,18 @@ def test_cli_refuses_a_non_loopback_host():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "not an IPv4 loopback address" in result.stderr
+
+
+def test_cli_fault_flags_reach_the_faults():
+    from cg_dagster.sandbox.__main__ import build_parser, faults_from_args
+
+    args = build_parser().parse_args([
+        "--fail-every", "3", "--fail-status", "502", "--rate-limit-every", "4", "--retry-after", "none",
+        "--token-ttl", "5", "--omit-expires-in", "--latency", "0.5", "--drop-body-every", "6",
+        "--truncate-json-every", "7", "--empty-next", "null", "--legacy-drivers",
+    ])  # fmt: skip
+    assert faults_from_args(args) == SandboxFaults(
+        fail_every=3, fail_status=502, rate_limit_every=4, retry_after=None, token_ttl=5, omit_expires_in=True,
+        latency=0.5, drop_body_every=6, truncate_json_every=7, empty_next="null", legacy_drivers=True,
+    )  # fmt: skip
+    assert faults_from_args(build_parser().parse_args([])) == SandboxFaults()

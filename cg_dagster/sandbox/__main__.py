@@ -27,7 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every k-th responses request answers 429")
     parser.add_argument("--retry-after", type=retry_after_seconds, default=1,
                         help="Retry-After seconds on 429, or 'none' to omit the header")
-    parser.add_argument("--empty-next", default="same", choices=EMPTY_NEXT_MODES)
+    parser.add_argument("--omit-expires-in", action="store_true",
+                        help="token answers without expires_in (clients assume 3600 s and meet a 401)")
+    parser.add_argument("--drop-body-every", type=int, default=0,
+                        help="every k-th responses request: full Content-Length, half the body, connection closed")
+    parser.add_argument("--truncate-json-every", type=int, default=0,
+                        help="every k-th responses request: a 200 whose JSON body is cut short")
+    parser.add_argument("--empty-next", default="same", choices=EMPTY_NEXT_MODES,
+                        help="cursor.next of the empty last page (default: the cursor sent)")
+    parser.add_argument("--legacy-drivers", action="store_true",
+                        help="serve drivers in the older `drivers` label shape instead of selected_drivers")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -45,6 +54,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def faults_from_args(args: argparse.Namespace) -> SandboxFaults:
+    """The SandboxFaults the parsed fault flags ask for (ValueError from SandboxFaults for bad values)."""
+    return SandboxFaults(
+        fail_every=args.fail_every, fail_status=args.fail_status, rate_limit_every=args.rate_limit_every,
+        retry_after=args.retry_after, token_ttl=args.token_ttl, latency=args.latency,
+        empty_next=args.empty_next, omit_expires_in=args.omit_expires_in,
+        drop_body_every=args.drop_body_every, truncate_json_every=args.truncate_json_every,
+        legacy_drivers=args.legacy_drivers,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; return the exit code (0 on a clean stop)."""
     parser = build_parser()
@@ -52,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback(args.host) or ":" in args.host:
         parser.error(f"--host {args.host} is not an IPv4 loopback address; the sandbox only serves "
                      "this machine: use 127.0.0.1 or localhost")
-    faults = SandboxFaults(
-        fail_every=args.fail_every, fail_status=args.fail_status, rate_limit_every=args.rate_limit_every,
-        retry_after=args.retry_after, token_ttl=args.token_ttl, latency=args.latency,
-        empty_next=args.empty_next,
-    )
+    faults = faults_from_args(args)
     server = SandboxServer(seed=args.seed, records=args.records, client_id=args.client_id,
                            client_secret=args.client_secret, host=args.host, port=args.port,
                            faults=faults, verbose=args.verbose)
