@@ -178,7 +178,8 @@ def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tm
     assert all(name.startswith("raw_responses__2026-11-01-1000.parquet.") for name in leftovers)
     assert_only_complete_files(lake, tmp_leftovers=leftovers)
 
-    # Rerun on another instance: the killed run still holds the pool slot in the first DAGSTER_HOME (see report).
+    # Rerun on another instance: the killed run stays STARTED in the first DAGSTER_HOME and holds its pool
+    # slot there (the default run launcher cannot see a dead process; README, One sync at a time).
     sandbox.faults = SandboxFaults()
     with dg.instance_for_test() as instance:
         meta = raw_metadata(run(instance, make_resources(sandbox, lake.root), P1))
