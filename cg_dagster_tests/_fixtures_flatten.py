@@ -1,50 +1,18 @@
 """Records for the flatten and schema tests.
 
-VENDOR_RECORD is the example record of the vendor page (customergauge-get-responses-api.txt), whose
-JSON is printed there without braces; reconstructed here key for key, in the page's order.
+VENDOR_RECORD is the example record of the vendor page (customergauge-get-responses-api.txt), as the
+sandbox serves it (cg_dagster.sandbox.data.VENDOR_EXAMPLE_RECORD, key for key in the page's order); a copy,
+so a test cannot change the sandbox's.
 """
 
 import copy
 from datetime import datetime, timezone
 
+from cg_dagster.sandbox.data import VENDOR_EXAMPLE_RECORD
+
 FETCHED_AT = datetime(2024, 5, 1, 8, 0, 0, tzinfo=timezone.utc)
 
-VENDOR_RECORD = {
-    "status": "response",
-    "contact": {"first_name": "John", "last_name": "Doe"},
-    "account": {"name": "ACME", "number": "123"},
-    "number_customergauge": 3414,
-    "number_customer": "123",
-    "number_order": "321",
-    "email": "example@customergauge.com",
-    "phone": "1234567890",
-    "nps": 10,
-    "comment": {"original": "Comentário de exemplo", "translation": "Example Comment"},
-    "date_creation": "2022-03-30 12:34:56",
-    "date_order": "2022-03-30 12:34:56",
-    "date_sent": "2022-03-30 12:34:56",
-    "date_survey_response": "2022-03-30 12:34:56",
-    "language": "EN",
-    "locale": "en_GB",
-    "follow_up": {"requested": False, "details": "1234567890"},
-    "tags": [
-        {"label": "Product", "type": "topic", "sentiment": "mixed"},
-        {"label": "Support", "type": "tag"},
-    ],
-    "questions": [{"title": "We made it easy to solve your support issue.", "answer": "7"}],
-    "selected_drivers": [
-        {"primary": "Ordering", "secondary": ["Ease of Ordering", "Product Information"]},
-        {"primary": "Product", "secondary": ["Ease of Use", "Return on Investment"]},
-    ],
-    "properties": [
-        {"field": "Country", "reference": "NL"},
-        {"field": "Division", "reference": "Global"},
-        {"field": "Touchpoint", "reference": "Relationship"},
-        {"field": "Key Contact", "reference": None},
-        {"field": "Segment A", "reference": None},
-        {"field": "Account Manager", "reference": None},
-    ],
-}
+VENDOR_RECORD = copy.deepcopy(VENDOR_EXAMPLE_RECORD)
 
 # A bare record: only the id. Every other key missing.
 BARE_RECORD = {"number_customergauge": 1}

@@ -7,32 +7,15 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, current_tables, flattened_tables, raw_responses
+from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
 from cg_dagster.customergauge.schedules import hourly_sync_schedule
 from cg_dagster.definitions import defs
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
+from cg_dagster_tests._fixtures_runs import raw_metadata, run
 from cg_dagster_tests.conftest import SANDBOX_SECRET, assert_current_matches_sandbox, make_resources
 
-ASSETS = [raw_responses, flattened_tables, current_tables]
-NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
 P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
-
-
-def run(instance, resources, partition, run_config=NO_LOOKBACK, raise_on_error=True):
-    return dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=resources,
-        partition_key=partition,
-        run_config=run_config,
-        raise_on_error=raise_on_error,
-    )
-
-
-def raw_metadata(result) -> dict:
-    [mat] = result.asset_materializations_for_node("customergauge__raw_responses")
-    return {key: value.value for key, value in mat.metadata.items()}
 
 
 def raw_numbers(lake: Lake, partition: str) -> list[int]:

@@ -21,7 +21,7 @@ from cg_dagster.lib.client import CustomerGaugeAPIError, CustomerGaugeClient, Sy
 from cg_dagster.lib.lake import CursorConflictError, Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults
-from cg_dagster_tests._fixtures_faults import (
+from cg_dagster_tests._fixtures_runs import (
     RAW_OP,
     assert_exactly_once,
     assert_only_complete_files,

@@ -1,4 +1,4 @@
-"""Helpers of the fault-injection suite (test_faults.py): runs, lake invariants and `dagster` subprocesses."""
+"""Helpers of the Dagster-run tests (test_assets.py, test_faults.py): runs, lake invariants, `dagster` subprocesses."""
 
 import collections
 import json
