@@ -167,6 +167,8 @@ def test_input_is_not_modified():
         (True, None, 1),
         (False, None, 1),
         ([7], None, 1),
+        (10**400, None, 1),
+        (float("nan"), None, 1),
         (None, None, 0),
         (DROP, None, 0),
     ],

@@ -467,17 +467,10 @@ def _number_in_text(text: str) -> float | None:
 
 def _nps_score(value: Any) -> int | None:
     """0..10 from an int, an integral float or a numeric string; None otherwise (booleans included)."""
-    if isinstance(value, bool):
+    number = _answer_number(value)
+    if number is None or not number.is_integer() or not 0 <= number <= 10:
         return None
-    if isinstance(value, str):
-        value = _number_in_text(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    if isinstance(value, int) and 0 <= value <= 10:
-        return value
-    return None
+    return int(number)
 
 
 def _answer_number(answer: Any) -> float | None:
