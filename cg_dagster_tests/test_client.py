@@ -332,7 +332,7 @@ def test_transient_faults_still_deliver_every_page_once(server, client, faults, 
     assert [page.cursor_next for page in pages] == clean_cursors
     assert len(response_requests(server)) > 5  # some requests were repeated
     if faults.drop_body_every:
-        warning = "page 2: the body broke while being read (ChunkedEncodingError) (attempt 1 of 6)"
+        warning = "page 2: the body broke while being read (ProtocolError) (attempt 1 of 6)"
         assert warning in caplog.messages
     if faults.truncate_json_every:
         assert any(m.startswith("page 2: the body is not valid JSON") for m in caplog.messages)
@@ -474,8 +474,8 @@ def page_body(numbers, cursor):
 
 @pytest.mark.parametrize(
     "second_next, received",
-    [(20, "20"), (15, "15"), (None, "None"), ("30", "'30'"), (..., "no cursor.next")],
-    ids=["same", "backwards", "null", "string", "absent"],
+    [(20, "20"), (15, "15"), (None, "None"), ("30", "'30'"), (..., "no cursor.next"), (2**63, str(2**63))],
+    ids=["same", "backwards", "null", "string", "absent", "beyond-int64"],
 )
 def test_cursor_that_does_not_advance_raises(second_next, received):
     answers = [(200, page_body([1, 2], 20)), (200, page_body([3], second_next))]
@@ -486,7 +486,8 @@ def test_cursor_that_does_not_advance_raises(second_next, received):
             next(pages)
     assert str(caught.value) == (
         f"page 2 (cursor sent: 20) has records but cursor.next is {received}; "
-        "it must be an integer greater than the cursor sent: refusing to loop or go backwards"
+        "it must be an integer greater than the cursor sent (and below 2**63, the lake's int64): refusing to "
+        "loop, go backwards or store a cursor the lake cannot hold"
     )
 
 

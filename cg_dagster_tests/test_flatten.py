@@ -191,15 +191,20 @@ def test_ids_sent_as_numbers_become_text():
 
 
 @pytest.mark.parametrize(
-    "requested, expected",
-    [(True, True), (False, False), (1, True), (0, False), ("yes", None), (None, None), (DROP, None)],
+    "requested, expected, invalid",
+    [
+        (True, True, 0), (False, False, 0), (1, True, 0), (0, False, 0), ("yes", None, 1), ("true", None, 1),
+        (2, None, 1), (1.0, None, 1), (None, None, 0), (DROP, None, 0),
+    ],
 )
-def test_follow_up_requested(requested, expected):
+def test_follow_up_requested(requested, expected, invalid):
     follow_up = {"details": "call me"}
     if requested is not DROP:
         follow_up["requested"] = requested
-    row = response(record(follow_up=follow_up))
+    result = flat([record(follow_up=follow_up)])
+    row = result.tables["responses"].to_pylist()[0]
     assert (row["follow_up_requested"], row["follow_up_details"]) == (expected, "call me")
+    assert result.stats.follow_up_invalid == invalid
 
 
 # --- dates ----------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ def _env_int(name: str, default: int) -> int:
         raise CustomerGaugeConfigError(f"{name}={value!r} is not an integer: set it to a whole number or unset it") from None
 
 
+MAX_LOOKBACK_DAYS = 3660  # ten years: a longer re-read is a full refresh
+
+
 class RawResponsesConfig(dg.Config):
     """Run config of ``raw_responses``.
 
@@ -62,14 +65,18 @@ class RawResponsesConfig(dg.Config):
         """The ``period[...]`` to re-read in the partition starting at ``partition_start``, or None.
 
         Raises:
-            CustomerGaugeConfigError: lookback_hour outside -1..23, lookback_days < 1, unknown field.
+            CustomerGaugeConfigError: lookback_hour outside -1..23, lookback_days outside
+                1..MAX_LOOKBACK_DAYS, unknown field.
         """
         if not -1 <= self.lookback_hour <= 23:
             raise CustomerGaugeConfigError(
                 f"lookback_hour must be an hour 0..23 (or -1 to turn the re-read off), got {self.lookback_hour}"
             )
-        if self.lookback_days < 1:
-            raise CustomerGaugeConfigError(f"lookback_days must be >= 1, got {self.lookback_days}")
+        if not 1 <= self.lookback_days <= MAX_LOOKBACK_DAYS:
+            raise CustomerGaugeConfigError(
+                f"lookback_days must be from 1 to {MAX_LOOKBACK_DAYS} (CG_LOOKBACK_DAYS or run config), "
+                f"got {self.lookback_days}"
+            )
         if self.lookback_field not in PERIOD_FIELDS:
             raise CustomerGaugeConfigError(
                 f"lookback_field {self.lookback_field!r} is not a period field: use one of {', '.join(PERIOD_FIELDS)}"
@@ -217,6 +224,7 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
                     "nps_invalid": stats.nps_invalid,
                     "dates_invalid": stats.dates_invalid,
                     "text_invalid": stats.text_invalid,
+                    "follow_up_invalid": stats.follow_up_invalid,
                     "unknown_fields": dg.MetadataValue.json(sorted(stats.unknown_fields)),
                 }
             )

@@ -49,7 +49,7 @@ class CustomerGaugeResource(dg.ConfigurableResource):
         default="UTC",
         description="IANA time zone of the CustomerGauge system; the API's dates carry no zone (vendor page).",
     )
-    timeout_seconds: float = Field(default=60.0, description="Timeout of every HTTP request, seconds.")
+    timeout_seconds: float = Field(default=60.0, description="Seconds to connect and for each read of every HTTP request; a whole body must arrive within 3x this.")
     max_retries: int = Field(default=5, description="Retries of 429/5xx/connection errors per request.")
     backoff_factor: float = Field(default=1.0, description="Exponential backoff factor between retries, seconds.")
 
@@ -97,7 +97,7 @@ class CustomerGaugeResource(dg.ConfigurableResource):
         self.sync_params()
         try:
             ZoneInfo(self.system_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
             raise CustomerGaugeConfigError(
                 f"system_timezone {self.system_timezone!r} is not an IANA time zone: set "
                 "CUSTOMERGAUGE_SYSTEM_TIMEZONE to a name such as Europe/Amsterdam (see the Sending step of a "

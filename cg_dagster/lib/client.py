@@ -128,7 +128,11 @@ def validate_base_url(url: str, setting: str) -> str:
     """
     if not isinstance(url, str) or not url.strip():
         raise CustomerGaugeConfigError(f"{setting} must be a URL like https://api.eu.customergauge.com")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise CustomerGaugeConfigError(f"{setting} is not a valid URL ({exc}), got {url!r}") from None
     if parts.username is not None or parts.password is not None:
         raise CustomerGaugeConfigError(f"{setting} must not hold user:password@; pass credentials separately")
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -137,12 +141,27 @@ def validate_base_url(url: str, setting: str) -> str:
         )
     if parts.query or parts.fragment:
         raise CustomerGaugeConfigError(f"{setting} must not have a query string or fragment, got {url!r}")
+    if port == 0 or not _HOST_NAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
+        raise CustomerGaugeConfigError(
+            f"{setting} has an invalid host or port, got {url!r}: e.g. https://api.eu.customergauge.com"
+        )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise CustomerGaugeConfigError(
             f"{setting} uses plain http for the non-loopback host {parts.hostname!r}: use https "
             "(http is only allowed for 127.0.0.0/8, ::1 and localhost, i.e. the local sandbox)"
         )
     return url.strip().rstrip("/")
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _is_ip(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -322,12 +341,13 @@ def _next_cursor(body: dict, number: int, cursor_sent: Optional[int]) -> int:
     stored cursor must never become null or smaller, and a page must not loop)."""
     cursor = body.get("cursor")
     value = cursor.get("next") if isinstance(cursor, dict) else None
-    if _is_int(value) and (cursor_sent is None or value > cursor_sent):
+    if _is_int(value) and (cursor_sent is None or value > cursor_sent) and value < 2**63:
         return value
     received = repr(value) if isinstance(cursor, dict) and "next" in cursor else "no cursor.next"
     raise CustomerGaugeCursorError(
         f"page {number} (cursor sent: {cursor_sent}) has records but cursor.next is {received}; "
-        "it must be an integer greater than the cursor sent: refusing to loop or go backwards"
+        "it must be an integer greater than the cursor sent (and below 2**63, the lake's int64): refusing to "
+        "loop, go backwards or store a cursor the lake cannot hold"
     )
 
 
@@ -424,15 +444,28 @@ def _laravel_errors(errors: object) -> str:
     return "; ".join(parts)
 
 
-def _read_body(response: requests.Response) -> bytes:
-    """Read a streamed body; a body that breaks mid-read is a _BodyProblem. Always closes the response."""
+BODY_DEADLINE_FACTOR = 3  # a whole body must arrive within this many times the request timeout
+
+
+def _read_body(response: requests.Response, timeout: float) -> bytes:
+    """Read a streamed body; a body that breaks mid-read, or trickles in for longer than
+    BODY_DEADLINE_FACTOR * ``timeout`` seconds in all (the timeout of requests bounds each read only), is a
+    _BodyProblem. Always closes the response."""
+    deadline = time.monotonic() + BODY_DEADLINE_FACTOR * timeout
+    chunks = []
     try:
-        return response.content
+        # read1: whatever has arrived, at most 256 KiB (read() would wait for all 256 KiB).
+        while chunk := response.raw.read1(256 * 1024, decode_content=True):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise _BodyProblem(f"the body took longer than {BODY_DEADLINE_FACTOR * timeout:g} s to arrive")
+        return b"".join(chunks)
     except (
         requests.exceptions.ChunkedEncodingError,
         requests.exceptions.ConnectionError,
-        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.HTTPError,  # ProtocolError, ReadTimeoutError, DecodeError, ...
         IncompleteRead,
+        OSError,
     ) as exc:
         raise _BodyProblem(f"the body broke while being read ({type(exc).__name__})") from None
     finally:
@@ -475,7 +508,8 @@ class CustomerGaugeClient:
 
     - ``client_id`` / ``client_secret``: the Connected App's credentials (non-empty strings).
     - ``api_base_url`` / ``auth_base_url``: see ``default_base_urls`` and ``validate_base_url``.
-    - ``timeout``: seconds for connecting and for each read, on every request.
+    - ``timeout``: seconds for connecting and for each read, on every request; a whole response body must
+      arrive within BODY_DEADLINE_FACTOR (3) times this, or it counts as a broken body and is requested again.
     - ``max_retries`` / ``backoff_factor``: urllib3 retries of 429/5xx and connection errors (Retry-After is
       honoured), and the same number of re-requests of a page whose body broke or was not the JSON shape.
     - ``user_agent``: the User-Agent header.
@@ -591,18 +625,18 @@ class CustomerGaugeClient:
         token = self.access_token()
         response = self._get_responses(query, token)
         if response.status_code == 401:
-            _read_body(response)
+            _read_body(response, self._timeout)
             logger.info("API answered 401; fetching a new access token and repeating the request once")
             self._forget_token(token)
             token = self.access_token()
             response = self._get_responses(query, token)
             if response.status_code == 401:
-                _read_body(response)
+                _read_body(response, self._timeout)
                 raise CustomerGaugeAuthError(
                     f"GET {self._path(RESPONSES_PATH)} answered 401 Unauthenticated even with a fresh "
                     "access token: check that the Connected App may use the sync API"
                 )
-        raw = _read_body(response)
+        raw = _read_body(response, self._timeout)
         if not response.ok:
             raise self._api_error("GET", RESPONSES_PATH, response, raw, token)
         return _check_page_body(_parse_json(raw))
@@ -677,8 +711,14 @@ class CustomerGaugeClient:
             "client_id": self.client_id,
             "client_secret": self._client_secret,
         }
-        response = self._request("POST", TOKEN_PATH, data=form)
-        raw = _read_body(response)
+        # Never follow a redirect with the client secret in the body (it could lead to another origin).
+        response = self._request("POST", TOKEN_PATH, data=form, allow_redirects=False)
+        raw = _read_body(response, self._timeout)
+        if response.is_redirect:
+            raise CustomerGaugeAuthError(
+                f"POST {self._path(TOKEN_PATH)} answered {response.status_code} (a redirect): the client secret "
+                "is not sent on; check auth_base_url (CUSTOMERGAUGE_AUTH_BASE_URL)"
+            )
         if response.status_code in (400, 401):
             raise CustomerGaugeAuthError(
                 f"token endpoint refused the client credentials ({response.status_code} "
@@ -692,18 +732,30 @@ class CustomerGaugeClient:
             raise CustomerGaugeAuthError(
                 f"POST {self._path(TOKEN_PATH)} answered {response.status_code} without an access_token"
             )
+        if not _TOKEN_TEXT.fullmatch(token):  # RFC 6750 b64token; the value is never echoed
+            raise CustomerGaugeAuthError(
+                f"POST {self._path(TOKEN_PATH)} answered {response.status_code} with an access_token that is "
+                "not a bearer token (RFC 6750: letters, digits and -._~+/ only, then '=' padding)"
+            )
         lifetime = _token_lifetime(body)
         return _CachedToken(access_token=token, lifetime=lifetime, expires_at=_clock() + lifetime)
 
 
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_OAUTH_ERROR_CODE = re.compile(r"[a-z_]{1,50}")  # RFC 6749 5.2 codes: invalid_client, invalid_grant, ...
+
+
 def _oauth_error_code(raw: bytes) -> str:
-    """The OAuth2 "error" code of a refused token request (api-notes.md: likely "invalid_client")."""
+    """The OAuth2 "error" code of a refused token request (api-notes.md: likely "invalid_client"). Only a
+    code shaped like RFC 6749's (lowercase letters and "_") is echoed, so a body cannot smuggle text."""
     try:
         body = json.loads(raw)
     except ValueError:
         return "no error code"
     code = body.get("error") if isinstance(body, dict) else None
-    return code[:50] if isinstance(code, str) and code else "no error code"
+    if isinstance(code, str) and _OAUTH_ERROR_CODE.fullmatch(code):
+        return code
+    return "no error code" if not code else "an unrecognised error code"
 
 
 def _require_text(value: object, setting: str, fix: str) -> None:

@@ -6,6 +6,11 @@ the version with the latest ``fetched_at`` in ``responses`` ("latest fetch wins"
 only the rows of that same fetch, so a driver removed upstream disappears from ``current`` too.
 
 Responses deleted upstream stay: the sync API reports no deletions (api-notes.md).
+
+A fetch that returned the same number_customergauge twice (one page holding it twice: the blocking check
+``responses_number_customergauge_unique`` fails on that partition) is ambiguous: its child rows cannot be
+told apart, so no version of it is ever used. The response's newest unambiguous version is current instead,
+or it is left out of ``current`` until a later fetch brings it once; the current tables never mix two versions.
 """
 
 import duckdb
@@ -38,7 +43,12 @@ def build_current(lake: Lake) -> dict[str, int]:
                 f"""
                 CREATE TEMP TABLE winners AS
                 SELECT number_customergauge, max(fetched_at) AS fetched_at
-                FROM read_parquet({_glob(lake, "responses")})
+                FROM (
+                    SELECT number_customergauge, fetched_at
+                    FROM read_parquet({_glob(lake, "responses")})
+                    GROUP BY number_customergauge, fetched_at
+                    HAVING count(*) = 1  -- one page holding a response twice: ambiguous, see module docstring
+                )
                 GROUP BY number_customergauge
                 """
             )

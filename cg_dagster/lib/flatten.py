@@ -69,6 +69,8 @@ class FlattenStats:
     - nps_invalid: `nps` values present and not null but not an integer 0..10 (set to null).
     - dates_invalid: date values present and not null but empty, zero or malformed (set to null).
     - text_invalid: text values holding lone UTF-16 surrogates, stored with U+FFFD in their place.
+    - follow_up_invalid: `follow_up.requested` values present and not null but not true/false/1/0 (set to
+      null).
     - unknown_fields: record keys the contract does not know: top-level keys (e.g. "score") and keys
       of the nested objects contact/account/comment/follow_up as dotted paths (e.g. "contact.title").
       Their values are still kept in the raw_responses table.
@@ -78,6 +80,7 @@ class FlattenStats:
     nps_invalid: int = 0
     dates_invalid: int = 0
     text_invalid: int = 0
+    follow_up_invalid: int = 0
     unknown_fields: set[str] = field(default_factory=set)
 
     def merge(self, other: "FlattenStats") -> None:
@@ -86,6 +89,7 @@ class FlattenStats:
         self.nps_invalid += other.nps_invalid
         self.dates_invalid += other.dates_invalid
         self.text_invalid += other.text_invalid
+        self.follow_up_invalid += other.follow_up_invalid
         self.unknown_fields |= other.unknown_fields
 
 
@@ -228,7 +232,7 @@ class _Flattener:
             *dates,
             _text(record.get("language")),
             _text(record.get("locale")),
-            _flag(follow_up.get("requested")),
+            self._follow_up_requested(follow_up.get("requested")),
             _text(follow_up.get("details")),
             fetched_at,
         )
@@ -240,6 +244,14 @@ class _Flattener:
         if score is None:
             self.stats.nps_invalid += 1
         return score
+
+    def _follow_up_requested(self, value: Any) -> bool | None:
+        if value is None:
+            return None
+        flag = _flag(value)
+        if flag is None:
+            self.stats.follow_up_invalid += 1
+        return flag
 
     def _date(self, value: Any) -> datetime | None:
         if value is None:
@@ -375,7 +387,7 @@ def _naive_utc(value: datetime) -> datetime:
 def _zone(system_timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(system_timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a folder such as "Europe"
         raise FlattenError(
             f"system_timezone {system_timezone!r} is not an IANA time zone name; pass the CustomerGauge "
             "system's time zone (Sending step of a Campaign in Campaign Suite), e.g. 'Europe/Amsterdam'"

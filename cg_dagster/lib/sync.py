@@ -12,8 +12,9 @@ A run that fails anywhere before step 3 leaves the head and the lake as they wer
 the same head and fetches the same records again. Which partition a run writes decides what it does:
 
 * ``sync``:    the partition was never synced and is not older than the head's partition -> page from the head.
-* ``replay``:  the partition was synced before -> re-fetch its recorded range (start cursor, page size, page
-               count, parameters) and rewrite its file; the head never moves.
+* ``replay``:  the partition was synced before -> re-fetch its recorded range (from its start cursor up to
+               its end cursor, same parameters) and rewrite its file with the latest versions; a response
+               the range held keeps its committed row if the API no longer returns it; the head never moves.
 * ``skipped``: the partition was never synced and is older than the head's partition -> its window passed
                without a sync; write an empty, schema-valid file that says why.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from cg_dagster.lib.client import CustomerGaugeClient, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows
@@ -60,6 +62,7 @@ class SyncRecord:
     lookback_rows: int = 0
     reason: str | None = None
     full_refresh: bool = False
+    kept_rows: int = 0  # replay: committed rows carried over because the API no longer returned them
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -160,7 +163,7 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
     A sync renames its file into place, then writes the head (both under the commit lock). A process killed
     between the two leaves a raw file recorded as ``mode: sync`` for a partition newer than the head's
     partition, which no committed sync can leave. The newest such file's recorded ``cursor_end`` becomes the
-    head, so the next sync does not fetch its responses again.
+    head, so the next sync does not fetch its responses again; only if it is past the head's cursor.
     """
     with lake.commit_lock():
         head = lake.read_head()
@@ -171,7 +174,7 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
         ]
         for path in reversed(newer):
             recorded = lake.read_sync_metadata(path)
-            if recorded and recorded["mode"] == "sync":
+            if recorded and recorded["mode"] == "sync" and _ahead(recorded["cursor_end"], head):
                 lost = HeadCursor(
                     cursor=recorded["cursor_end"],
                     partition_key=recorded["partition_key"],
@@ -184,6 +187,14 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
         return head
 
 
+def _ahead(cursor: int | None, head: HeadCursor | None) -> bool:
+    """True when ``cursor`` is past the head's cursor: a roll-forward never moves the head back (a
+    ``full_refresh`` into an older partition leaves newer files whose ranges the head already covers)."""
+    if cursor is None:
+        return False
+    return head is None or head.cursor is None or cursor > head.cursor
+
+
 def _copy_pages(
     client: CustomerGaugeClient,
     params: SyncParams,
@@ -191,36 +202,53 @@ def _copy_pages(
     writer,
     sync_pass: str,
     *,
-    until: SyncRecord | None = None,
     seen: set[int] | None = None,
     skip: set[int] | None = None,
 ) -> tuple[int | None, int]:
     """Stream pages from ``start`` into ``writer``; return (cursor after the last page, pages read).
 
-    ``until`` bounds a replay to a recorded range: no page is requested past its page count or from at or
-    past its ``cursor_end``, and no more than its ``rows`` records are kept (the API pages by a cursor we
-    cannot map to records, so the row count trims the last page when records were appended after the range
-    was first synced). ``seen`` collects the number_customergauge of every record written; records whose
+    ``seen`` collects the number_customergauge of every record written; records whose
     number is in ``skip`` are not written (the trailing-window pass skips what the cursor pass just fetched,
     so a partition holds one row per response).
     """
-    cursor, pages, rows = start, 0, 0
+    cursor, pages = start, 0
     skip_values = pa.array(sorted(skip), pa.int64()) if skip else None
-    for page in client.iter_pages(params, start, max_pages=until.pages if until else None):
-        records = page.records
-        if until is not None:
-            records = records[: until.rows - rows]
-        table = raw_rows(records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass)
+    for page in client.iter_pages(params, start):
+        table = raw_rows(page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass)
         numbers = table.column("number_customergauge")
         if skip_values is not None:
             table = table.filter(pc.invert(pc.is_in(numbers, value_set=skip_values)))
         if seen is not None:
             seen.update(numbers.to_pylist())
         writer.write(table)
-        cursor, pages, rows = page.cursor_next, page.number, rows + len(records)
-        if until is not None and (rows >= until.rows or cursor >= until.cursor_end):
-            break
+        cursor, pages = page.cursor_next, page.number
     return cursor, pages
+
+
+def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, committed: pa.Array, seen: set[int]) -> int:
+    """Re-fetch the cursor pass of a recorded range into ``writer``; return the pages read.
+
+    Pages are requested from ``recorded.cursor_start`` until ``cursor.next`` reaches ``recorded.cursor_end``
+    (more or fewer pages than recorded when records changed upstream). The API pages by a cursor we cannot
+    map to single records, so of a page that reaches past ``cursor_end`` only the responses the range held
+    before (``committed``, their numbers) are kept: the rest belong to later partitions.
+    """
+    pages = 0
+    for page in client.iter_pages(params, recorded.cursor_start):
+        table = raw_rows(page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass="cursor")
+        if page.cursor_next > recorded.cursor_end:
+            table = table.filter(pc.is_in(table.column("number_customergauge"), value_set=committed))
+        seen.update(table.column("number_customergauge").to_pylist())
+        writer.write(table)
+        pages = page.number
+        if page.cursor_next >= recorded.cursor_end:
+            break
+    return pages
+
+
+def _cursor_rows(path: Path) -> pa.Table:
+    """The cursor-pass rows of a committed raw partition file."""
+    return pq.read_table(path, filters=[("sync_pass", "=", "cursor")], schema=TABLES[RAW_TABLE].arrow_schema)
 
 
 def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id: str) -> SyncResult:
@@ -228,9 +256,19 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
     params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
     with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
-        pages, seen = 0, set()
+        pages, seen, kept = 0, set(), 0
         if recorded.pages:
-            pages = _copy_pages(client, params, recorded.cursor_start, writer, "cursor", until=recorded, seen=seen)[1]
+            before = _cursor_rows(target)
+            committed = before.column("number_customergauge").combine_chunks().unique()
+            pages = _replay_range(client, params, recorded, writer, committed, seen)
+            # A response the range held that the API no longer returns there (deleted, or moved to a later
+            # position) keeps its committed version: a replay never removes a response from the lake.
+            gone = pa.array(sorted(set(committed.to_pylist()) - seen), pa.int64())
+            if len(gone):
+                kept_rows = before.filter(pc.is_in(before.column("number_customergauge"), value_set=gone))
+                writer.write(kept_rows)
+                kept = kept_rows.num_rows
+                log.warning("replay of %s: %d responses no longer returned in the range kept as committed", recorded.partition_key, len(gone))
         rows = writer.rows
         lookback_pages = 0
         if lookback:
@@ -243,6 +281,7 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
             rows=rows,
             lookback_pages=lookback_pages,
             lookback_rows=writer.rows - rows,
+            kept_rows=kept,
             reason=recorded.reason if recorded.mode == "skipped" else f"replay of the range recorded by run {recorded.run_id}",
         )
         writer.set_metadata({SYNC_METADATA_KEY: record.to_json().encode()})
