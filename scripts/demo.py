@@ -9,8 +9,9 @@ Run it with ``python3 run.py demo`` (which creates .venv and sets DAGSTER_HOME=.
 5. prints per-table row counts (DuckDB over the lake) and the stored cursor (lake and Dagster metadata),
    and exits 1 if any count differs from what the sandbox served.
 
-The demo lake is wiped at the start (the sandbox is regenerated from its seed each time); Dagster's run
-history in DAGSTER_HOME is kept, so the UI (``python3 run.py dev``) shows every demo run.
+The demo lake is wiped at the start (the sandbox is regenerated from its seed each time, so the counts
+can be checked exactly); Dagster's run history in DAGSTER_HOME is kept, and ``python3 run.py dev`` works on
+the same lake, so the UI shows every demo run and its own runs continue from the demo's cursor.
 """
 
 import datetime as dt
@@ -26,14 +27,14 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cg_dagster.customergauge.assets import FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
 from cg_dagster.lib.lake import Lake
 
 ROOT = Path(__file__).resolve().parent.parent
 LAKE_ROOT = ROOT / "demo_lake"
 RECORDS, APPENDED = 2500, 137
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
-SELECTION = ",".join(key.to_user_string() for key in [RAW_KEY, *FLAT_KEYS.values()])
+SELECTION = ",".join(key.to_user_string() for key in [RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()])
 # The trailing-window re-read is off in the demo so the incremental sync's count is exactly the appended records.
 RUN_CONFIG = json.dumps({"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}})
 
@@ -102,6 +103,10 @@ def _report(first: int, second: int, served: int, appended: int) -> int:
     for table in ["raw_responses", *FLAT_KEYS]:
         rows = duckdb.sql(f"select count(*) from read_parquet('{LAKE_ROOT / table}/*.parquet')").fetchall()[0][0]
         print(f"{table:<22}{rows:>8}")
+    current = duckdb.sql(
+        f"select count(*), count(distinct number_customergauge) from read_parquet('{Lake(LAKE_ROOT).current_path('responses')}')"
+    ).fetchall()[0]
+    print(f"{'current/responses':<22}{current[0]:>8}   (one row per response: {current[1]} distinct)")
     head = Lake(LAKE_ROOT).read_head()
     event = dg.DagsterInstance.get().get_latest_materialization_event(RAW_KEY)
     dagster_cursor = event.asset_materialization.metadata["cursor"].value
@@ -112,6 +117,8 @@ def _report(first: int, second: int, served: int, appended: int) -> int:
         problems.append(f"the lake holds {first + second} raw responses but the sandbox served {served}")
     if second != appended:
         problems.append(f"the incremental sync fetched {second} responses, not the {appended} appended")
+    if current != (served, served):
+        problems.append(f"current/responses holds {current[0]} rows ({current[1]} distinct), not the {served} served")
     if head.cursor != dagster_cursor:
         problems.append(f"lake cursor {head.cursor} != Dagster metadata cursor {dagster_cursor}")
     for problem in problems:
