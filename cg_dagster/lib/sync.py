@@ -231,7 +231,8 @@ def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, comm
     Pages are requested from ``recorded.cursor_start`` until ``cursor.next`` reaches ``recorded.cursor_end``
     (more or fewer pages than recorded when records changed upstream). The API pages by a cursor we cannot
     map to single records, so of a page that reaches past ``cursor_end`` only the responses the range held
-    before (``committed``, their numbers) are kept: the rest belong to later partitions.
+    before (``committed``, their numbers) are kept: the rest belong to later partitions, except a record
+    that newly matches the filter inside the range on that page, which is left to the trailing-window re-read.
     """
     pages = 0
     for page in client.iter_pages(params, recorded.cursor_start):
@@ -246,33 +247,34 @@ def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, comm
     return pages
 
 
-def _cursor_rows(path: Path) -> pa.Table:
-    """The cursor-pass rows of a committed raw partition file."""
-    return pq.read_table(path, filters=[("sync_pass", "=", "cursor")], schema=TABLES[RAW_TABLE].arrow_schema)
-
-
 def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id: str) -> SyncResult:
-    """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays."""
+    """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays.
+
+    A replay never removes a response from the lake: a response the old file held that the API no longer
+    returns in the same pass (deleted upstream, moved to a later position, or out of the trailing window now)
+    keeps its committed row, and the file still holds one row per response and pass, the lookback pass
+    skipping what the cursor pass holds.
+    """
     params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
+    committed = _committed_numbers(target)
     with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
         pages, seen, kept = 0, set(), 0
         if recorded.pages:
-            before = _cursor_rows(target)
-            committed = before.column("number_customergauge").combine_chunks().unique()
-            pages = _replay_range(client, params, recorded, writer, committed, seen)
-            # A response the range held that the API no longer returns there (deleted, or moved to a later
-            # position) keeps its committed version: a replay never removes a response from the lake.
-            gone = pa.array(sorted(set(committed.to_pylist()) - seen), pa.int64())
-            if len(gone):
-                kept_rows = before.filter(pc.is_in(before.column("number_customergauge"), value_set=gone))
-                writer.write(kept_rows)
-                kept = kept_rows.num_rows
-                log.warning("replay of %s: %d responses no longer returned in the range kept as committed", recorded.partition_key, len(gone))
+            cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
+            pages = _replay_range(client, params, recorded, writer, cursor_committed, seen)
+            kept += _carry_over(target, "cursor", committed["cursor"] - seen, writer)
+            seen |= committed["cursor"]
         rows = writer.rows
         lookback_pages = 0
         if lookback:
-            lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback", skip=seen)[1]
+            fetched: set[int] = set()
+            lookback_pages = _copy_pages(
+                client, _with_period(params, lookback), None, writer, "lookback", seen=fetched, skip=seen
+            )[1]
+            kept += _carry_over(target, "lookback", committed["lookback"] - fetched - seen, writer)
+        if kept:
+            log.warning("replay of %s: %d committed rows no longer returned by the API kept", recorded.partition_key, kept)
         record = dataclasses.replace(
             recorded,
             mode="replay" if recorded.mode != "skipped" else "skipped",
@@ -287,6 +289,30 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
         writer.set_metadata({SYNC_METADATA_KEY: record.to_json().encode()})
         writer.commit()
     return SyncResult(record=record, head_before=head, head_after=head, path=target)
+
+
+def _committed_numbers(path: Path) -> dict[str, set[int]]:
+    """number_customergauge of a committed raw file's rows, per sync pass (two small columns read)."""
+    table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
+    numbers = table.column("number_customergauge").to_pylist()
+    passes = table.column("sync_pass").to_pylist()
+    found: dict[str, set[int]] = {"cursor": set(), "lookback": set()}
+    for number, sync_pass in zip(numbers, passes, strict=True):
+        found[sync_pass].add(number)
+    return found
+
+
+def _carry_over(path: Path, sync_pass: str, numbers: set[int], writer) -> int:
+    """Copy the committed rows of ``sync_pass`` whose number is in ``numbers`` from ``path``; return the count."""
+    if not numbers:
+        return 0
+    rows = pq.read_table(
+        path,
+        filters=[("sync_pass", "=", sync_pass), ("number_customergauge", "in", sorted(numbers))],
+        schema=TABLES[RAW_TABLE].arrow_schema,
+    )
+    writer.write(rows)
+    return rows.num_rows
 
 
 def _skip(lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partition_key: str, run_id: str) -> SyncResult:
