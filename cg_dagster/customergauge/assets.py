@@ -1,4 +1,5 @@
-"""CustomerGauge assets: the raw responses of each sync window and the tables flattened from them.
+"""CustomerGauge assets: the raw responses of each sync window, the tables flattened from them, and the
+current tables (the latest version of every response) built over all partitions.
 
 Every asset writes its own Parquet file per partition into the lake and returns ``MaterializeResult``
 (no I/O manager): ``{lake}/<asset name>/<partition>.parquet``.
@@ -145,6 +146,7 @@ def raw_responses(
             "per_page": record.per_page,
             "lookback": dg.MetadataValue.json(record.lookback) if record.lookback else None,
             "lookback_rows": record.lookback_rows,
+            "kept_rows": record.kept_rows,
             "full_refresh": record.full_refresh,
             "reason": record.reason,
             "dagster/row_count": result.rows,
