@@ -107,3 +107,20 @@ def test_unknown_fields_warn_and_stay_in_the_raw_table(sandbox, tmp_path):
     assert unknown.metadata["unknown_fields"].value == ["loyalty_tier"]
     raw = pq.read_table(lake.partition_path("raw_responses", P))
     assert json.loads(raw["record_json"][0].as_py())["loyalty_tier"] == "gold"
+
+
+def test_a_quarantined_partition_is_released_when_its_check_passes_again(sandbox, tmp_path, monkeypatch):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    real = assets_module.flatten_raw
+    with dg.instance_for_test() as instance:
+        _corrupt(monkeypatch, "responses", _set_nps)
+        result, evaluations = _sync(instance, resources)
+        assert not result.success and evaluations["responses_nps_in_range"].metadata["quarantined"].value is True
+        assert lake.quarantined() == {"2026-11-01-1000": ["responses_nps_in_range"]}
+        monkeypatch.setattr(assets_module, "flatten_raw", real)
+        result, evaluations = _sync(instance, resources)  # re-materialize the partition: replay, clean flatten
+    assert result.success and lake.quarantined() == {}
+    current = pq.read_table(lake.current_path("responses"), columns=["number_customergauge", "nps"])
+    assert current.num_rows == len(sandbox.records())
+    assert (pc.max(current["nps"]).as_py() or 0) <= 10

@@ -71,7 +71,8 @@ class RawResponsesConfig(dg.Config):
         """
         if not -1 <= self.lookback_hour <= 23:
             raise CustomerGaugeConfigError(
-                f"lookback_hour must be an hour 0..23 (or -1 to turn the re-read off), got {self.lookback_hour}"
+                f"lookback_hour must be an hour 0..23 (or -1 to turn the re-read off; CG_LOOKBACK_HOUR or run "
+                f"config), got {self.lookback_hour}"
             )
         if not 1 <= self.lookback_days <= MAX_LOOKBACK_DAYS:
             raise CustomerGaugeConfigError(
@@ -80,7 +81,8 @@ class RawResponsesConfig(dg.Config):
             )
         if self.lookback_field not in PERIOD_FIELDS:
             raise CustomerGaugeConfigError(
-                f"lookback_field {self.lookback_field!r} is not a period field: use one of {', '.join(PERIOD_FIELDS)}"
+                f"lookback_field {self.lookback_field!r} is not a period field (CG_LOOKBACK_FIELD or run config): "
+                f"use one of {', '.join(PERIOD_FIELDS)}"
             )
         if partition_start.hour != self.lookback_hour:
             return None
@@ -93,6 +95,7 @@ class RawResponsesConfig(dg.Config):
     group_name=GROUP,
     kinds={"parquet"},
     partitions_def=hourly_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
     pool=SYNC_POOL,
     description=(
         "One row per response record fetched in this sync window, with its original JSON, "
@@ -109,6 +112,7 @@ def raw_responses(
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     """Sync one window of responses into ``raw_responses/<partition>.parquet`` (see ``lib/sync.py``)."""
+    _require_one_partition(context)
     lookback = config.lookback_period(context.partition_time_window.start)
     params = customergauge.sync_params()
     client = customergauge.get_client()  # validates every setting before any request or write
@@ -156,6 +160,18 @@ def raw_responses(
     )
 
 
+def _require_one_partition(context: dg.AssetExecutionContext) -> None:
+    """Refuse a run over a range of partitions: each sync window commits its own cursor, one per run
+    (the assets declare ``BackfillPolicy.multi_run(1)``, so a UI backfill launches one run per partition)."""
+    if context.has_partition_key_range:
+        window = context.partition_key_range
+        if window.start != window.end:
+            raise dg.Failure(
+                f"this run covers partitions {window.start} to {window.end}, but a sync commits one window's "
+                "cursor at a time: launch a backfill (one run per partition) or materialize one partition"
+            )
+
+
 def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
     """The ``cursor`` metadata of raw_responses' latest materialization in this Dagster instance, or None."""
     event = context.instance.get_latest_materialization_event(RAW_KEY)
@@ -182,6 +198,7 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
         for name in FLAT_TABLES
     ],
     partitions_def=hourly_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
     can_subset=False,
 )
 def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
@@ -189,6 +206,7 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
 
     Each table's file is written atomically; every file has exactly its declared schema, even when empty.
     """
+    _require_one_partition(context)
     the_lake = lake.get_lake()
     raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
     if not raw_path.exists():

@@ -1,8 +1,12 @@
 """Asset checks on every partition of the flattened tables.
 
 Blocking checks (severity ERROR) catch data that is wrong: a failure stops the current tables from being
-rebuilt from it. Warning checks flag what is only suspicious. Each check reads the partition's files from
-the lake, so it can run alone from the UI for any partition.
+rebuilt in that run, and the checks that judge a whole partition (nps range, row counts, child rows) also
+quarantine it in the lake (``_state/quarantine/``), so later rebuilds of the current tables leave it out
+until the check passes again (re-materialize the partition). The uniqueness check does not quarantine: the
+current tables already leave out, response by response, a version fetched twice in one page. Warning
+checks flag what is only suspicious. Each check reads the partition's files from the lake, so it can run
+alone from the UI for any partition.
 """
 
 import dagster as dg
@@ -56,7 +60,7 @@ def responses_number_customergauge_unique(
 def responses_nps_in_range(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     nps = _read(lake.get_lake(), "responses", context.partition_key, ["nps"])["nps"]
     out_of_range = pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
-    return dg.AssetCheckResult(passed=out_of_range == 0, metadata={"out_of_range": out_of_range})
+    return _judged(lake.get_lake(), context, out_of_range == 0, {"out_of_range": out_of_range})
 
 
 @dg.asset_check(
@@ -69,7 +73,17 @@ def responses_row_count_matches_raw(context: dg.AssetCheckExecutionContext, lake
     the_lake = lake.get_lake()
     raw = pq.read_metadata(_path_or_fail(the_lake, RAW_TABLE, context.partition_key)).num_rows
     flat = pq.read_metadata(_path_or_fail(the_lake, "responses", context.partition_key)).num_rows
-    return dg.AssetCheckResult(passed=raw == flat, metadata={"raw_rows": raw, "responses_rows": flat})
+    return _judged(the_lake, context, raw == flat, {"raw_rows": raw, "responses_rows": flat})
+
+
+def _judged(lake: Lake, context: dg.AssetCheckExecutionContext, passed: bool, metadata: dict) -> dg.AssetCheckResult:
+    """The result of a check that quarantines its partition on failure and releases it on success."""
+    name = context.check_specs[0].name
+    if passed:
+        lake.release(context.partition_key, name)
+    else:
+        lake.quarantine(context.partition_key, name, {"metadata": {k: v for k, v in metadata.items() if isinstance(v, int)}})
+    return dg.AssetCheckResult(passed=passed, metadata={**metadata, "quarantined": not passed})
 
 
 def _path_or_fail(lake: Lake, table: str, partition_key: str):
@@ -92,9 +106,11 @@ def _child_points_to_response_check(table: str) -> dg.AssetChecksDefinition:
         children = _read(the_lake, table, context.partition_key, ["number_customergauge"])["number_customergauge"]
         parents = _read(the_lake, "responses", context.partition_key, ["number_customergauge"])["number_customergauge"]
         orphans = pc.unique(children.filter(pc.invert(pc.is_in(children, value_set=parents.combine_chunks()))))
-        return dg.AssetCheckResult(
-            passed=len(orphans) == 0,
-            metadata={"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])},
+        return _judged(
+            the_lake,
+            context,
+            len(orphans) == 0,
+            {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])},
         )
 
     return _check

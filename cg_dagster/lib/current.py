@@ -7,6 +7,8 @@ only the rows of that same fetch, so a driver removed upstream disappears from `
 
 Responses deleted upstream stay: the sync API reports no deletions (api-notes.md).
 
+Partitions a blocking asset check quarantined (``Lake.quarantine``) are left out until the check passes.
+
 A fetch that returned the same number_customergauge twice (one page holding it twice: the blocking check
 ``responses_number_customergauge_unique`` fails on that partition) is ambiguous: its child rows cannot be
 told apart, so no version of it is ever used. The response's newest unambiguous version is current instead,
@@ -34,10 +36,14 @@ def build_current(lake: Lake) -> dict[str, int]:
         duckdb.Error: a partition file is unreadable (the message names it).
     """
     lake.ensure_writable()
+    quarantined = set(lake.quarantined())
+    files = {
+        name: [path for path in lake.partition_files(name) if path.stem not in quarantined] for name in CURRENT_TABLES
+    }
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        has_responses = bool(lake.partition_files("responses"))
+        has_responses = bool(files["responses"])
         if has_responses:
             con.execute(
                 f"""
@@ -45,7 +51,7 @@ def build_current(lake: Lake) -> dict[str, int]:
                 SELECT number_customergauge, max(fetched_at) AS fetched_at
                 FROM (
                     SELECT number_customergauge, fetched_at
-                    FROM read_parquet({_glob(lake, "responses")})
+                    FROM read_parquet({_file_list(files["responses"])})
                     GROUP BY number_customergauge, fetched_at
                     HAVING count(*) = 1  -- one page holding a response twice: ambiguous, see module docstring
                 )
@@ -54,21 +60,21 @@ def build_current(lake: Lake) -> dict[str, int]:
             )
         counts = {}
         for name in CURRENT_TABLES:
-            counts[name] = _write_current(con, lake, name, has_responses)
+            counts[name] = _write_current(con, lake, name, files[name] if has_responses else [])
         return counts
     finally:
         con.close()
 
 
-def _write_current(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, has_responses: bool) -> int:
+def _write_current(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, files: list) -> int:
     contract = TABLES[name]
     schema = contract.arrow_schema
     with lake.parquet_writer(lake.current_path(name), schema) as writer:
-        if has_responses and lake.partition_files(name):
+        if files:
             key = ", ".join(contract.key)
             reader = con.sql(
                 f"""
-                SELECT t.* FROM read_parquet({_glob(lake, name)}) AS t
+                SELECT t.* FROM read_parquet({_file_list(files)}) AS t
                 SEMI JOIN winners AS w USING (number_customergauge, fetched_at)
                 QUALIFY row_number() OVER (PARTITION BY {key}) = 1
                 ORDER BY {key}
@@ -80,7 +86,7 @@ def _write_current(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, has_re
         return writer.rows
 
 
-def _glob(lake: Lake, table: str) -> str:
-    """A DuckDB string literal for every partition file of ``table``."""
-    pattern = str(lake.table_dir(table) / "*.parquet").replace("'", "''")
-    return f"'{pattern}'"
+def _file_list(paths: list) -> str:
+    """A DuckDB list literal of file paths (quotes escaped)."""
+    quoted = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
+    return f"[{quoted}]"

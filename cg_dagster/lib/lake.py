@@ -8,6 +8,7 @@ Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
     <root>/current/<table>.parquet                 latest version of every response (built with DuckDB)
     <root>/_state/raw_responses.cursor.json        the committed head cursor (written after the data)
     <root>/_state/commit.lock                      flock taken while a sync commits
+    <root>/_state/quarantine/<stem>/<check>.json   a blocking check failed on that partition: kept out of current
     <root>/_tmp/                                   files being written; renamed into place when complete
 
 Readers glob ``<root>/<table>/*.parquet``; nothing but complete files is ever there. ``_state`` and ``_tmp``
@@ -40,6 +41,7 @@ STATE_DIR = "_state"
 TMP_DIR = "_tmp"
 CURRENT_DIR = "current"
 HEAD_FILE = "raw_responses.cursor.json"
+QUARANTINE_DIR = "quarantine"
 SYNC_METADATA_KEY = b"cg_dagster.sync"
 
 
@@ -218,6 +220,32 @@ class Lake:
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+
+    # ---- quarantine ----------------------------------------------------------------------------------
+
+    def quarantine(self, partition_key: str, check_name: str, detail: dict) -> None:
+        """Mark a partition as failing ``check_name`` (``_state/quarantine/<stem>/<check>.json``, atomic).
+        The current tables leave quarantined partitions out until every marker is released."""
+        path = self.root / STATE_DIR / QUARANTINE_DIR / partition_file_stem(partition_key) / f"{check_name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_path_for(path)
+        tmp.write_text(json.dumps({"partition_key": partition_key, "check": check_name, **detail}, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def release(self, partition_key: str, check_name: str) -> None:
+        """Remove the marker of ``check_name`` on a partition (no-op when there is none)."""
+        folder = self.root / STATE_DIR / QUARANTINE_DIR / partition_file_stem(partition_key)
+        (folder / f"{check_name}.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only once empty
+
+    def quarantined(self) -> dict[str, list[str]]:
+        """Quarantined partition file stems -> names of the checks that failed there."""
+        root = self.root / STATE_DIR / QUARANTINE_DIR
+        if not root.is_dir():
+            return {}
+        found = {folder.name: sorted(p.stem for p in folder.glob("*.json")) for folder in root.iterdir() if folder.is_dir()}
+        return {stem: checks for stem, checks in found.items() if checks}
 
     # ---- reading -----------------------------------------------------------------------------------
 

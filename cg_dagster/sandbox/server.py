@@ -420,15 +420,15 @@ def parse_responses_query(pairs: list[tuple[str, str]], *, legacy_drivers: bool 
     """Validate the responses endpoint's query parameters (vendor page) like Laravel would.
 
     ``pairs``: decoded (key, value) pairs. Repeated scalar keys: the last wins (PHP). Empty values count
-    as absent (Laravel turns "" into null). Unknown keys are ignored. ``with[]`` (or ``with[0]``...)
-    values must be selected_drivers, tags, questions or properties (``drivers`` too when
+    as absent (Laravel turns "" into null). Unknown keys are ignored. Integers and dates take ASCII digits
+    only (PHP). ``with[]``, ``with[0]`` or ``with[name]`` values (errors keyed ``with.<index or name>``) must be selected_drivers, tags, questions or properties (``drivers`` too when
     ``legacy_drivers``). Raises QueryInvalid with one message list per bad field.
     """
     scalars: dict[str, str] = {}
-    with_values: list[str] = []
+    with_values: list[tuple[str, str]] = []  # (PHP array key, value): with[] -> 0, 1, ...; with[x] -> x
     for key, value in pairs:
-        if re.fullmatch(r"with\[\d*\]", key):
-            with_values.append(value)
+        if match := re.fullmatch(r"with\[([^\]]*)\]", key):
+            with_values.append((match.group(1) or str(len(with_values)), value))
         elif value != "":
             scalars[key] = value
     errors: dict[str, list[str]] = {}
@@ -452,7 +452,7 @@ def _integer_param(params: dict, name: str, errors: dict, low: int | None = None
     if value is None or value == "":
         return None
     label = name.replace("_", " ")
-    if not re.fullmatch(r"[+-]?\d+", value.strip()):
+    if not re.fullmatch(r"[+-]?\d+", value.strip(), re.ASCII):  # PHP integers: ASCII digits only
         errors[name] = [f"The {label} must be an integer."]
         return None
     number = int(value)
@@ -466,10 +466,10 @@ def _expansions_param(scalars: dict, with_values: list[str], errors: dict, legac
     if "with" in scalars:
         errors["with"] = ["The with must be an array."]
     allowed = set(EXPANSIONS) | ({"drivers"} if legacy_drivers else set())
-    for index, value in enumerate(with_values):
+    for index, value in with_values:
         if value not in allowed:
             errors[f"with.{index}"] = [f"The selected with.{index} is invalid."]
-    return frozenset("selected_drivers" if value == "drivers" else value for value in with_values)
+    return frozenset("selected_drivers" if value == "drivers" else value for _, value in with_values)
 
 
 def _filter_param(scalars: dict, errors: dict) -> str | None:
@@ -500,7 +500,7 @@ def _period_param(scalars: dict, errors: dict) -> tuple[str, str, str] | None:
 
 
 def _is_ymd(value: str) -> bool:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII):
         return False
     try:
         datetime.strptime(value, "%Y-%m-%d")
