@@ -7,14 +7,18 @@
     python3 run.py sandbox     the sandbox API alone (python -m cg_dagster.sandbox)
     python3 run.py bench       throughput and memory figures (scripts/benchmark.py)
 
-The environment is reinstalled when pyproject.toml changes. DAGSTER_HOME is ./.dagster_home (persistent,
-so cursors and run history survive restarts), with ./dagster.yaml linked into it.
+The environment is reinstalled when pyproject.toml changes. DAGSTER_HOME is ./.dagster_home unless set
+(persistent, so cursors and run history survive restarts), with ./dagster.yaml linked into it. SIGTERM and
+Ctrl-C stop the task's whole process group.
 """
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -23,6 +27,7 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".cg_dagster-installed"
 DAGSTER_HOME = ROOT / ".dagster_home"
+STOP_GRACE_SECONDS = 10
 
 
 def ensure_venv() -> None:
@@ -41,13 +46,47 @@ def ensure_venv() -> None:
 
 
 def ensure_dagster_home() -> dict[str, str]:
-    """Create ./.dagster_home with dagster.yaml linked in; return the environment with DAGSTER_HOME set."""
-    DAGSTER_HOME.mkdir(exist_ok=True)
-    link = DAGSTER_HOME / "dagster.yaml"
-    if not link.is_symlink():
+    """Create DAGSTER_HOME (./.dagster_home unless the environment sets another) with ./dagster.yaml linked
+    in (an existing dagster.yaml there is left alone) and the pools' slots created; return the environment
+    with DAGSTER_HOME set."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "dagster.yaml"
+    if not link.exists() or (link.is_symlink() and link.resolve() != ROOT / "dagster.yaml"):
         link.unlink(missing_ok=True)
         link.symlink_to(ROOT / "dagster.yaml")
-    return {**os.environ, "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(DAGSTER_HOME))}
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    stamp = home / ".pools-initialized"
+    if not stamp.exists():  # create the pool slots before two runs can race to (cg_dagster/customergauge/instance.py)
+        subprocess.run([str(PYTHON), "-m", "cg_dagster.customergauge.instance"], env=env, cwd=ROOT, check=True)
+        stamp.touch()
+    return env
+
+
+def run_task(command: list[str], env: dict[str, str]) -> int:
+    """Run the task in its own process group. SIGTERM and Ctrl-C are passed on to the whole group; what is
+    still running STOP_GRACE_SECONDS later is killed (dagster dev's processes do not always exit on their own)."""
+    child = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    stopping: list[float] = []
+
+    def forward(signum, _frame):
+        stopping.append(time.monotonic())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        try:
+            code = child.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            if stopping and time.monotonic() - stopping[0] > STOP_GRACE_SECONDS:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # the group's stragglers (e.g. dagster's code servers)
+        os.killpg(child.pid, signal.SIGKILL if stopping else signal.SIGTERM)
+    return code
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +104,7 @@ def main(argv: list[str]) -> int:
         "sandbox": [str(PYTHON), "-m", "cg_dagster.sandbox", *args],
         "bench": [str(PYTHON), "scripts/benchmark.py", *args],
     }
-    return subprocess.run(commands[task], cwd=ROOT, env=env).returncode
+    return run_task(commands[task], env)
 
 
 if __name__ == "__main__":

@@ -204,3 +204,13 @@ def test_a_head_write_lost_after_the_data_landed_is_rolled_forward(sandbox, tmp_
     assert lake.read_head().cursor == sandbox.last_cursor
     every = [n for p in (P1, P2, P3) for n in raw_numbers(lake, p)]
     assert sorted(every) == sorted(r["number_customergauge"] for r in sandbox.records())
+
+
+def test_initialize_pools_creates_one_slot_per_pool_from_the_shipped_dagster_yaml(tmp_path):
+    from cg_dagster.customergauge.instance import initialize_pools
+    from cg_dagster_tests._fixtures_runs import dagster_home
+
+    home = dagster_home(tmp_path)  # the project's dagster.yaml, pools initialized as run.py does
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert initialize_pools(instance) == {"customergauge_sync": 1, "customergauge_current": 1}  # idempotent
+        assert instance.event_log_storage.get_concurrency_info("customergauge_sync").slot_count == 1

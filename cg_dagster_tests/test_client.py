@@ -403,7 +403,10 @@ def test_no_server_raises_connection_error_without_the_request(own_server):
     with make_client(base_url, max_retries=1) as cg:
         with pytest.raises(CustomerGaugeConnectionError) as caught:
             cg.access_token()
-    assert str(caught.value) == "POST /oauth2/token got no answer after 1 retries: ConnectionError"
+    assert str(caught.value) == (
+        f"POST /oauth2/token on {urlsplit(base_url).netloc} got no answer after 1 retries: ConnectionError; "
+        "check the network and auth_base_url (CUSTOMERGAUGE_AUTH_BASE_URL)"
+    )
     cause = caught.value.__cause__
     assert isinstance(cause, requests.exceptions.ConnectionError)
     assert cause.request is None  # the token POST's body holds the client secret

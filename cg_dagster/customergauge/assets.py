@@ -95,7 +95,6 @@ class RawResponsesConfig(dg.Config):
     group_name=GROUP,
     kinds={"parquet"},
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
     pool=SYNC_POOL,
     description=(
         "One row per response record fetched in this sync window, with its original JSON, "
@@ -162,7 +161,7 @@ def raw_responses(
 
 def _require_one_partition(context: dg.AssetExecutionContext) -> None:
     """Refuse a run over a range of partitions: each sync window commits its own cursor, one per run
-    (the assets declare ``BackfillPolicy.multi_run(1)``, so a UI backfill launches one run per partition)."""
+    (without a backfill policy, which these assets do not set, a backfill launches one run per partition)."""
     if context.has_partition_key_range:
         window = context.partition_key_range
         if window.start != window.end:
@@ -198,7 +197,6 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
         for name in FLAT_TABLES
     ],
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
     can_subset=False,
 )
 def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):

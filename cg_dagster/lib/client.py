@@ -652,9 +652,10 @@ class CustomerGaugeClient:
         try:
             return self._session.request(method, base + path, timeout=self._timeout, stream=True, **kwargs)
         except requests.exceptions.RequestException as exc:
+            setting = "auth_base_url (CUSTOMERGAUGE_AUTH_BASE_URL)" if path == TOKEN_PATH else "api_base_url (CUSTOMERGAUGE_API_BASE_URL)"
             raise CustomerGaugeConnectionError(
-                f"{method} {self._path(path)} got no answer after {self._max_retries} retries: "
-                f"{type(exc).__name__}"
+                f"{method} {self._path(path)} on {urlsplit(base).netloc} got no answer after {self._max_retries} "
+                f"retries: {type(exc).__name__}; check the network and {setting}"
             ) from _scrubbed(exc)
 
     def _retry_body(self, what: str, fetch: Callable[[], _T]) -> _T:
