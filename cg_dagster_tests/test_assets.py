@@ -157,7 +157,7 @@ def test_bad_settings_fail_before_any_request_and_write_nothing(sandbox, tmp_pat
 
 def test_schedule_tick_requests_the_last_complete_hour():
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.timezone.utc))
-    schedule = defs.get_schedule_def(hourly_sync_schedule.name)
+    schedule = defs.resolve_schedule_def(hourly_sync_schedule.name)
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-29-09:00"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
