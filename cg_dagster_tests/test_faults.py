@@ -10,11 +10,15 @@ import dataclasses
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._serdes import serialize_value
 
 from cg_dagster.lib.client import CustomerGaugeAPIError, CustomerGaugeClient, SyncParams
@@ -22,6 +26,7 @@ from cg_dagster.lib.lake import CursorConflictError, Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults
 from cg_dagster_tests._fixtures_runs import (
+    PROJECT,
     RAW_OP,
     assert_exactly_once,
     assert_only_complete_files,
@@ -179,7 +184,7 @@ def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tm
     assert_only_complete_files(lake, tmp_leftovers=leftovers)
 
     # Rerun on another instance: the killed run stays STARTED in the first DAGSTER_HOME and holds its pool
-    # slot there (the default run launcher cannot see a dead process; README, One sync at a time).
+    # slot there until the daemon ends it (see test_the_daemon_frees_the_pool_slot_of_a_killed_run...).
     sandbox.faults = SandboxFaults()
     with dg.instance_for_test() as instance:
         meta = raw_metadata(run(instance, make_resources(sandbox, lake.root), P1))
@@ -409,3 +414,56 @@ def test_configuration_errors_fail_before_any_request_with_nothing_written(
         assert parent.read_text() == "not a folder"
     else:
         assert not lake.root.exists()
+
+
+def test_the_daemon_frees_the_pool_slot_of_a_killed_run_and_the_next_run_syncs(sandbox, tmp_path):
+    """The shipped run_monitoring settings with shorter times: a run killed with kill -9 stays STARTED holding
+    the sync pool's slot; the daemon ends it at max_runtime_seconds and frees the slot; the next
+    `dagster asset materialize` on the same DAGSTER_HOME then runs and loads everything exactly once."""
+    lake = Lake(tmp_path / "lake")
+    home = dagster_home(tmp_path)
+    shipped = yaml.safe_load((PROJECT / "dagster.yaml").read_text())
+    assert shipped["run_monitoring"]["enabled"] and shipped["run_monitoring"]["max_runtime_seconds"] > 0
+    fast = {**shipped["run_monitoring"], "max_runtime_seconds": 3, "cancel_timeout_seconds": 1,
+            "free_slots_after_run_end_seconds": 1, "poll_interval_seconds": 1}  # fmt: skip
+    (home / "dagster.yaml").write_text(yaml.safe_dump({**shipped, "run_monitoring": fast}))
+    env = cli_env(sandbox, lake, home, per_page=50)
+    sandbox.faults = SandboxFaults(latency=0.3)
+    killed = start_materialize(env, P1)
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT
+        while responses_statuses(sandbox).count(200) < 1:
+            assert killed.poll() is None and time.monotonic() < deadline, "the run served no page"
+            time.sleep(0.05)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.communicate(timeout=CLI_TIMEOUT)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [dead] = instance.get_runs()
+        assert dead.status == dg.DagsterRunStatus.STARTED
+        assert instance.event_log_storage.get_concurrency_info("customergauge_sync").claimed_slots
+
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "cg_dagster.definitions"],
+        env=env, cwd=PROJECT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                status = instance.get_run_by_id(dead.run_id).status
+                claimed = instance.event_log_storage.get_concurrency_info("customergauge_sync").claimed_slots
+            if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) and not claimed:
+                break
+            assert time.monotonic() < deadline, f"the daemon did not free the slot: run {status}, claimed {claimed}"
+            time.sleep(1)
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait(timeout=30)
+
+    sandbox.faults = SandboxFaults()
+    rerun = start_materialize(env, P1)
+    output = rerun.communicate(timeout=CLI_TIMEOUT)[0]
+    assert rerun.returncode == 0, output[-3000:]
+    assert raw_numbers(lake, P1) == numbers(sandbox.records())
+    assert_exactly_once(lake, sandbox)
