@@ -51,7 +51,8 @@ def test_initial_then_incremental_sync_fetches_only_new_records(sandbox, tmp_pat
         third = run(instance, resources, P3)
         meta3 = raw_metadata(third)
         assert meta3["dagster/row_count"] == 0 and meta3["pages"] == 0
-        assert meta3["cursor"] == meta2["cursor"]
+        assert meta3["cursor"] == meta3["cursor_start"] == meta2["cursor"]
+        assert meta3["dagster/uri"] == lake.partition_path("raw_responses", P3).as_uri()
         assert pq.read_schema(lake.partition_path("raw_responses", P3)).equals(TABLES["raw_responses"].arrow_schema)
         assert lake.read_head().cursor == meta2["cursor"]
     assert_current_matches_sandbox(lake, sandbox)

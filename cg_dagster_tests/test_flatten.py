@@ -506,14 +506,17 @@ def test_number_customergauge_at_int64_bounds_is_kept():
 
 
 def test_unknown_top_level_and_nested_keys_reported():
-    rec = record(score=5, survey={"id": 1}, contact={"first_name": "J", "title": "Dr"})
+    rec = record(
+        score=5, survey={"id": 1}, contact={"first_name": "J", "title": "Dr"},
+        tags=[{"label": "a", "zone": "EU"}], selected_drivers=[{"primary": "P", "secondary": [], "weight": 2}],
+    )  # fmt: skip
     result = flat([rec, BARE_RECORD])
-    assert result.stats.unknown_fields == {"score", "survey", "contact.title"}
+    assert result.stats.unknown_fields == {"score", "survey", "contact.title", "tags[].zone", "selected_drivers[].weight"}
     assert result.tables["responses"].column("contact_first_name").to_pylist() == ["J", None]
 
 
 def test_stats_over_a_mixed_page():
-    expected = FlattenStats(records=3, nps_invalid=1, dates_invalid=2, unknown_fields={"surprise"})
+    expected = FlattenStats(records=3, nps_invalid=1, dates_invalid=2, unknown_fields={"surprise", "questions[].kind"})
     assert flat(odd_page()).stats == expected
 
 

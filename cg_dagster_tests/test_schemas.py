@@ -156,3 +156,33 @@ def test_contract_rejects_bad_key_and_repeated_columns():
         TableContract("t", "A row.", (column,), ("nope",))
     with pytest.raises(ValueError, match="column names repeat"):
         TableContract("t", "A row.", (column, column), ("number_customergauge",))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=list(PAGES))
+def test_every_partition_file_the_assets_write_has_the_declared_schema(page, tmp_path):
+    """The flattened_tables asset run for real on a raw partition holding a normal, an empty and an odd page:
+    each of the six files in the lake has exactly its table's schema (names, types, nullability)."""
+    import dagster as dg
+    import pyarrow.parquet as pq
+
+    from cg_dagster.customergauge.assets import flattened_tables
+    from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
+    from cg_dagster.lib.lake import Lake
+
+    lake, partition = Lake(tmp_path / "lake"), "2026-11-01-10:00"
+    lake.write_table(
+        lake.partition_path("raw_responses", partition),
+        raw_rows(PAGES[page], fetched_at=FETCHED_AT, cursor_sent=7, sync_pass="cursor"),
+    )
+    resources = {
+        "customergauge": CustomerGaugeResource(client_id="id", client_secret="secret", system_timezone="Europe/Amsterdam"),
+        "lake": LakeResource(root=str(lake.root)),
+    }
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([flattened_tables], instance=instance, resources=resources, partition_key=partition).success
+    for name in ("raw_responses", *FLAT_TABLE_NAMES):
+        written = pq.read_schema(lake.partition_path(name, partition))
+        assert written.remove_metadata().equals(TABLES[name].arrow_schema.remove_metadata()), name
+        assert [f.nullable for f in written] == [f.nullable for f in TABLES[name].arrow_schema], name
+    rows = pq.read_metadata(lake.partition_path("responses", partition)).num_rows
+    assert rows == len(PAGES[page])

@@ -120,7 +120,8 @@ def _child_points_to_response_check(table: str) -> dg.AssetChecksDefinition:
     asset=FLAT_KEYS["responses"],
     blocking=False,
     description=(
-        "The API sent no top-level fields the table contract does not know. Unknown fields are kept in "
+        "The API sent no fields the table contract does not know (top-level keys, keys of nested objects or "
+        "of list items). Unknown fields are kept in "
         "raw_responses.record_json; when this warns, extend lib/schemas.py."
     ),
 )

@@ -72,7 +72,8 @@ class FlattenStats:
     - follow_up_invalid: `follow_up.requested` values present and not null but not true/false/1/0 (set to
       null).
     - unknown_fields: record keys the contract does not know: top-level keys (e.g. "score") and keys
-      of the nested objects contact/account/comment/follow_up as dotted paths (e.g. "contact.title").
+      of the nested objects contact/account/comment/follow_up as dotted paths (e.g. "contact.title"), and
+      keys of list items as "<list>[].<key>" (e.g. "tags[].zone"; their values also go to `extra_json`).
       Their values are still kept in the raw_responses table.
     """
 
@@ -208,6 +209,12 @@ class _Flattener:
             value = record.get(name)
             if isinstance(value, dict):
                 self.stats.unknown_fields.update(f"{name}.{key}" for key in value.keys() - known)
+        for name, known in ITEM_KEYS.items():
+            items = record.get(name)
+            if isinstance(items, list):
+                for item in items:
+                    if isinstance(item, dict):
+                        self.stats.unknown_fields.update(f"{name}[].{key}" for key in item.keys() - known)
 
     def _response_row(self, record: dict, number: int, fetched_at: datetime) -> tuple:
         contact = _object(record, "contact", number)
