@@ -64,7 +64,7 @@ VENDOR_RESPONSE = {
     "follow_up_requested": False,
     "follow_up_details": "1234567890",
     "fetched_at": F,
-    }
+}
 """The exact responses row of the vendor example record (its dates read as UTC)."""
 
 
