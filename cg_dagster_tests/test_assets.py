@@ -75,6 +75,17 @@ def test_flattened_tables_have_one_row_per_response_and_declared_schemas(sandbox
         metadata = mat.materialization.metadata
         assert metadata["dagster/row_count"].value == pq.read_metadata(path).num_rows
         assert "dagster/column_lineage" in metadata and "dagster/column_schema" in metadata
+    # Values the flattening nulled are counted on the responses materialization; counted here independently
+    # from the records the sandbox served (zero or empty dates; nps present but not an integer 0..10).
+    [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == FLAT_KEYS["responses"]]
+    counts = {key: mat.materialization.metadata[key].value for key in ("dates_invalid", "nps_invalid")}
+    date_fields = ("date_creation", "date_order", "date_sent", "date_survey_response")
+    bad_dates = sum(r.get(f) in ("", "0000-00-00 00:00:00") for r in sandbox.records() for f in date_fields)
+    bad_nps = sum(
+        r.get("nps") is not None and not (type(r["nps"]) is int and 0 <= r["nps"] <= 10) for r in sandbox.records()
+    )
+    assert bad_dates > 0
+    assert counts == {"dates_invalid": bad_dates, "nps_invalid": bad_nps}
 
 
 def test_rematerializing_a_synced_partition_replays_its_range_without_moving_the_cursor(sandbox, tmp_path):

@@ -19,7 +19,7 @@ Guarantees (see README, "Guarantees"):
 * A file appears in a table folder only complete: it is written to ``_tmp/`` on the same file system,
   fsynced, then renamed over the target with ``os.replace`` (atomic on POSIX). Re-writing a partition
   replaces its file; a crash leaves the old file (or none) in place and a stray file in ``_tmp/`` that the
-  next write of the same target removes.
+  next write of the same target removes, or the next sync once it is a day old (``sweep_tmp``).
 * The head cursor is committed after the data it covers, under an exclusive ``flock``, and only if the head
   is still the one the sync started from (compare-and-swap): two overlapping syncs cannot both commit.
 """
@@ -29,6 +29,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -128,6 +129,21 @@ class Lake:
                 f"lake root {str(self.root)!r} is not writable ({exc.strerror or exc}); set CG_LAKE_ROOT "
                 "to a folder this process can create and write"
             ) from None
+
+    def sweep_tmp(self, older_than_seconds: float = 86_400) -> list[str]:
+        """Delete files in ``_tmp/`` not modified for ``older_than_seconds`` (default a day: left by killed
+        runs; no write takes that long). Returns their names."""
+        tmp_dir = self.root / TMP_DIR
+        if not tmp_dir.is_dir():
+            return []
+        cutoff = time.time() - older_than_seconds
+        swept = []
+        for path in tmp_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    swept.append(path.name)
+        return swept
 
     # ---- atomic Parquet writes ---------------------------------------------------------------------
 

@@ -111,6 +111,8 @@ def sync_partition(
         LakeError: the lake cannot be written or its cursor file is corrupt.
     """
     lake.ensure_writable()
+    for name in lake.sweep_tmp():
+        log.warning("removed %s from the lake's _tmp/: a day old, left by a killed run", name)
     target = lake.partition_path(RAW_TABLE, partition_key)
     head = recover_lost_head(lake)
     recorded = lake.read_sync_metadata(target)
