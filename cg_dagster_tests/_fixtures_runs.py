@@ -88,6 +88,16 @@ def assert_only_complete_files(lake: Lake, tmp_leftovers: tuple[str, ...] = ()) 
     assert left == sorted(tmp_leftovers), left
 
 
+def assert_lake_correct(lake: Lake, sandbox: SandboxServer) -> None:
+    """The end-of-case checks of the fault suite: every response exactly once in the cursor-pass rows, only
+    complete files in the table folders and nothing in ``_tmp/``, current tables equal to the sandbox's."""
+    from cg_dagster_tests.conftest import assert_current_matches_sandbox
+
+    assert_exactly_once(lake, sandbox)
+    assert_only_complete_files(lake)
+    assert_current_matches_sandbox(lake, sandbox)
+
+
 def responses_statuses(sandbox: SandboxServer) -> list[int]:
     """HTTP status of every request to the responses endpoint, in order."""
     return [entry.status for entry in sandbox.requests_log if entry.path.endswith("/responses")]

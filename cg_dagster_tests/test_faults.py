@@ -26,6 +26,7 @@ from cg_dagster.lib.lake import CursorConflictError, Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults
 from cg_dagster_tests._fixtures_runs import (
+    assert_lake_correct,
     PROJECT,
     RAW_OP,
     assert_exactly_once,
@@ -66,9 +67,7 @@ def sync_twice_under(sandbox, tmp_path, faults: SandboxFaults, **resource_overri
         run(instance, resources, P2)
     assert raw_numbers(lake, P2) == appended
     assert lake.read_head().cursor == sandbox.last_cursor
-    assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)
-    assert_current_matches_sandbox(lake, sandbox)
+    assert_lake_correct(lake, sandbox)
     return lake
 
 
@@ -127,9 +126,7 @@ def test_empty_last_page_variants_keep_the_cursor(sandbox, tmp_path, empty_next)
     assert sent_cursors(sandbox) == [str(last_real), str(sandbox.last_cursor)]  # resumed; one page, one empty
     assert raw_numbers(lake, P2) == appended
     assert lake.read_head().cursor == sandbox.last_cursor
-    assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)
-    assert_current_matches_sandbox(lake, sandbox)
+    assert_lake_correct(lake, sandbox)
 
 
 # ---- 6: persistent failure -------------------------------------------------------------------------------
@@ -154,9 +151,7 @@ def test_persistent_failure_commits_nothing_and_the_same_partition_syncs_later(s
         meta = raw_metadata(run(instance, resources, P2))
     assert meta["sync_mode"] == "sync" and meta["cursor_start"] == head.cursor
     assert raw_numbers(lake, P2) == appended
-    assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)
-    assert_current_matches_sandbox(lake, sandbox)
+    assert_lake_correct(lake, sandbox)
 
 
 # ---- 7: kill -9 mid-sync ---------------------------------------------------------------------------------
@@ -211,9 +206,7 @@ def test_a_new_dagster_instance_resumes_from_the_lake_cursor(sandbox, tmp_path):
     assert meta["cursor_start"] == committed
     assert sent_cursors(sandbox)[0] == str(committed)  # resumed, no reload
     assert raw_numbers(lake, P2) == appended
-    assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)
-    assert_current_matches_sandbox(lake, sandbox)
+    assert_lake_correct(lake, sandbox)
 
 
 # ---- 9: overlapping runs ---------------------------------------------------------------------------------
@@ -265,9 +258,7 @@ def test_the_commit_refuses_when_another_sync_moved_the_head(sandbox, tmp_path):
     assert lake.read_head() == head_p3 and head_p3.partition_key == P3 and head_p3.cursor == sandbox.last_cursor
     assert not lake.partition_path("raw_responses", P2).exists()
     assert raw_numbers(lake, P3) == appended
-    assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)
-    assert_current_matches_sandbox(lake, sandbox)
+    assert_lake_correct(lake, sandbox)
 
 
 def test_two_overlapping_dagster_processes_sync_one_at_a_time(sandbox, tmp_path):
@@ -294,9 +285,7 @@ def test_two_overlapping_dagster_processes_sync_one_at_a_time(sandbox, tmp_path)
     with dg.instance_for_test() as instance:
         for partition in (P1, P2):
             run(instance, make_resources(sandbox, lake.root), partition)  # replays: flatten + current
-    assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)
-    assert_current_matches_sandbox(lake, sandbox)
+    assert_lake_correct(lake, sandbox)
 
 
 # ---- 10: upstream changes --------------------------------------------------------------------------------
