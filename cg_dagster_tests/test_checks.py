@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import cg_dagster.customergauge.assets as assets_module
+import cg_dagster.lib.tables as tables_module  # where the flattened_tables asset calls flatten_raw
 from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables, flattened_tables, raw_responses
 from cg_dagster.customergauge.checks import partition_checks
 from cg_dagster.lib.lake import Lake
@@ -29,14 +29,14 @@ def _sync(instance, resources):
 
 def _corrupt(monkeypatch, table: str, change) -> None:
     """Make the flattening step write ``change(table)`` instead of ``table``: a crafted bad partition."""
-    real = assets_module.flatten_raw
+    real = tables_module.flatten_raw
 
     def corrupting(raw, **kwargs):
         flat = real(raw, **kwargs)
         flat.tables[table] = change(flat.tables[table]).cast(TABLES[table].arrow_schema)
         return flat
 
-    monkeypatch.setattr(assets_module, "flatten_raw", corrupting)
+    monkeypatch.setattr(tables_module, "flatten_raw", corrupting)
 
 
 def test_checks_pass_on_a_synced_partition_and_run_in_the_sync(sandbox, tmp_path):
@@ -112,13 +112,13 @@ def test_unknown_fields_warn_and_stay_in_the_raw_table(sandbox, tmp_path):
 def test_a_quarantined_partition_is_released_when_its_check_passes_again(sandbox, tmp_path, monkeypatch):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
-    real = assets_module.flatten_raw
+    real = tables_module.flatten_raw
     with dg.instance_for_test() as instance:
         _corrupt(monkeypatch, "responses", _set_nps)
         result, evaluations = _sync(instance, resources)
         assert not result.success and evaluations["responses_nps_in_range"].metadata["quarantined"].value is True
         assert lake.quarantined() == {"2026-11-01-1000": ["responses_nps_in_range"]}
-        monkeypatch.setattr(assets_module, "flatten_raw", real)
+        monkeypatch.setattr(tables_module, "flatten_raw", real)
         result, evaluations = _sync(instance, resources)  # re-materialize the partition: replay, clean flatten
     assert result.success and lake.quarantined() == {}
     current = pq.read_table(lake.current_path("responses"), columns=["number_customergauge", "nps"])

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import cg_dagster.customergauge.assets as assets_module
+import cg_dagster.lib.tables as tables_module  # where the flattened_tables asset calls flatten_raw
 from cg_dagster.customergauge.assets import RawResponsesConfig, current_tables, flattened_tables, raw_responses
 from cg_dagster.customergauge.checks import partition_checks
 from cg_dagster.lib.client import CustomerGaugeConfigError
@@ -38,7 +38,7 @@ def test_a_partition_that_failed_a_blocking_check_stays_out_of_current_on_the_ne
     rebuild in the same run: the next (clean) hour rebuilds current from every partition file, bad one
     included, so nps=11 reaches current_responses although its partition failed responses_nps_in_range."""
     lake = Lake(tmp_path / "lake")
-    real = assets_module.flatten_raw
+    real = tables_module.flatten_raw
 
     def nps_eleven(raw, **kwargs):
         flat = real(raw, **kwargs)
@@ -50,10 +50,10 @@ def test_a_partition_that_failed_a_blocking_check_stays_out_of_current_on_the_ne
 
     resources = make_resources(sandbox, lake.root)
     with dg.instance_for_test() as instance:
-        monkeypatch.setattr(assets_module, "flatten_raw", nps_eleven)
+        monkeypatch.setattr(tables_module, "flatten_raw", nps_eleven)
         first = _materialize(instance, resources, BAD)
         assert not first.success  # the blocking check did its job in this run
-        monkeypatch.setattr(assets_module, "flatten_raw", real)
+        monkeypatch.setattr(tables_module, "flatten_raw", real)
         sandbox.append_records(5)
         second = _materialize(instance, resources, NEXT)
     assert second.success

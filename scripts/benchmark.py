@@ -12,8 +12,8 @@ process's peak right after its imports, before any work: the stage's own memory 
             stages see.
 2. sync     ``sync_partition``: client -> raw_responses Parquet file (zstd) with the atomic commit. Also
             the raw file's size in MB.
-3. flatten  the loop of the ``flattened_tables`` asset without Dagster: read the raw file in batches of
-            RAW_BATCH_ROWS, ``flatten_raw``, write the five tables through ``Lake.parquet_writer``.
+3. flatten  ``flatten_partition`` (what the ``flattened_tables`` asset runs, without Dagster): the raw file
+            read in batches of RAW_BATCH_ROWS through ``flatten_raw`` into the five tables' files.
 4. current  ``build_current`` (DuckDB) over the lake written by stages 2-3.
 5. streaming peak RSS of stage 2 at N/4 and at N records (a fresh sandbox and lake for N/4). A ratio near
             1.0 means memory does not grow with the number of records (one page in memory at a time).
@@ -83,28 +83,11 @@ def stage_sync(args) -> dict:
 
 
 def stage_flatten(args) -> dict:
-    import contextlib
-
-    import pyarrow.parquet as pq
-
-    from cg_dagster.customergauge.assets import FLAT_TABLES, RAW_BATCH_ROWS
-    from cg_dagster.lib.flatten import flatten_raw
     from cg_dagster.lib.lake import Lake
-    from cg_dagster.lib.schemas import TABLES
-    from cg_dagster.lib.sync import RAW_TABLE
+    from cg_dagster.lib.tables import flatten_partition
 
-    lake = Lake(args.lake)
-    with contextlib.ExitStack() as stack:
-        writers = {name: stack.enter_context(lake.parquet_writer(lake.partition_path(name, PARTITION),
-                                                                 TABLES[name].arrow_schema))
-                   for name in FLAT_TABLES}
-        for batch in pq.ParquetFile(lake.partition_path(RAW_TABLE, PARTITION)).iter_batches(batch_size=RAW_BATCH_ROWS):
-            flat = flatten_raw(batch)
-            for name in FLAT_TABLES:
-                writers[name].write(flat.tables[name])
-        for writer in writers.values():
-            writer.commit()
-    return {"records": writers["responses"].rows, "rows_all_tables": sum(w.rows for w in writers.values())}
+    done = flatten_partition(Lake(args.lake), PARTITION)
+    return {"records": done.rows["responses"], "rows_all_tables": sum(done.rows.values())}
 
 
 def stage_current(args) -> dict:

@@ -10,26 +10,25 @@ import datetime as dt
 import os
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.lib.current import CURRENT_TABLES, build_current
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
-from cg_dagster.lib.flatten import FlattenStats, flatten_raw
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import RAW_TABLE, sync_partition
+from cg_dagster.lib.tables import flatten_partition
 
 GROUP = "customergauge"
 KEY_PREFIX = "customergauge"
 RAW_KEY = dg.AssetKey([KEY_PREFIX, RAW_TABLE])
-FLAT_TABLES = ("responses", "response_drivers", "response_tags", "response_questions", "response_properties")
+FLAT_TABLES = FLAT_TABLE_NAMES
 FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLES}
 CURRENT_KEYS = {name: dg.AssetKey([KEY_PREFIX, f"current_{name}"]) for name in CURRENT_TABLES}
 SYNC_POOL = "customergauge_sync"
 CURRENT_POOL = "customergauge_current"
-RAW_BATCH_ROWS = 5_000
 
 
 def _env_int(name: str, default: int) -> int:
@@ -200,10 +199,8 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
     can_subset=False,
 )
 def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
-    """Flatten one raw partition into the five tables, streaming the raw file in batches of 5,000 rows.
-
-    Each table's file is written atomically; every file has exactly its declared schema, even when empty.
-    """
+    """Flatten one raw partition into the five tables (``lib/tables.py``: streamed in batches, each file
+    written atomically with exactly its declared schema, even when empty)."""
     _require_one_partition(context)
     the_lake = lake.get_lake()
     raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
@@ -212,40 +209,21 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
             f"raw_responses has no file for partition {context.partition_key} at {raw_path}: materialize "
             "customergauge/raw_responses for this partition first"
         )
-    stats = FlattenStats()
-    with contextlib.ExitStack() as stack:
-        writers = {
-            name: stack.enter_context(
-                the_lake.parquet_writer(the_lake.partition_path(name, context.partition_key), TABLES[name].arrow_schema)
-            )
-            for name in FLAT_TABLES
-        }
-        for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=RAW_BATCH_ROWS):
-            flat = flatten_raw(batch, system_timezone=customergauge.system_timezone)
-            stats.merge(flat.stats)
-            for name in FLAT_TABLES:
-                writers[name].write(flat.tables[name])
-        for writer in writers.values():
-            writer.commit()
+    done = flatten_partition(the_lake, context.partition_key, system_timezone=customergauge.system_timezone)
+    stats = done.stats
     if stats.unknown_fields:
         context.log.warning(f"fields the contract does not know (kept in raw_responses): {sorted(stats.unknown_fields)}")
     for name in FLAT_TABLES:
         metadata = {
-            "dagster/row_count": writers[name].rows,
-            "dagster/uri": lake_uri(writers[name].target),
+            "dagster/row_count": done.rows[name],
+            "dagster/uri": lake_uri(done.paths[name]),
             "dagster/column_schema": column_schema(TABLES[name]),
             "dagster/column_lineage": column_lineage(TABLES[name], RAW_KEY),
         }
         if name == "responses":
-            metadata.update(
-                {
-                    "nps_invalid": stats.nps_invalid,
-                    "dates_invalid": stats.dates_invalid,
-                    "text_invalid": stats.text_invalid,
-                    "follow_up_invalid": stats.follow_up_invalid,
-                    "unknown_fields": dg.MetadataValue.json(sorted(stats.unknown_fields)),
-                }
-            )
+            # every counter of FlattenStats (nps_invalid, dates_invalid, ...) and the unknown field names
+            metadata.update(stats.counters())
+            metadata["unknown_fields"] = dg.MetadataValue.json(sorted(stats.unknown_fields))
         yield dg.MaterializeResult(asset_key=FLAT_KEYS[name], metadata=metadata)
 
 

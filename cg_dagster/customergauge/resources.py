@@ -2,7 +2,6 @@
 
 from pathlib import Path
 from typing import Optional
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +16,7 @@ from cg_dagster.lib.client import (
     default_base_urls,
     validate_base_url,
 )
+from cg_dagster.lib.flatten import FlattenError, system_zone
 from cg_dagster.lib.lake import Lake
 
 
@@ -96,8 +96,8 @@ class CustomerGaugeResource(dg.ConfigurableResource):
         self.base_urls()
         self.sync_params()
         try:
-            ZoneInfo(self.system_timezone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
+            system_zone(self.system_timezone)
+        except FlattenError:
             raise CustomerGaugeConfigError(
                 f"system_timezone {self.system_timezone!r} is not an IANA time zone: set "
                 "CUSTOMERGAUGE_SYSTEM_TIMEZONE to a name such as Europe/Amsterdam (see the Sending step of a "

@@ -18,10 +18,11 @@ or it is left out of ``current`` until a later fetch brings it once; the current
 import duckdb
 import pyarrow as pa
 
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
 
-CURRENT_TABLES = ("responses", "response_drivers", "response_tags", "response_questions", "response_properties")
+CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table per flattened table
 BATCH_ROWS = 100_000
 
 

@@ -26,8 +26,8 @@ Value rules (see the `TABLES` column descriptions):
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from itertools import repeat
 from typing import Any
@@ -83,6 +83,11 @@ class FlattenStats:
     text_invalid: int = 0
     follow_up_invalid: int = 0
     unknown_fields: set[str] = field(default_factory=set)
+
+    def counters(self) -> dict[str, int]:
+        """The counts of values repaired or nulled, by name (every int field but ``records``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "records"}
+        return {name: value for name, value in values.items() if isinstance(value, int)}
 
     def merge(self, other: "FlattenStats") -> None:
         """Add `other`'s counts to this one and union its unknown fields, in place."""
@@ -156,7 +161,7 @@ def flatten_records(
     without an integer `number_customergauge` (names its index), or a list/object field of the wrong
     JSON type (names number_customergauge and the field).
     """
-    flattener = _Flattener(_zone(system_timezone))
+    flattener = _Flattener(system_zone(system_timezone))
     for index, (record, fetched) in enumerate(_with_fetched_at(records, fetched_at)):
         flattener.add(index, record, fetched)
     return flattener.result()
@@ -194,10 +199,11 @@ class _Flattener:
         self.stats.records += 1
         self._note_unknown_fields(record)
         self.rows["responses"].append(self._response_row(record, number, fetched_at))
-        self.rows["response_drivers"].extend(_driver_rows(record, number, fetched_at))
-        self.rows["response_tags"].extend(_tag_rows(record, number, fetched_at))
-        self.rows["response_questions"].extend(_question_rows(record, number, fetched_at))
-        self.rows["response_properties"].extend(_property_rows(record, number, fetched_at))
+        unknown = self.stats.unknown_fields  # list-item keys are added where extra_json is built
+        self.rows["response_drivers"].extend(_driver_rows(record, number, fetched_at, unknown))
+        self.rows["response_tags"].extend(_tag_rows(record, number, fetched_at, unknown))
+        self.rows["response_questions"].extend(_question_rows(record, number, fetched_at, unknown))
+        self.rows["response_properties"].extend(_property_rows(record, number, fetched_at, unknown))
 
     def result(self) -> FlatTables:
         tables = {name: _to_table(TABLES[name], rows, self.stats) for name, rows in self.rows.items()}
@@ -209,19 +215,13 @@ class _Flattener:
             value = record.get(name)
             if isinstance(value, dict):
                 self.stats.unknown_fields.update(f"{name}.{key}" for key in value.keys() - known)
-        for name, known in ITEM_KEYS.items():
-            items = record.get(name)
-            if isinstance(items, list):
-                for item in items:
-                    if isinstance(item, dict):
-                        self.stats.unknown_fields.update(f"{name}[].{key}" for key in item.keys() - known)
 
     def _response_row(self, record: dict, number: int, fetched_at: datetime) -> tuple:
         contact = _object(record, "contact", number)
         account = _object(record, "account", number)
         comment = _object(record, "comment", number)
         follow_up = _object(record, "follow_up", number)
-        dates = [self._date(record.get(name)) for name in DATE_FIELDS]
+        dates = [self._counted(record.get(name), self._utc_instant, "dates_invalid") for name in DATE_FIELDS]
         return (
             number,
             _text(record.get("status")),
@@ -233,50 +233,38 @@ class _Flattener:
             _text(record.get("number_order")),
             _text(record.get("email")),
             _text(record.get("phone")),
-            self._nps(record.get("nps")),
+            self._counted(record.get("nps"), _nps_score, "nps_invalid"),
             _text(comment.get("original")),
             _text(comment.get("translation")),
             *dates,
             _text(record.get("language")),
             _text(record.get("locale")),
-            self._follow_up_requested(follow_up.get("requested")),
+            self._counted(follow_up.get("requested"), _flag, "follow_up_invalid"),
             _text(follow_up.get("details")),
             fetched_at,
         )
 
-    def _nps(self, value: Any) -> int | None:
+    def _utc_instant(self, text: Any) -> datetime | None:
+        return _utc_instant(text, self.zone)
+
+    def _counted(self, value: Any, parse: Callable[[Any], Any], counter: str) -> Any:
+        """``parse(value)``; a present value it cannot use becomes None and adds 1 to ``stats.<counter>``."""
         if value is None:
             return None
-        score = _nps_score(value)
-        if score is None:
-            self.stats.nps_invalid += 1
-        return score
-
-    def _follow_up_requested(self, value: Any) -> bool | None:
-        if value is None:
-            return None
-        flag = _flag(value)
-        if flag is None:
-            self.stats.follow_up_invalid += 1
-        return flag
-
-    def _date(self, value: Any) -> datetime | None:
-        if value is None:
-            return None
-        instant = _utc_instant(value, self.zone)
-        if instant is None:
-            self.stats.dates_invalid += 1
-        return instant
+        parsed = parse(value)
+        if parsed is None:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        return parsed
 
 
-def _driver_rows(record: dict, number: int, fetched_at: datetime) -> list[tuple]:
+def _driver_rows(record: dict, number: int, fetched_at: datetime, unknown: set[str]) -> list[tuple]:
     """response_drivers rows: one per primary/secondary pair of `selected_drivers` (one with null
     secondary when a primary has none), then one per `drivers` label (legacy shape, api-notes.md)."""
     rows = []
     source = "selected_drivers"
     for position, item in enumerate(_items(record, source, number)):
         primary = _text(item.get("primary"))
-        extra = _extra_json(item, source)
+        extra = _extra_json(item, source, unknown)
         secondaries = _list(item.get("secondary"), f"{source}[{position}].secondary", number)
         if not secondaries:
             rows.append((number, position, primary, None, None, source, extra, fetched_at))
@@ -287,12 +275,12 @@ def _driver_rows(record: dict, number: int, fetched_at: datetime) -> list[tuple]
             )
     for position, item in enumerate(_items(record, "drivers", number)):
         label = _text(item.get("label"))
-        extra = _extra_json(item, "drivers")
+        extra = _extra_json(item, "drivers", unknown)
         rows.append((number, position, label, None, None, "drivers", extra, fetched_at))
     return rows
 
 
-def _tag_rows(record: dict, number: int, fetched_at: datetime) -> list[tuple]:
+def _tag_rows(record: dict, number: int, fetched_at: datetime, unknown: set[str]) -> list[tuple]:
     return [
         (
             number,
@@ -300,31 +288,31 @@ def _tag_rows(record: dict, number: int, fetched_at: datetime) -> list[tuple]:
             _text(item.get("label")),
             _text(item.get("type")),
             _text(item.get("sentiment")),
-            _extra_json(item, "tags"),
+            _extra_json(item, "tags", unknown),
             fetched_at,
         )
         for position, item in enumerate(_items(record, "tags", number))
     ]
 
 
-def _question_rows(record: dict, number: int, fetched_at: datetime) -> list[tuple]:
+def _question_rows(record: dict, number: int, fetched_at: datetime, unknown: set[str]) -> list[tuple]:
     rows = []
     for position, item in enumerate(_items(record, "questions", number)):
         answer = item.get("answer")
         title = _text(item.get("title"))
-        extra = _extra_json(item, "questions")
+        extra = _extra_json(item, "questions", unknown)
         rows.append((number, position, title, _text(answer), _answer_number(answer), extra, fetched_at))
     return rows
 
 
-def _property_rows(record: dict, number: int, fetched_at: datetime) -> list[tuple]:
+def _property_rows(record: dict, number: int, fetched_at: datetime, unknown: set[str]) -> list[tuple]:
     """response_properties rows: `properties` items, then `custom_fields` items (api-notes.md)."""
     rows = []
     for origin in ("properties", "custom_fields"):
         for position, item in enumerate(_items(record, origin, number)):
             field_name = _text(item.get("field"))
             reference = _text(item.get("reference"))
-            extra = _extra_json(item, origin)
+            extra = _extra_json(item, origin, unknown)
             rows.append((number, position, field_name, reference, origin, extra, fetched_at))
     return rows
 
@@ -391,7 +379,8 @@ def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _zone(system_timezone: str) -> ZoneInfo:
+def system_zone(system_timezone: str) -> ZoneInfo:
+    """The ZoneInfo of an IANA name; raises FlattenError naming ``system_timezone`` and the fix otherwise."""
     try:
         return ZoneInfo(system_timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a folder such as "Europe"
@@ -462,11 +451,13 @@ def _items(record: dict, name: str, number: int) -> list[dict]:
     return items
 
 
-def _extra_json(item: dict, list_name: str) -> str | None:
-    """Compact JSON of the item's keys the contract does not know (sorted), or None."""
+def _extra_json(item: dict, list_name: str, unknown: set[str]) -> str | None:
+    """Compact JSON of the item's keys the contract does not know (sorted), or None; adds them to
+    ``unknown`` as "<list>[].<key>"."""
     extra = item.keys() - ITEM_KEYS[list_name]
     if not extra:
         return None
+    unknown.update(f"{list_name}[].{key}" for key in extra)
     return json.dumps({key: item[key] for key in sorted(extra)}, ensure_ascii=False, separators=_COMPACT)
 
 

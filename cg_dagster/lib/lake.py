@@ -230,9 +230,13 @@ class Lake:
 
     def write_head(self, head: HeadCursor) -> None:
         """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place."""
-        path = self.root / STATE_DIR / HEAD_FILE
+        self._write_json(self.root / STATE_DIR / HEAD_FILE, asdict(head))
+
+    def _write_json(self, path: Path, data: dict) -> None:
+        """Write ``data`` as JSON to ``path`` atomically and durably (temporary file, fsync, rename)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_path_for(path)
-        tmp.write_text(json.dumps(asdict(head), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -243,10 +247,7 @@ class Lake:
         """Mark a partition as failing ``check_name`` (``_state/quarantine/<stem>/<check>.json``, atomic).
         The current tables leave quarantined partitions out until every marker is released."""
         path = self.root / STATE_DIR / QUARANTINE_DIR / partition_file_stem(partition_key) / f"{check_name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp_path_for(path)
-        tmp.write_text(json.dumps({"partition_key": partition_key, "check": check_name, **detail}, indent=2) + "\n")
-        os.replace(tmp, path)
+        self._write_json(path, {"partition_key": partition_key, "check": check_name, **detail})
 
     def release(self, partition_key: str, check_name: str) -> None:
         """Remove the marker of ``check_name`` on a partition (no-op when there is none)."""

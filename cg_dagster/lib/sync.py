@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg_dagster.lib.client import CustomerGaugeClient, Period, SyncParams
+from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows
 from cg_dagster.lib.lake import SYNC_METADATA_KEY, HeadCursor, Lake, partition_file_stem, utc_now
 from cg_dagster.lib.schemas import TABLES
@@ -216,7 +216,7 @@ def _copy_pages(
     cursor, pages = start, 0
     skip_values = pa.array(sorted(skip), pa.int64()) if skip else None
     for page in client.iter_pages(params, start):
-        table = raw_rows(page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass)
+        table = _page_rows(page, sync_pass)
         numbers = table.column("number_customergauge")
         if skip_values is not None:
             table = table.filter(pc.invert(pc.is_in(numbers, value_set=skip_values)))
@@ -225,6 +225,12 @@ def _copy_pages(
         writer.write(table)
         cursor, pages = page.cursor_next, page.number
     return cursor, pages
+
+
+def _page_rows(page: Page, sync_pass: str) -> pa.Table:
+    """raw_responses rows of one page. ``fetched_at`` is taken once per page, so rows of one fetch share it
+    (the current tables rely on that to tell fetches apart)."""
+    return raw_rows(page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass)
 
 
 def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, committed: pa.Array, seen: set[int]) -> int:
@@ -238,7 +244,7 @@ def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, comm
     """
     pages = 0
     for page in client.iter_pages(params, recorded.cursor_start):
-        table = raw_rows(page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass="cursor")
+        table = _page_rows(page, "cursor")
         if page.cursor_next > recorded.cursor_end:
             table = table.filter(pc.is_in(table.column("number_customergauge"), value_set=committed))
         seen.update(table.column("number_customergauge").to_pylist())
