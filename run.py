@@ -6,6 +6,7 @@
     python3 run.py dev         the sandbox plus `dagster dev` (UI on http://127.0.0.1:3000)
     python3 run.py sandbox     the sandbox API alone (python -m cg_dagster.sandbox)
     python3 run.py bench       throughput and memory figures (scripts/benchmark.py)
+    python3 run.py init        only prepare .venv and DAGSTER_HOME (for the dagster CLI, see README)
 
 The environment is reinstalled when pyproject.toml changes. DAGSTER_HOME is ./.dagster_home unless set
 (persistent, so cursors and run history survive restarts), with ./dagster.yaml linked into it. SIGTERM and
@@ -86,17 +87,22 @@ def run_task(command: list[str], env: dict[str, str]) -> int:
                     os.killpg(child.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):  # the group's stragglers (e.g. dagster's code servers)
         os.killpg(child.pid, signal.SIGKILL if stopping else signal.SIGTERM)
+    if stopping:
+        print("run.py: stopped", flush=True)
     return code
 
 
 def main(argv: list[str]) -> int:
-    tasks = {"demo", "test", "dev", "sandbox", "bench"}
+    tasks = {"demo", "test", "dev", "sandbox", "bench", "init"}
     if not argv or argv[0] not in tasks:
         print(__doc__)
         return 2
     task, args = argv[0], argv[1:]
     ensure_venv()
     env = ensure_dagster_home()
+    if task == "init":
+        print(f"DAGSTER_HOME {env['DAGSTER_HOME']} is ready (dagster.yaml linked, pool slots created)")
+        return 0
     commands = {
         "demo": [str(PYTHON), "scripts/demo.py", *args],
         "test": [str(PYTHON), "-m", "pytest", *args],

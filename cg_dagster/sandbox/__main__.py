@@ -12,7 +12,8 @@ from cg_dagster.sandbox.server import EMPTY_NEXT_MODES, FAIL_STATUSES, SandboxFa
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser; defaults match ``SandboxServer`` and ``SandboxFaults`` except --port (8765)."""
     parser = argparse.ArgumentParser(prog="python -m cg_dagster.sandbox",
-                                     description="Local CustomerGauge-compatible v7 sync API.")
+                                     description="Local CustomerGauge-compatible v7 sync API.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default 8765)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated records: same seed, same records")
