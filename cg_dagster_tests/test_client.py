@@ -1,13 +1,11 @@
 """Tests of cg_dagster.lib.client, over real HTTP against the sandbox (and a tiny scripted server for
-answers the sandbox never gives, such as a cursor that does not advance)."""
+answers the sandbox never gives, such as a cursor that does not advance). Retry-After, redirects, repeated
+pages, JSON parsing and prefetching have their own test_client_*.py files."""
 
 import datetime
-import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -29,9 +27,16 @@ from cg_dagster.lib.client import (
     validate_base_url,
 )
 from cg_dagster.sandbox import SandboxFaults, SandboxServer
+from cg_dagster_tests._fixtures_client import (
+    CLIENT_ID,
+    SECRET,
+    TOKEN_OK,
+    ScriptedAPI,
+    make_client,
+    page_body,
+    response_requests,
+)
 
-CLIENT_ID = "sandbox-client"
-SECRET = "sandbox-secret"
 RECORDS = 350
 PER_PAGE = 100
 
@@ -68,18 +73,6 @@ def own_server():
         yield srv
 
 
-def make_client(base_url, *, secret=SECRET, max_retries=5):
-    return CustomerGaugeClient(
-        client_id=CLIENT_ID,
-        client_secret=secret,
-        api_base_url=base_url,
-        auth_base_url=base_url,
-        timeout=5.0,
-        max_retries=max_retries,
-        backoff_factor=0.01,
-    )
-
-
 @pytest.fixture
 def client(server):
     with make_client(server.base_url) as cg:
@@ -89,10 +82,6 @@ def client(server):
 def expected_records(server):
     """The sandbox's ground truth as the API sends it (no internal _pos)."""
     return [{k: v for k, v in record.items() if k != "_pos"} for record in server.records()]
-
-
-def response_requests(server):
-    return [entry for entry in server.requests_log if entry.path == "/v7/rest/sync/responses"]
 
 
 def sync_all(cg, params=SyncParams(per_page=PER_PAGE), cursor=None):
@@ -112,6 +101,7 @@ def test_paging_returns_every_record_once_in_order(server, client):
     assert all_records(pages) == expected_records(server)
     assert [len(page.records) for page in pages] == [100, 100, 100, 50]
     assert [page.number for page in pages] == [1, 2, 3, 4]
+    assert [page.orjson_safe for page in pages] == [True] * 4
     assert pages[0].cursor_sent is None
     for before, after in zip(pages, pages[1:]):
         assert after.cursor_sent == before.cursor_next
@@ -205,7 +195,8 @@ def test_pages_are_fetched_lazily(server, client):
     pages = client.iter_pages(SyncParams(per_page=PER_PAGE))
     assert response_requests(server) == []
     next(pages)
-    assert len(response_requests(server)) == 1
+    pages.close()
+    assert len(response_requests(server)) in (1, 2)  # the first page, and the next one if it was prefetched
 
 
 @pytest.mark.parametrize("empty_next", ["same", "null", "absent", "no_cursor"])
@@ -414,65 +405,6 @@ def test_no_server_raises_connection_error_without_the_request(own_server):
 
 
 # ------------------------------------------------------------------------------------ scripted server
-
-
-TOKEN_OK = (200, {"access_token": "scripted-token", "expires_in": 3600})
-
-
-class ScriptedAPI:
-    """A tiny HTTP server: each token POST gets the next of ``token_answers``, each GET the next of
-    ``answers`` ((status, body) pairs; the last one repeats). ``queries`` records each GET's query,
-    ``token_posts`` counts the POSTs."""
-
-    def __init__(self, answers, token_answers=(TOKEN_OK,)):
-        self.answers = list(answers)
-        self.token_answers = list(token_answers)
-        self.queries = []
-        self.token_posts = 0
-        api = self
-
-        def next_answer(answers):
-            return answers.pop(0) if len(answers) > 1 else answers[0]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                api.token_posts += 1
-                self._answer(*next_answer(api.token_answers))
-
-            def do_GET(self):
-                api.queries.append(parse_qsl(urlsplit(self.path).query))
-                self._answer(*next_answer(api.answers))
-
-            def _answer(self, status, body):
-                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def page_body(numbers, cursor):
-    body = {"data": [{"number_customergauge": n} for n in numbers]}
-    if cursor is not ...:
-        body["cursor"] = {"next": cursor}
-    return body
 
 
 @pytest.mark.parametrize(

@@ -410,6 +410,46 @@ def test_faults_validate_their_options():
         SandboxFaults(fail_status=418)
     with pytest.raises(ValueError, match="empty_next"):
         SandboxFaults(empty_next="zero")
+    with pytest.raises(ValueError, match="retry_after_value must be text without CR or LF"):
+        SandboxFaults(retry_after_value="1\r\nSet-Cookie: x=1")
+    with pytest.raises(ValueError, match="redirect_to must be text without CR or LF"):
+        SandboxFaults(redirect_to="http://localhost/\n")
+    with pytest.raises(ValueError, match="repeat_page_after must be an integer >= 0, got -1"):
+        SandboxFaults(repeat_page_after=-1)
+
+
+@pytest.mark.parametrize("value", ["0.5", "1m0s", "-1", "Wed, 21 Oct 2015 07:28:00 GMT", "abc", ""])
+def test_retry_after_value_is_sent_verbatim(small, value):
+    small.faults.rate_limit_every, small.faults.retry_after_value = 1, value
+    reply = get(small, token(small))
+    assert reply.status_code == 429
+    assert reply.headers["Retry-After"] == value
+
+
+def test_redirect_to_answers_every_responses_request_302_before_the_token_check(small):
+    small.faults.redirect_to = "https://proxy.example.com/login?next=/v7"
+    for authorization in (token(small), "not-a-token"):
+        reply = requests.get(small.base_url + RESPONSES, headers={"Authorization": f"Bearer {authorization}"},
+                             allow_redirects=False)
+        assert (reply.status_code, reply.headers["Location"], reply.content) == (
+            302, "https://proxy.example.com/login?next=/v7", b"")
+    assert [entry.status for entry in small.requests_log if entry.path == RESPONSES] == [302, 302]
+
+
+def test_repeat_page_after_repeats_page_n_under_a_growing_cursor(small):
+    small.faults.repeat_page_after = 2
+    access_token = token(small)
+    bodies, cursor = [], None
+    for _ in range(4):
+        bodies.append(get(small, access_token, {"per_page": 10, "cursor": cursor}).json())
+        cursor = bodies[-1]["cursor"]["next"]
+    numbers = [[row["number_customergauge"] for row in body["data"]] for body in bodies]
+    expected = [r["number_customergauge"] for r in small.records()]
+    assert numbers == [expected[:10], expected[10:20], expected[10:20], expected[10:20]]
+    nexts = [body["cursor"]["next"] for body in bodies]
+    assert nexts[2:] == [nexts[1] + 1, nexts[1] + 2]
+    small.reset_log()  # restarts the page count
+    assert [r["number_customergauge"] for r in get(small, access_token, {"per_page": 10}).json()["data"]] == expected[:10]
 
 
 # --- data changes -----------------------------------------------------------------------------------------
@@ -533,10 +573,21 @@ def test_cli_fault_flags_reach_the_faults():
     args = build_parser().parse_args([
         "--fail-every", "3", "--fail-status", "502", "--rate-limit-every", "4", "--retry-after", "none",
         "--token-ttl", "5", "--omit-expires-in", "--latency", "0.5", "--drop-body-every", "6",
-        "--truncate-json-every", "7", "--empty-next", "null", "--legacy-drivers",
+        "--truncate-json-every", "7", "--empty-next", "null", "--legacy-drivers", "--retry-after-value", "1m0s",
+        "--redirect-to", "https://proxy.example.com/", "--repeat-page-after", "2",
     ])  # fmt: skip
     assert faults_from_args(args) == SandboxFaults(
         fail_every=3, fail_status=502, rate_limit_every=4, retry_after=None, token_ttl=5, omit_expires_in=True,
         latency=0.5, drop_body_every=6, truncate_json_every=7, empty_next="null", legacy_drivers=True,
+        retry_after_value="1m0s", redirect_to="https://proxy.example.com/", repeat_page_after=2,
     )  # fmt: skip
     assert faults_from_args(build_parser().parse_args([])) == SandboxFaults()
+
+
+def test_cli_reports_a_bad_fault_value_as_a_usage_error(capsys):
+    from cg_dagster.sandbox.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0", "--repeat-page-after", "-1"])
+    assert exited.value.code == 2
+    assert "repeat_page_after must be an integer >= 0, got -1" in capsys.readouterr().err

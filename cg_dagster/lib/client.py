@@ -10,7 +10,7 @@ Typical use::
     client = CustomerGaugeClient(client_id=..., client_secret=..., api_base_url=..., auth_base_url=...)
     with client:
         for page in client.iter_pages(SyncParams(per_page=1000), cursor=stored_cursor):
-            write(page.records)
+            write(page.records)  # meanwhile the next page is being fetched
             stored_cursor = page.cursor_next
 
 Secrets (client secret, access token) never appear in logs, exception messages or reprs.
@@ -25,11 +25,13 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import IncompleteRead
 from typing import Callable, Optional, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import orjson
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
@@ -91,7 +93,13 @@ class CustomerGaugeConnectionError(CustomerGaugeError):
 
 
 class CustomerGaugeCursorError(CustomerGaugeError):
-    """A non-empty page's ``cursor.next`` is missing, not an integer, or not past the cursor sent."""
+    """A non-empty page's ``cursor.next`` is missing, not an integer, or not past the cursor sent; or a page
+    holds the same records (number_customergauge) as the page before it, under a growing cursor."""
+
+
+class CustomerGaugeRedirectError(CustomerGaugeError):
+    """The API answered a request with a redirect (3xx), which is never followed: the request carries the
+    access token (data) or the client secret (token POST)."""
 
 
 class CustomerGaugeBodyError(CustomerGaugeError):
@@ -327,13 +335,18 @@ class Page:
     - ``number``: 1-based page number within one ``iter_pages`` call.
     - ``cursor_sent``: the cursor parameter of this request (None on the first page of an initial load).
     - ``cursor_next``: the cursor to resume from after this page; always an int > cursor_sent.
-    - ``records``: the body's "data" list as parsed (dicts shaped like the vendor page's example).
+    - ``records``: the body's "data" list as parsed (dicts shaped like the vendor page's example), equal
+      value for value to what ``json.loads`` gives (see ``parse_page_body``).
+    - ``orjson_safe``: True when orjson parsed the body, so every value in ``records`` round-trips through
+      ``orjson.dumps`` losslessly; False when the standard library parsed it (or orjson could not write it
+      back): encode such records with ``json``.
     """
 
     number: int
     cursor_sent: Optional[int]
     cursor_next: int
     records: list[dict] = field(repr=False)
+    orjson_safe: bool = False
 
 
 def _next_cursor(body: dict, number: int, cursor_sent: Optional[int]) -> int:
@@ -348,6 +361,31 @@ def _next_cursor(body: dict, number: int, cursor_sent: Optional[int]) -> int:
         f"page {number} (cursor sent: {cursor_sent}) has records but cursor.next is {received}; "
         "it must be an integer greater than the cursor sent (and below 2**63, the lake's int64): refusing to "
         "loop, go backwards or store a cursor the lake cannot hold"
+    )
+
+
+def _record_numbers(records: list[dict]) -> frozenset:
+    """The integer number_customergauge values of a page's records (others are left to the flattening)."""
+    return frozenset(n for record in records if _is_int(n := record.get("number_customergauge")))
+
+
+_PageKey = tuple[int, Optional[int], int, frozenset]  # page number, cursor sent, cursor next, record numbers
+
+
+def _page_key(page: Page, numbers: frozenset) -> _PageKey:
+    return page.number, page.cursor_sent, page.cursor_next, numbers
+
+
+def _check_not_repeated(page: _PageKey, previous: Optional[_PageKey]) -> None:
+    """Raise CustomerGaugeCursorError when a page holds the same records as the page before it: a server
+    that repeats records under a growing cursor would otherwise be paged forever."""
+    numbers = page[3]
+    if previous is None or not numbers or numbers != previous[3]:
+        return
+    raise CustomerGaugeCursorError(
+        "page {} (cursor sent: {}, next: {}) holds the same {} records (number_customergauge) as page {} "
+        "(cursor sent: {}, next: {}): the API repeats records under a growing cursor; stopping instead of "
+        "paging forever".format(*page[:3], len(numbers), *previous[:3])
     )
 
 
@@ -475,8 +513,33 @@ def _read_body(response: requests.Response, timeout: float) -> bytes:
 def _parse_json(raw: bytes) -> object:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the interpreter allows
         raise _BodyProblem(f"the body is not valid JSON ({len(raw)} bytes)") from None
+
+
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))  # bytes.translate table
+_LONG_DIGIT_RUN = b"0" * 19  # 19 digits: the shortest integer that can fall outside int64 / uint64
+
+
+def parse_page_body(raw: bytes) -> tuple[object, bool]:
+    """Parse a JSON body to exactly what ``json.loads(raw)`` gives; return ``(value, orjson_safe)``.
+
+    orjson (about twice as fast) parses the body unless it could differ from the standard library:
+    orjson refuses lone surrogate escapes ("\\ud800"), NaN / Infinity, numbers beyond a double (1e400), a
+    byte order mark and UTF-16/32, which ``json`` accepts; it silently turns integers outside int64 / uint64
+    into floats (so a body holding any run of 19 or more digits, even in a string, goes to ``json``); and
+    it reads nesting that ``json`` refuses (RecursionError) but ``orjson.dumps`` cannot write back (deeper
+    than 254: such a body goes to ``json`` too). ``orjson_safe`` is True when orjson parsed the body.
+    Raises _BodyProblem for a body ``json`` cannot parse.
+    """
+    if raw.translate(_DIGITS_ONLY).find(_LONG_DIGIT_RUN) == -1:
+        try:
+            value = orjson.loads(raw)
+            orjson.dumps(value)
+            return value, True
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            pass
+    return _parse_json(raw), False
 
 
 def _scrubbed(exc: requests.exceptions.RequestException) -> requests.exceptions.RequestException:
@@ -491,16 +554,36 @@ def _scrubbed(exc: requests.exceptions.RequestException) -> requests.exceptions.
 # Client
 
 
+_RETRY_AFTER_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*", re.ASCII)
+
+
 class _CappedRetry(Retry):
     """urllib3's Retry, honouring ``Retry-After`` up to MAX_RETRY_AFTER seconds.
 
-    The API may answer 429 with or without Retry-After (api-notes.md). Waiting an hour on a long value would
-    stall an hourly sync past its window; with the cap the run retries sooner, fails with the 429 once the
-    retries are spent, commits nothing, and the next run resumes from the same cursor.
+    The API may answer 429 with or without Retry-After (api-notes.md). RFC 9110 allows whole seconds or an
+    HTTP date; fractional seconds ("0.5") are honoured too. Any other value ("1m0s", "-1", "abc", empty)
+    counts as no header: the exponential backoff applies (urllib3's own parser would raise and end the run).
+    Waiting an hour on a long value would stall an hourly sync past its window; with the cap the run retries
+    sooner, fails with the 429 once the retries are spent, commits nothing, and the next run resumes from
+    the same cursor.
     """
 
     def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), MAX_RETRY_AFTER)
+        """Seconds to wait (0..MAX_RETRY_AFTER) for whole or fractional seconds or an HTTP date (a past date:
+        0, i.e. the backoff). Raises urllib3's InvalidHeader, ValueError or OverflowError for other text."""
+        seconds = _RETRY_AFTER_SECONDS.fullmatch(retry_after)
+        return min(float(seconds[1]) if seconds else super().parse_retry_after(retry_after), MAX_RETRY_AFTER)
+
+    def get_retry_after(self, response) -> Optional[float]:
+        """The Retry-After of ``response`` in seconds, or None (backoff) when absent or unusable."""
+        try:
+            return super().get_retry_after(response)
+        except (urllib3.exceptions.InvalidHeader, ValueError, OverflowError):
+            logger.warning(
+                "%d with an unusable Retry-After %r: waiting the exponential backoff instead",
+                response.status, response.headers.get("Retry-After", "")[:50],
+            )
+            return None
 
 
 class CustomerGaugeClient:
@@ -588,10 +671,16 @@ class CustomerGaugeClient:
         empty "data" list (vendor page), or after ``max_pages`` non-empty pages.
 
         Each page is requested with ``params.query(cursor)``, so only the cursor changes between pages.
-        Pages are fetched lazily, one per iteration, and never accumulated. The empty last page is not
-        yielded and its cursor is ignored, so the last Page's ``cursor_next`` is the cursor to store.
-        Raises CustomerGaugeConfigError (bad arguments, at call time), CustomerGaugeCursorError,
-        CustomerGaugeAPIError, CustomerGaugeAuthError, CustomerGaugeBodyError, CustomerGaugeConnectionError.
+        Nothing is requested before the first ``next()``. While the caller holds page n, page n+1 is fetched
+        in a worker thread (never more than one page ahead, none past ``max_pages``), so waiting for the
+        API overlaps the caller's work; pages are never accumulated. An error is raised at the page it
+        belongs to, after the pages before it were yielded. Closing the generator (``break``, an exception in
+        the caller, garbage collection) waits for the request in flight, if any, and sends no other.
+        The empty last page is not yielded and its cursor is ignored, so the last Page's ``cursor_next`` is
+        the cursor to store.
+        Raises CustomerGaugeConfigError (bad arguments, at call time), CustomerGaugeCursorError (also for a
+        page repeating the records of the one before), CustomerGaugeAPIError, CustomerGaugeAuthError,
+        CustomerGaugeBodyError, CustomerGaugeConnectionError, CustomerGaugeRedirectError.
         """
         if not isinstance(params, SyncParams):
             raise CustomerGaugeConfigError(f"params must be a SyncParams, got {type(params).__name__}")
@@ -604,24 +693,46 @@ class CustomerGaugeClient:
         return self._pages(params, cursor, max_pages)
 
     def _pages(self, params: SyncParams, cursor: Optional[int], max_pages: Optional[int]) -> Iterator[Page]:
-        number = 0
-        while max_pages is None or number < max_pages:
-            query = params.query(cursor)
-            body = self._retry_body(f"page {number + 1}", lambda: self._get_page_body(query))
-            records = body["data"]
-            if not records:
-                logger.debug("empty page after cursor %s: sync finished after %d page(s)", cursor, number)
-                return
-            number += 1
-            cursor_next = _next_cursor(body, number, cursor)
-            logger.debug(
-                "page %d: cursor sent %s, %d records, next %s", number, cursor, len(records), cursor_next
-            )
-            yield Page(number=number, cursor_sent=cursor, cursor_next=cursor_next, records=records)
-            cursor = cursor_next
+        previous = None  # the _PageKey of the page yielded last
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cg-page-prefetch") as worker:
+            pending = worker.submit(self._fetch_page, params, cursor, 1)
+            try:
+                while pending is not None:
+                    fetched = pending.result()  # the worker's exception, if any, is raised here
+                    if fetched is None:
+                        return
+                    page, numbers = fetched
+                    key = _page_key(page, numbers)
+                    _check_not_repeated(key, previous)
+                    pending = None
+                    if max_pages is None or page.number < max_pages:
+                        pending = worker.submit(self._fetch_page, params, page.cursor_next, page.number + 1)
+                    yield page
+                    previous = key
+            finally:
+                if pending is not None:
+                    pending.cancel()  # not started: never sent; in flight: the with-block waits for it
 
-    def _get_page_body(self, query: list[tuple[str, str]]) -> dict:
-        """One GET of the responses endpoint, with one token refresh on a 401."""
+    def _fetch_page(
+        self, params: SyncParams, cursor: Optional[int], number: int
+    ) -> Optional[tuple[Page, frozenset]]:
+        """Request and parse page ``number`` (worker thread): (the Page, its record numbers), or None for the
+        empty last page."""
+        query = params.query(cursor)
+        body, orjson_safe = self._retry_body(f"page {number}", lambda: self._get_page_body(query))
+        records = body["data"]
+        if not records:
+            logger.debug("empty page after cursor %s: sync finished after %d page(s)", cursor, number - 1)
+            return None
+        cursor_next = _next_cursor(body, number, cursor)
+        logger.debug(
+            "page %d: cursor sent %s, %d records, next %s", number, cursor, len(records), cursor_next
+        )
+        page = Page(number, cursor, cursor_next, records, orjson_safe=orjson_safe)
+        return page, _record_numbers(records)
+
+    def _get_page_body(self, query: list[tuple[str, str]]) -> tuple[dict, bool]:
+        """One GET of the responses endpoint, with one token refresh on a 401: (body, orjson_safe)."""
         token = self.access_token()
         response = self._get_responses(query, token)
         if response.status_code == 401:
@@ -639,11 +750,21 @@ class CustomerGaugeClient:
         raw = _read_body(response, self._timeout)
         if not response.ok:
             raise self._api_error("GET", RESPONSES_PATH, response, raw, token)
-        return _check_page_body(_parse_json(raw))
+        body, orjson_safe = parse_page_body(raw)
+        return _check_page_body(body), orjson_safe
 
     def _get_responses(self, query: list[tuple[str, str]], token: str) -> requests.Response:
+        """GET the responses endpoint with the token; a redirect is not followed (requests would drop the
+        token, or hand it to another origin) but raised as CustomerGaugeRedirectError."""
         headers = {"Authorization": f"Bearer {token}"}
-        return self._request("GET", RESPONSES_PATH, params=query, headers=headers)
+        response = self._request("GET", RESPONSES_PATH, params=query, headers=headers, allow_redirects=False)
+        if 300 <= response.status_code < 400:
+            response.close()
+            raise CustomerGaugeRedirectError(
+                _redact(_redirect_text("GET", response, "the access token"), token)
+                + "; check api_base_url (CUSTOMERGAUGE_API_BASE_URL)"
+            )
+        return response
 
     def _request(self, method: str, path: str, **kwargs) -> requests.Response:
         """Send one request (urllib3 retries included) with a streamed body; connection-level failures
@@ -679,10 +800,7 @@ class CustomerGaugeClient:
         self, method: str, path: str, response: requests.Response, raw: bytes, token: Optional[str]
     ) -> CustomerGaugeAPIError:
         """The error for a non-2xx answer, with the token and secret redacted should the body echo them."""
-        message = _api_message(response, raw)
-        for secret in (token, self._client_secret):
-            if message and secret:
-                message = message.replace(secret, "[redacted]")
+        message = _redact(_redact(_api_message(response, raw), token), self._client_secret)
         return CustomerGaugeAPIError(method, self._path(path), response.status_code, message)
 
     # ---- token
@@ -715,10 +833,10 @@ class CustomerGaugeClient:
         # Never follow a redirect with the client secret in the body (it could lead to another origin).
         response = self._request("POST", TOKEN_PATH, data=form, allow_redirects=False)
         raw = _read_body(response, self._timeout)
-        if response.is_redirect:
-            raise CustomerGaugeAuthError(
-                f"POST {self._path(TOKEN_PATH)} answered {response.status_code} (a redirect): the client secret "
-                "is not sent on; check auth_base_url (CUSTOMERGAUGE_AUTH_BASE_URL)"
+        if 300 <= response.status_code < 400:
+            raise CustomerGaugeRedirectError(
+                _redact(_redirect_text("POST", response, "the client secret"), self._client_secret)
+                + "; check auth_base_url (CUSTOMERGAUGE_AUTH_BASE_URL)"
             )
         if response.status_code in (400, 401):
             raise CustomerGaugeAuthError(
@@ -740,6 +858,30 @@ class CustomerGaugeClient:
             )
         lifetime = _token_lifetime(body)
         return _CachedToken(access_token=token, lifetime=lifetime, expires_at=_clock() + lifetime)
+
+
+def _redact(text: Optional[str], secret: Optional[str]) -> Optional[str]:
+    """``text`` with every occurrence of ``secret`` replaced by "[redacted]" (an API may echo it)."""
+    return text.replace(secret, "[redacted]") if text and secret else text
+
+
+def _redirect_text(method: str, response: requests.Response, what: str) -> str:
+    """"GET <from> was redirected (302) to <to>: ..." with scheme, host and path only: a query string or
+    user:password@ may hold secrets. A relative Location is resolved against the request URL."""
+    location = response.headers.get("Location")
+    target = _address(urljoin(response.url, location)) if location else "nowhere (no Location header)"
+    return (
+        f"{method} {_address(response.url)} was redirected ({response.status_code}) to {target}: "
+        f"redirects are not followed, so {what} is not sent on"
+    )
+
+
+def _address(url: str) -> str:
+    """scheme://host:port/path of ``url`` (at most ERROR_TEXT_LIMIT characters), without user:password@,
+    query string or fragment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return (f"{parts.scheme}://{host}{parts.path}" if parts.scheme else parts.path)[:ERROR_TEXT_LIMIT]
 
 
 _TOKEN_TEXT = re.compile(r"[A-Za-z0-9\-._~+/]+=*")

@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every k-th responses request answers 429")
     parser.add_argument("--retry-after", type=retry_after_seconds, default=1,
                         help="Retry-After seconds on 429, or 'none' to omit the header")
+    parser.add_argument("--retry-after-value", metavar="TEXT", default=None,
+                        help="Retry-After sent verbatim on 429 instead of --retry-after (e.g. 0.5, 1m0s, -1, "
+                             "an HTTP date)")
+    parser.add_argument("--redirect-to", metavar="URL", default=None,
+                        help="answer every responses request 302 with this Location (a proxy, a moved host)")
+    parser.add_argument("--repeat-page-after", metavar="N", type=int, default=0,
+                        help="after N pages, repeat page N's records under a growing cursor (broken server)")
     parser.add_argument("--omit-expires-in", action="store_true",
                         help="token answers without expires_in (clients assume 3600 s and meet a 401)")
     parser.add_argument("--drop-body-every", type=int, default=0,
@@ -62,7 +69,8 @@ def faults_from_args(args: argparse.Namespace) -> SandboxFaults:
         retry_after=args.retry_after, token_ttl=args.token_ttl, latency=args.latency,
         empty_next=args.empty_next, omit_expires_in=args.omit_expires_in,
         drop_body_every=args.drop_body_every, truncate_json_every=args.truncate_json_every,
-        legacy_drivers=args.legacy_drivers,
+        legacy_drivers=args.legacy_drivers, retry_after_value=args.retry_after_value,
+        redirect_to=args.redirect_to, repeat_page_after=args.repeat_page_after,
     )
 
 
@@ -73,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback(args.host) or ":" in args.host:
         parser.error(f"--host {args.host} is not an IPv4 loopback address; the sandbox only serves "
                      "this machine: use 127.0.0.1 or localhost")
-    faults = faults_from_args(args)
+    try:
+        faults = faults_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     server = SandboxServer(seed=args.seed, records=args.records, client_id=args.client_id,
                            client_secret=args.client_secret, host=args.host, port=args.port,
                            faults=faults, verbose=args.verbose)

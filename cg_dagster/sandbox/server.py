@@ -54,6 +54,14 @@ class SandboxFaults:
     only the first applies, in this order: fail, rate_limit, drop_body, truncate_json. 5xx and 429 are
     answered before the token is checked (as a gateway or throttle would); drop_body and truncate_json
     only spoil 200 answers. Raises ValueError for an unknown ``fail_status`` or ``empty_next``.
+
+    - ``retry_after_value``: sent verbatim as the 429's ``Retry-After`` (e.g. "0.5", "1m0s", "-1", an HTTP
+      date, "" or garbage) instead of ``retry_after``; None uses ``retry_after``. ValueError for CR or LF.
+    - ``redirect_to``: every responses request is answered 302 with this ``Location`` (verbatim), before the
+      token is checked, as a proxy or a moved host would; None: off. ValueError if it holds CR or LF.
+    - ``repeat_page_after``: after N non-empty pages, every further responses request is answered with the
+      records of page N again under a growing cursor (``cursor.next`` = cursor sent + 1), as a broken
+      server would; 0: off. Pages count from the start or the last ``reset_log()``.
     """
 
     fail_every: int = 0
@@ -67,12 +75,21 @@ class SandboxFaults:
     truncate_json_every: int = 0
     empty_next: str = "same"
     legacy_drivers: bool = False
+    retry_after_value: str | None = None
+    redirect_to: str | None = None
+    repeat_page_after: int = 0
 
     def __post_init__(self):
         if self.fail_status not in FAIL_STATUSES:
             raise ValueError(f"fail_status must be one of {FAIL_STATUSES}, got {self.fail_status}")
         if self.empty_next not in EMPTY_NEXT_MODES:
             raise ValueError(f"empty_next must be one of {EMPTY_NEXT_MODES}, got {self.empty_next!r}")
+        for name in ("retry_after_value", "redirect_to"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or "\r" in value or "\n" in value):
+                raise ValueError(f"{name} must be text without CR or LF (a header value) or None, got {value!r}")
+        if not isinstance(self.repeat_page_after, int) or self.repeat_page_after < 0:
+            raise ValueError(f"repeat_page_after must be an integer >= 0, got {self.repeat_page_after!r}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,8 @@ class SandboxServer:
         self._by_number: dict[int, dict] = {}
         self._tokens: dict[str, float] = {}  # access token -> expiry (time.monotonic())
         self._responses_count = 0
+        self._pages_served = 0  # non-empty pages since start or reset_log (SandboxFaults.repeat_page_after)
+        self._last_rows: bytes | None = None  # rows of the last page served, kept for repeat_page_after
         self._row_cache: dict[tuple, tuple[dict, bytes]] = {}  # see _row_json
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -261,11 +280,13 @@ class SandboxServer:
             return self._positions[-1] if self._positions else None
 
     def reset_log(self) -> None:
-        """Empty ``requests_log`` and zero ``token_requests`` and the fault counter."""
+        """Empty ``requests_log`` and zero ``token_requests``, the fault counter and the page counter."""
         with self._lock:
             self.requests_log.clear()
             self.token_requests = 0
             self._responses_count = 0
+            self._pages_served = 0
+            self._last_rows = None
 
     # --- record index (call with the lock held) -----------------------------------------------------
 
@@ -341,8 +362,11 @@ class SandboxServer:
         if fault == "fail":
             return _server_error(faults.fail_status)
         if fault == "rate_limit":
-            headers = {} if faults.retry_after is None else {"Retry-After": str(faults.retry_after)}
+            retry_after = faults.retry_after if faults.retry_after_value is None else faults.retry_after_value
+            headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
             return _json_reply(429, {"message": "Too Many Attempts."}, headers)
+        if faults.redirect_to is not None:
+            return _Reply(302, b"", headers={"Location": faults.redirect_to})
         if not self._token_valid(authorization):
             return _json_reply(401, {"message": "Unauthenticated."})
         try:
@@ -357,12 +381,20 @@ class SandboxServer:
         return reply
 
     def _page_reply(self, query: ResponsesQuery, faults: SandboxFaults) -> _Reply:
+        with self._lock:
+            repeat = faults.repeat_page_after and self._pages_served >= faults.repeat_page_after
+            rows = self._last_rows if repeat else None
+        if rows is not None:
+            return _page(rows, (query.cursor or 0) + 1)
         page = self._select(query)
         if not page:
             same = query.cursor if query.cursor is not None else 0
             return _json_reply(200, _empty_page(faults.empty_next, same))
         rows = b",".join(self._row_json(record, query.expansions, faults.legacy_drivers) for record in page)
-        return _Reply(200, b'{"data":[' + rows + b'],"cursor":{"next":%d}}' % page[-1]["_pos"])
+        with self._lock:
+            self._pages_served += 1
+            self._last_rows = rows if faults.repeat_page_after else None
+        return _page(rows, page[-1]["_pos"])
 
     def _row_json(self, record: dict, expansions: frozenset, legacy_drivers: bool) -> bytes:
         """UTF-8 JSON of one rendered record, cached per (position, expansions, legacy_drivers).
@@ -540,6 +572,10 @@ def _render(record: dict, expansions: frozenset, legacy_drivers: bool) -> dict:
         else:
             row[key] = value
     return row
+
+
+def _page(rows: bytes, cursor_next: int) -> _Reply:
+    return _Reply(200, b'{"data":[' + rows + b'],"cursor":{"next":%d}}' % cursor_next)
 
 
 def _empty_page(mode: str, same: int) -> dict:
