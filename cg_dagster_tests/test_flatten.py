@@ -350,6 +350,7 @@ def test_custom_fields_rows_with_origin():
         (7.5, "7.5", 7.5),
         ("7.5", "7.5", 7.5),
         (" 8 ", " 8 ", 8.0),
+        ("\x1c9\u3000", "\x1c9\u3000", 9.0),  # str.strip() strips these, float() alone refused \x1c (ValueError)
         ("abc", "abc", None),
         ("", "", None),
         (["a", "b"], '["a","b"]', None),
