@@ -5,7 +5,7 @@
     python3 run.py test [ARGS] the test suite (pytest ARGS)
     python3 run.py dev         the sandbox plus `dagster dev` (UI on http://127.0.0.1:3000)
     python3 run.py sandbox     the sandbox API alone (python -m cg_dagster.sandbox)
-    python3 run.py bench       throughput and memory figures (scripts/benchmark.py)
+    python3 run.py bench       issue 7's speed and memory figures (scripts/benchmark.py; --quick, --json PATH)
     python3 run.py init        only prepare .venv and DAGSTER_HOME (for the dagster CLI, see README)
 
 The environment is reinstalled when pyproject.toml changes. DAGSTER_HOME is ./.dagster_home unless set
@@ -48,20 +48,14 @@ def ensure_venv() -> None:
 
 def ensure_dagster_home() -> dict[str, str]:
     """Create DAGSTER_HOME (./.dagster_home unless the environment sets another) with ./dagster.yaml linked
-    in (an existing dagster.yaml there is left alone) and the pools' slots created; return the environment
-    with DAGSTER_HOME set."""
+    in (an existing dagster.yaml there is left alone); return the environment with DAGSTER_HOME set."""
     home = Path(os.environ.get("DAGSTER_HOME") or DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     if not link.exists() or (link.is_symlink() and link.resolve() != ROOT / "dagster.yaml"):
         link.unlink(missing_ok=True)
         link.symlink_to(ROOT / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    stamp = home / ".pools-initialized"
-    if not stamp.exists():  # create the pool slots before two runs can race to (cg_dagster/customergauge/instance.py)
-        subprocess.run([str(PYTHON), "-m", "cg_dagster.customergauge.instance"], env=env, cwd=ROOT, check=True)
-        stamp.touch()
-    return env
+    return {**os.environ, "DAGSTER_HOME": str(home)}
 
 
 def run_task(command: list[str], env: dict[str, str]) -> int:
@@ -101,7 +95,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     env = ensure_dagster_home()
     if task == "init":
-        print(f"DAGSTER_HOME {env['DAGSTER_HOME']} is ready (dagster.yaml linked, pool slots created)")
+        print(f"DAGSTER_HOME {env['DAGSTER_HOME']} is ready (dagster.yaml linked)")
         return 0
     commands = {
         "demo": [str(PYTHON), "scripts/demo.py", *args],

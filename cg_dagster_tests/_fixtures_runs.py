@@ -13,7 +13,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
-from cg_dagster.customergauge.instance import initialize_pools
 from cg_dagster.lib.lake import Lake
 from cg_dagster.sandbox import SandboxServer
 from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET
@@ -112,15 +111,13 @@ def sent_cursors(sandbox: SandboxServer) -> list[str | None]:
 
 
 def dagster_home(tmp_path: Path) -> Path:
-    """A DAGSTER_HOME holding the project's dagster.yaml, its storage and pool limits created once (two
-    processes creating a fresh SQLite schema at the same time race: 'table secondary_indexes already exists';
-    two processes creating a pool's slots at the same time can get two slots)."""
+    """A DAGSTER_HOME holding the project's dagster.yaml, its storage created once (two processes creating a
+    fresh SQLite schema at the same time race: 'table secondary_indexes already exists')."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(home))
     instance.get_runs(limit=1)
-    initialize_pools(instance)  # as run.py does for ./.dagster_home
     instance.dispose()
     return home
 
@@ -139,12 +136,12 @@ def cli_env(sandbox: SandboxServer, lake: Lake, home: Path, per_page: int) -> di
     )
 
 
-def start_materialize(env: dict, partition: str) -> subprocess.Popen:
+def start_materialize(env: dict, partition: str, run_config: dict = NO_LOOKBACK) -> subprocess.Popen:
     """Start `dagster asset materialize` of raw_responses for one partition in its own process group."""
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cg_dagster.definitions",
         "--select", "customergauge/raw_responses", "--partition", partition,
-        "--config-json", json.dumps(NO_LOOKBACK),
+        "--config-json", json.dumps(run_config),
     ]  # fmt: skip
     return subprocess.Popen(
         command, env=env, cwd=PROJECT, start_new_session=True,

@@ -2,17 +2,20 @@
 
 import datetime as dt
 import json
+import subprocess
+import sys
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
 from cg_dagster.customergauge.schedules import hourly_sync_schedule
 from cg_dagster.definitions import defs
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster_tests._fixtures_runs import raw_metadata, run
+from cg_dagster_tests._fixtures_runs import NO_LOOKBACK, PROJECT, cli_env, dagster_home, raw_metadata, run
 from cg_dagster_tests.conftest import SANDBOX_SECRET, assert_current_matches_sandbox, make_resources
 
 P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
@@ -175,6 +178,10 @@ def test_schedule_tick_requests_the_last_complete_hour():
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("customergauge_hourly_sync")
     assert set(job.asset_layer.executable_asset_keys) == {RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()}
+    # the daemon's run of this job, and `dagster asset materialize` (the implicit asset job), run every step
+    # in the run's process
+    assert job.executor_def is dg.in_process_executor
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
 
 
 def test_definitions_load_and_the_secret_stays_out_of_the_lake_and_metadata(sandbox, tmp_path):
@@ -218,11 +225,28 @@ def test_a_head_write_lost_after_the_data_landed_is_rolled_forward(sandbox, tmp_
     assert sorted(every) == sorted(r["number_customergauge"] for r in sandbox.records())
 
 
-def test_initialize_pools_creates_one_slot_per_pool_from_the_shipped_dagster_yaml(tmp_path):
-    from cg_dagster.customergauge.instance import initialize_pools
-    from cg_dagster_tests._fixtures_runs import dagster_home
-
-    home = dagster_home(tmp_path)  # the project's dagster.yaml, pools initialized as run.py does
+def test_the_cli_materializes_the_group_in_one_process_with_checks_per_partition(sandbox, tmp_path):
+    """`dagster asset materialize` of the whole group, as users run it: no process per step (no step worker
+    events, every step in the run's process), and the asset checks run in it, each result on its partition."""
+    lake = Lake(tmp_path / "lake")
+    home = dagster_home(tmp_path)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cg_dagster.definitions",
+        "--select", "group:customergauge", "--partition", P1, "--config-json", json.dumps(NO_LOOKBACK),
+    ]  # fmt: skip
+    env = cli_env(sandbox, lake, home, per_page=100)
+    done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert initialize_pools(instance) == {"customergauge_sync": 1, "customergauge_current": 1}  # idempotent
-        assert instance.event_log_storage.get_concurrency_info("customergauge_sync").slot_count == 1
+        [record] = instance.get_run_records()
+        events = [entry.dagster_event for entry in instance.all_logs(record.dagster_run.run_id) if entry.dagster_event]
+    kinds = [event.event_type for event in events]
+    assert dg.DagsterEventType.STEP_WORKER_STARTING not in kinds
+    steps = {event.step_key: event.pid for event in events if event.event_type == dg.DagsterEventType.STEP_START}
+    assert set(steps) == {"customergauge__raw_responses", "flattened_tables", "current_tables"}
+    assert len(set(steps.values())) == 1
+    check_type = dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    evaluations = [event.event_specific_data for event in events if event.event_type == check_type]
+    assert sorted(e.check_name for e in evaluations) == sorted(spec.name for spec in PARTITION_CHECK_SPECS)
+    assert all(e.passed and e.partition == P1 for e in evaluations)
+    assert_current_matches_sandbox(lake, sandbox)

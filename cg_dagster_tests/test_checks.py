@@ -1,4 +1,5 @@
-"""Asset checks: they pass on a synced partition and fail on crafted bad partitions."""
+"""Asset checks: they pass on a synced partition and fail on crafted bad partitions, in the flattening step,
+per hourly partition."""
 
 import json
 
@@ -7,22 +8,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 import cg_dagster.lib.tables as tables_module  # where the flattened_tables asset calls flatten_raw
 from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables, flattened_tables, raw_responses
-from cg_dagster.customergauge.checks import partition_checks
+from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
+from cg_dagster.customergauge.keys import FLAT_KEYS, RAW_OP
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster_tests.conftest import make_resources
 
 P = "2026-11-01-10:00"
-ASSETS = [raw_responses, flattened_tables, current_tables, *partition_checks]
-NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
+ASSETS = [raw_responses, flattened_tables, current_tables]  # the checks are check_specs of flattened_tables
+NO_LOOKBACK = {"ops": {RAW_OP: {"config": {"lookback_hour": -1}}}}
 
 
-def _sync(instance, resources):
+def _sync(instance, resources, partition=P):
     result = dg.materialize(
-        ASSETS, instance=instance, resources=resources, partition_key=P, run_config=NO_LOOKBACK, raise_on_error=False
+        ASSETS, instance=instance, resources=resources, partition_key=partition, run_config=NO_LOOKBACK,
+        raise_on_error=False,
     )
     return result, {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -43,7 +47,7 @@ def test_checks_pass_on_a_synced_partition_and_run_in_the_sync(sandbox, tmp_path
     with dg.instance_for_test() as instance:
         result, evaluations = _sync(instance, make_resources(sandbox, tmp_path / "lake"))
     assert result.success
-    assert set(evaluations) == {key.name for check in partition_checks for key in check.check_keys}
+    assert set(evaluations) == {spec.name for spec in PARTITION_CHECK_SPECS}
     assert all(e.passed for e in evaluations.values()), {n: e.metadata for n, e in evaluations.items() if not e.passed}
 
 
@@ -76,7 +80,14 @@ def test_a_blocking_check_fails_on_a_crafted_bad_partition_and_keeps_it_out_of_c
     assert not evaluations[check].passed
     assert evaluations[check].severity == dg.AssetCheckSeverity.ERROR
     assert not result.success
-    assert not {e.asset_key for e in result.get_asset_materialization_events()} & set(CURRENT_KEYS.values())
+    # computed in the flattening step: its tables are recorded, then the step fails on the blocking check
+    # and the current tables (the downstream step) do not run
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert set(FLAT_KEYS.values()) <= materialized and not materialized & set(CURRENT_KEYS.values())
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "flattened_tables"
+    message = failure.event_specific_data.error.message
+    assert failure.event_specific_data.error.cls_name == "DagsterAssetCheckFailedError" and check in message
     assert not lake.current_path("responses").exists()
 
 
@@ -124,3 +135,33 @@ def test_a_quarantined_partition_is_released_when_its_check_passes_again(sandbox
     current = pq.read_table(lake.current_path("responses"), columns=["number_customergauge", "nps"])
     assert current.num_rows == len(sandbox.records())
     assert (pc.max(current["nps"]).as_py() or 0) <= 10
+
+
+def test_each_hour_keeps_its_own_check_result(sandbox, tmp_path, monkeypatch):
+    """A failed hour stays failed in the instance when the next hour passes: the evaluations carry their
+    partition, and the instance reports each partition's latest result."""
+    resources = make_resources(sandbox, tmp_path / "lake")
+    real = tables_module.flatten_raw
+    bad, good = P, "2026-11-01-11:00"
+    with dg.instance_for_test() as instance:
+        _corrupt(monkeypatch, "responses", _set_nps)
+        first, first_evaluations = _sync(instance, resources, bad)
+        monkeypatch.setattr(tables_module, "flatten_raw", real)
+        sandbox.append_records(5)
+        second, second_evaluations = _sync(instance, resources, good)
+        assert not first.success and second.success
+        assert {e.partition for e in first_evaluations.values()} == {bad}
+        assert {e.partition for e in second_evaluations.values()} == {good}
+        status = {
+            (info.check_key.name, info.partition_key): info.latest_execution_status
+            for info in instance.event_log_storage.get_asset_check_partition_info(
+                [spec.key for spec in PARTITION_CHECK_SPECS]
+            )
+        }
+    failed, succeeded = AssetCheckExecutionRecordStatus.FAILED, AssetCheckExecutionRecordStatus.SUCCEEDED
+    assert status[("responses_nps_in_range", bad)] == failed
+    assert status[("responses_nps_in_range", good)] == succeeded
+    assert {status[(spec.name, good)] for spec in PARTITION_CHECK_SPECS} == {succeeded}
+    assert {name for (name, partition), value in status.items() if partition == bad and value == failed} == {
+        "responses_nps_in_range"
+    }

@@ -1,14 +1,25 @@
-"""build_current over hand-made partition files: latest fetch wins, and two versions are never mixed."""
+"""build_current: latest fetch wins, two versions are never mixed, files are matched to the contract by column name."""
 
-from datetime import datetime, timedelta, timezone
+import contextlib
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cg_dagster.lib.current import build_current
+from cg_dagster.lib import current as current_module
+from cg_dagster.lib import tables as tables_module
+from cg_dagster.lib.current import CURRENT_TABLES, build_current
 from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, flatten_records
 from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.schemas import TABLES, Column
+from cg_dagster.lib.sync import sync_partition
+from cg_dagster.lib.tables import flatten_partition
+from cg_dagster_tests.conftest import expected_current, make_resources, read_current
 
-T1 = datetime(2026, 11, 1, 10, 5, tzinfo=timezone.utc)
+T1 = datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
 T2 = T1 + timedelta(hours=1)
 
 
@@ -52,3 +63,68 @@ def test_a_response_twice_in_one_fetch_is_never_mixed_and_an_older_clean_version
     assert current(lake, "responses", "number_customergauge", "nps") == [(7, 5), (8, 6)]  # 9: no clean version
     assert current(lake, "response_tags", "number_customergauge", "label") == [(7, "old")]
     assert counts["responses"] == 2 and counts["response_tags"] == 1
+
+
+def test_flat_files_rewritten_by_pandas_give_the_same_current_tables(tmp_path):
+    # pandas writes large strings, an all-null column as type null, and its own footer metadata.
+    lake = Lake(tmp_path / "lake")
+    write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": 7, "nps": 3, "tags": [tag("a")]}], T1)
+    write_partition(lake, "2026-11-01-11:00", [{"number_customergauge": 8, "date_creation": "2026-01-01 10:00:00"}], T2)
+    build_current(lake)
+    before = {name: pq.read_table(lake.current_path(name)) for name in CURRENT_TABLES}
+    for name in FLAT_TABLE_NAMES:
+        for path in lake.partition_files(name):
+            pd.read_parquet(path).to_parquet(path)
+    build_current(lake)
+    for name in CURRENT_TABLES:
+        assert pq.read_table(lake.current_path(name)).equals(before[name]), name
+
+
+LOYALTY_TIER = Column("loyalty_tier", pa.string(), True, "Loyalty tier (added to the contract).", ("loyalty_tier",))
+
+
+def _with_loyalty_tier(flatten_raw):
+    """flatten_raw as it would be once the flattener fills the new responses column from the record."""
+
+    def flatten(raw, **kwargs):
+        flat = flatten_raw(raw, **kwargs)
+        tiers = [json.loads(text).get("loyalty_tier") for text in raw.column("record_json").to_pylist()]
+        responses = flat.tables["responses"].append_column(LOYALTY_TIER.name, pa.array(tiers, pa.string()))
+        return dataclasses.replace(flat, tables={**flat.tables, "responses": responses})
+
+    return flatten
+
+
+def test_a_column_added_to_the_contract_reads_as_null_from_older_partitions(sandbox, tmp_path, monkeypatch):
+    lake = Lake(tmp_path / "lake")
+    resource = make_resources(sandbox, lake.root)["customergauge"]
+    p1, p2 = "2026-11-01-10:00", "2026-11-01-11:00"
+    with contextlib.closing(resource.get_client()) as client:
+        sync_partition(client, resource.sync_params(), lake, partition_key=p1, run_id="r1")
+        flatten_partition(lake, p1)
+        build_current(lake)  # a lake written with today's contract
+
+        responses = TABLES["responses"]
+        grown = dataclasses.replace(responses, columns=(*responses.columns, LOYALTY_TIER))
+        contract = {**TABLES, "responses": grown}
+        for module in (tables_module, current_module):
+            monkeypatch.setattr(module, "TABLES", contract)
+        monkeypatch.setattr(tables_module, "flatten_raw", _with_loyalty_tier(tables_module.flatten_raw))
+        tiers = {}
+        for i, record in enumerate(sandbox.append_records(5)):
+            tiers[record["number_customergauge"]] = f"tier-{i}"
+            sandbox.update_record(record["number_customergauge"], {"loyalty_tier": f"tier-{i}"})
+        sync_partition(client, resource.sync_params(), lake, partition_key=p2, run_id="r2")
+        flatten_partition(lake, p2)
+        counts = build_current(lake)
+
+    current = pq.read_table(lake.current_path("responses"))
+    assert current.schema == grown.arrow_schema
+    got = dict(zip(current["number_customergauge"].to_pylist(), current["loyalty_tier"].to_pylist(), strict=True))
+    assert counts["responses"] == len(got) == 355
+    assert {number: tier for number, tier in got.items() if tier is not None} == tiers
+    monkeypatch.undo()  # every other column equals the sandbox's records, flattened with today's contract
+    rows = read_current(lake)
+    for row in rows["responses"]:
+        del row["loyalty_tier"]
+    assert rows == expected_current(sandbox)

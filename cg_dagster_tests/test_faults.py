@@ -6,28 +6,26 @@ files in the table folders.
 """
 
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
-import yaml
 from dagster._serdes import serialize_value
 
+from cg_dagster.customergauge.assets import RAW_KEY, current_tables
 from cg_dagster.lib.client import CustomerGaugeAPIError, CustomerGaugeClient, SyncParams
 from cg_dagster.lib.lake import CursorConflictError, Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults
 from cg_dagster_tests._fixtures_runs import (
     assert_lake_correct,
-    PROJECT,
     RAW_OP,
     assert_exactly_once,
     assert_only_complete_files,
@@ -160,7 +158,9 @@ def test_persistent_failure_commits_nothing_and_the_same_partition_syncs_later(s
 def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     sandbox.faults = SandboxFaults(latency=0.2)
-    process = start_materialize(cli_env(sandbox, lake, dagster_home(tmp_path), per_page=50), P1)
+    home = dagster_home(tmp_path)
+    env = cli_env(sandbox, lake, home, per_page=50)
+    process = start_materialize(env, P1)
     try:
         deadline = time.monotonic() + CLI_TIMEOUT
         while responses_statuses(sandbox).count(200) < 2:
@@ -178,15 +178,21 @@ def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tm
     assert all(name.startswith("raw_responses__2026-11-01-1000.parquet.") for name in leftovers)
     assert_only_complete_files(lake, tmp_leftovers=leftovers)
 
-    # Rerun on another instance: the killed run stays STARTED in the first DAGSTER_HOME and holds its pool
-    # slot there until the daemon ends it (see test_the_daemon_frees_the_pool_slot_of_a_killed_run...).
+    # Rerun on the SAME DAGSTER_HOME with no daemon: the killed run stays STARTED there, but its sync lease
+    # died with its process, so the rerun syncs at once (and finishes well within CLI_TIMEOUT).
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [killed] = instance.get_runs()
+        assert killed.status == dg.DagsterRunStatus.STARTED
     sandbox.faults = SandboxFaults()
-    with dg.instance_for_test() as instance:
-        meta = raw_metadata(run(instance, make_resources(sandbox, lake.root), P1))
-    assert meta["sync_mode"] == "sync" and meta["cursor_start"] is None
+    rerun = start_materialize(env, P1)
+    output = rerun.communicate(timeout=CLI_TIMEOUT)[0]
+    assert rerun.returncode == 0, output[-3000:]
+    assert "waiting for the sync lease" not in output
     assert raw_numbers(lake, P1) == numbers(sandbox.records())
     assert_exactly_once(lake, sandbox)
     assert_only_complete_files(lake)  # the rerun's write of the same target removed the leftover
+    with dg.instance_for_test() as instance:
+        assert raw_metadata(run(instance, make_resources(sandbox, lake.root), P1))["sync_mode"] == "replay"
     assert_current_matches_sandbox(lake, sandbox)
 
 
@@ -261,31 +267,112 @@ def test_the_commit_refuses_when_another_sync_moved_the_head(sandbox, tmp_path):
     assert_lake_correct(lake, sandbox)
 
 
-def test_two_overlapping_dagster_processes_sync_one_at_a_time(sandbox, tmp_path):
+def run_messages(home: Path, partition: str) -> tuple[str | None, list[str]]:
+    """(run id, messages of its event log) of the newest run of ``partition`` in DAGSTER_HOME ``home``."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = [r for r in instance.get_runs() if r.tags.get("dagster/partition") == partition]
+        if not runs:
+            return None, []
+        return runs[0].run_id, [entry.user_message for entry in instance.all_logs(runs[0].run_id)]
+
+
+def wait_until(condition, process: subprocess.Popen, what: str):
+    """Poll ``condition`` until it returns something truthy (returned); fail if ``process`` ends first."""
+    deadline = time.monotonic() + CLI_TIMEOUT
+    while not (found := condition()):
+        assert process.poll() is None, f"{what}: the process ended\n" + process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return found
+
+
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """User + system CPU time of ``process`` and its children so far."""
+    tree = psutil.Process(process.pid)
+    total = 0.0
+    for member in (tree, *tree.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def test_a_sync_waits_idle_for_a_live_sync_naming_it_then_gives_up_or_goes_on_from_its_head(sandbox, tmp_path):
+    """Three `dagster asset materialize` processes on one DAGSTER_HOME (the shipped dagster.yaml). While the
+    first syncs P1, a second run of P2 with a 2 s wait gives up with the timeout error, and a third waits
+    without using the CPU; the wait, naming the first run, is in their run logs (lib logger captured by the
+    instance). Once the first commits, the third syncs P2 from the new head: nothing twice, nothing lost."""
     lake = Lake(tmp_path / "lake")
-    sandbox.faults = SandboxFaults(latency=0.05)
-    env = cli_env(sandbox, lake, dagster_home(tmp_path), per_page=50)
-    processes = [start_materialize(env, partition) for partition in (P1, P2)]
-    outputs = []
+    home = dagster_home(tmp_path)
+    env = cli_env(sandbox, lake, home, per_page=5)
+    sandbox.faults = SandboxFaults(latency=1.0)  # 71 slow pages: the first sync outlives the checks below
+    first = start_materialize(env, P1)
+    processes = [first]
     try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=CLI_TIMEOUT)[0])
+        wait_until(lambda: responses_statuses(sandbox).count(200), first, "the first sync served no page")
+        first_id = run_messages(home, P1)[0]
+
+        short_wait = {"ops": {RAW_OP: {"config": {"lookback_hour": -1, "lease_wait_seconds": 2}}}}
+        impatient = start_materialize(env, P2, short_wait)
+        processes.append(impatient)
+        output = impatient.communicate(timeout=CLI_TIMEOUT)[0]
+        assert impatient.returncode != 0
+        lease_file = lake.root / "_state" / "sync.lease"
+        assert f"gave up after waiting 2 s for the sync lease ({lease_file}): held by run {first_id} (pid " in output
+        assert "raise lease_wait_seconds (run config of raw_responses) or CG_LEASE_WAIT_SECONDS" in output
+        impatient_id, impatient_log = run_messages(home, P2)
+        assert any("waiting for the sync lease" in m and f"held by run {first_id}" in m for m in impatient_log)
+
+        patient = start_materialize(env, P2)
+        processes.append(patient)
+
+        def logged_wait():
+            run_id, messages = run_messages(home, P2)
+            return run_id != impatient_id and any("waiting for the sync lease" in m for m in messages)
+
+        wait_until(logged_wait, patient, "the waiting run logged no wait")
+        time.sleep(1)  # let Dagster's log-capture helper processes finish starting
+        before, started = cpu_seconds(patient), time.monotonic()
+        time.sleep(3)
+        used, window = cpu_seconds(patient) - before, time.monotonic() - started
+        assert used < 0.25 * window, f"the waiting run used {used:.2f} s of CPU in {window:.1f} s"
+        assert first.poll() is None and lake.read_head() is None  # the first is still syncing, nothing committed
+        sandbox.faults = SandboxFaults()
+        outputs = [process.communicate(timeout=CLI_TIMEOUT)[0] for process in (first, patient)]
     finally:
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-    assert [p.returncode for p in processes] == [0, 0], [out[-3000:] for out in outputs]
-    # Each process has its own token: the pages of one sync never interleave with the other's.
+    assert [first.returncode, patient.returncode] == [0, 0], [out[-3000:] for out in outputs]
+    # One token per process that synced (the impatient one never asked for one); pages never interleaved.
     tokens = [e.authorization for e in sandbox.requests_log if e.path.endswith("/responses")]
-    runs = [token for i, token in enumerate(tokens) if i == 0 or tokens[i - 1] != token]
-    assert len(runs) == len(set(runs)), runs
-    # Whichever ran first loaded everything; the other found nothing new (P2 first: P1 is then skipped).
-    assert lake.read_head().cursor == sandbox.last_cursor
-    sandbox.faults = SandboxFaults()
+    assert len(set(tokens)) == sandbox.token_requests == 2
+    assert tokens == sorted(tokens, key=tokens.index) and tokens[0] != tokens[-1]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [p2] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW_KEY, asset_partitions=[P2]), limit=1
+        ).records
+    p2_meta = {key: value.value for key, value in p2.asset_materialization.metadata.items()}
+    assert p2_meta["sync_mode"] == "sync" and p2_meta["cursor_start"] == sandbox.last_cursor == lake.read_head().cursor
+    assert raw_numbers(lake, P1) == numbers(sandbox.records()) and raw_numbers(lake, P2) == []
     with dg.instance_for_test() as instance:
         for partition in (P1, P2):
             run(instance, make_resources(sandbox, lake.root), partition)  # replays: flatten + current
     assert_lake_correct(lake, sandbox)
+
+
+def test_a_rebuild_of_the_current_tables_waits_for_the_one_running(sandbox, tmp_path, monkeypatch):
+    lake = Lake(tmp_path / "lake")
+    monkeypatch.setenv("CG_LEASE_WAIT_SECONDS", "0")
+    with lake.lease("current").hold("rebuilding-run", wait_seconds=0, setting="-"), dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [current_tables], instance=instance, resources=make_resources(sandbox, lake.root), raise_on_error=False
+        )
+    assert not result.success
+    error = failure_text(result)
+    assert "gave up after waiting 0 s for the current lease" in error and "held by run rebuilding-run (pid" in error
+    assert "raise CG_LEASE_WAIT_SECONDS" in error
+    assert not (lake.root / "current").exists()
 
 
 # ---- 10: upstream changes --------------------------------------------------------------------------------
@@ -403,56 +490,3 @@ def test_configuration_errors_fail_before_any_request_with_nothing_written(
         assert parent.read_text() == "not a folder"
     else:
         assert not lake.root.exists()
-
-
-def test_the_daemon_frees_the_pool_slot_of_a_killed_run_and_the_next_run_syncs(sandbox, tmp_path):
-    """The shipped run_monitoring settings with shorter times: a run killed with kill -9 stays STARTED holding
-    the sync pool's slot; the daemon ends it at max_runtime_seconds and frees the slot; the next
-    `dagster asset materialize` on the same DAGSTER_HOME then runs and loads everything exactly once."""
-    lake = Lake(tmp_path / "lake")
-    home = dagster_home(tmp_path)
-    shipped = yaml.safe_load((PROJECT / "dagster.yaml").read_text())
-    assert shipped["run_monitoring"]["enabled"] and shipped["run_monitoring"]["max_runtime_seconds"] > 0
-    fast = {**shipped["run_monitoring"], "max_runtime_seconds": 3, "cancel_timeout_seconds": 1,
-            "free_slots_after_run_end_seconds": 1, "poll_interval_seconds": 1}  # fmt: skip
-    (home / "dagster.yaml").write_text(yaml.safe_dump({**shipped, "run_monitoring": fast}))
-    env = cli_env(sandbox, lake, home, per_page=50)
-    sandbox.faults = SandboxFaults(latency=0.3)
-    killed = start_materialize(env, P1)
-    try:
-        deadline = time.monotonic() + CLI_TIMEOUT
-        while responses_statuses(sandbox).count(200) < 1:
-            assert killed.poll() is None and time.monotonic() < deadline, "the run served no page"
-            time.sleep(0.05)
-    finally:
-        os.killpg(killed.pid, signal.SIGKILL)
-        killed.communicate(timeout=CLI_TIMEOUT)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        [dead] = instance.get_runs()
-        assert dead.status == dg.DagsterRunStatus.STARTED
-        assert instance.event_log_storage.get_concurrency_info("customergauge_sync").claimed_slots
-
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "cg_dagster.definitions"],
-        env=env, cwd=PROJECT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                status = instance.get_run_by_id(dead.run_id).status
-                claimed = instance.event_log_storage.get_concurrency_info("customergauge_sync").claimed_slots
-            if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) and not claimed:
-                break
-            assert time.monotonic() < deadline, f"the daemon did not free the slot: run {status}, claimed {claimed}"
-            time.sleep(1)
-    finally:
-        os.killpg(daemon.pid, signal.SIGKILL)
-        daemon.wait(timeout=30)
-
-    sandbox.faults = SandboxFaults()
-    rerun = start_materialize(env, P1)
-    output = rerun.communicate(timeout=CLI_TIMEOUT)[0]
-    assert rerun.returncode == 0, output[-3000:]
-    assert raw_numbers(lake, P1) == numbers(sandbox.records())
-    assert_exactly_once(lake, sandbox)

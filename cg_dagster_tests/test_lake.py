@@ -1,9 +1,26 @@
-"""Lake housekeeping: stray temporary files of killed runs."""
+"""The lake (lib/lake.py) alone: stray temporary files, sync manifests (sidecar and footer), atomic writes, the
+head cursor file, quarantine markers."""
 
+import dataclasses
+import datetime as dt
+import json
 import os
 import time
 
-from cg_dagster.lib.lake import Lake
+import pyarrow.parquet as pq
+import pytest
+
+from cg_dagster.lib import lake as lake_module
+from cg_dagster.lib.flatten import raw_rows
+from cg_dagster.lib.lake import (
+    MANIFEST_FOOTER_KEY,
+    HeadCursor,
+    Lake,
+    LakeError,
+    SyncManifest,
+)
+
+T = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
 
 
 def test_sweep_tmp_removes_only_files_a_day_old(tmp_path):
@@ -19,3 +36,140 @@ def test_sweep_tmp_removes_only_files_a_day_old(tmp_path):
     assert lake.sweep_tmp() == [stale.name]
     assert sorted(p.name for p in tmp.iterdir()) == [fresh.name]
     assert Lake(tmp_path / "never-written").sweep_tmp() == []
+
+
+# ---- sync manifests: one read/write pair, sidecar and footer ------------------------------------------------
+
+P = "2026-11-01-10:00"
+MANIFEST = SyncManifest(
+    mode="sync", partition_key=P, run_id="run-1", cursor_start=None, cursor_end=350, pages=4, rows=350,
+    per_page=100, with_=("drivers", "tags"), filter=None,
+)  # fmt: skip
+# A footer exactly as the code before sidecars wrote it (json.dumps(asdict(SyncRecord), sort_keys=True)).
+OLD_FOOTER = (
+    b'{"cursor_end": 350, "cursor_start": null, "filter": null, "full_refresh": false, "kept_rows": 0, '
+    b'"lookback": null, "lookback_pages": 0, "lookback_rows": 0, "mode": "sync", "pages": 4, '
+    b'"partition_key": "2026-11-01-10:00", "per_page": 100, "reason": null, "rows": 350, "run_id": "run-1", '
+    b'"with_": ["drivers", "tags"]}'
+)
+
+
+def _raw_file(lake: Lake, footer: dict[bytes, bytes] | None = None):
+    path = lake.partition_path("raw_responses", P)
+    rows = raw_rows([{"number_customergauge": 1}], fetched_at=T, cursor_sent=None, sync_pass="cursor")
+    lake.write_table(path, rows, footer)
+    return path
+
+
+def test_manifest_written_as_sidecar_reads_back_equal_and_survives_a_rewrite(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    path = _raw_file(lake, MANIFEST.footer())
+    lake.write_manifest(path, MANIFEST)
+    sidecar = lake.root / "_state" / "manifests" / "raw_responses" / "2026-11-01-1000.json"
+    assert lake.manifest_path(path) == sidecar and json.loads(sidecar.read_text())["cursor_end"] == 350
+    assert lake.read_manifest(path) == MANIFEST
+    pq.write_table(pq.read_table(path).replace_schema_metadata(), path)  # a rewrite that drops the footer
+    assert MANIFEST_FOOTER_KEY not in pq.read_metadata(path).metadata
+    assert lake.read_manifest(path) == MANIFEST
+    path.unlink()  # the data file deleted: its range is still known
+    assert lake.read_manifest(path) == MANIFEST
+
+
+def test_a_footer_written_before_sidecars_reads_as_the_manifest(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    path = _raw_file(lake, {MANIFEST_FOOTER_KEY: OLD_FOOTER})
+    assert lake.read_manifest(path) == MANIFEST
+    assert not lake.manifest_path(path).exists()
+
+
+def test_a_footer_that_differs_from_the_sidecar_wins(tmp_path):
+    # A replay died after its data rename, before its sidecar write: the footer describes the rows.
+    lake = Lake(tmp_path / "lake")
+    replayed = dataclasses.replace(MANIFEST, mode="replay", run_id="run-2", kept_rows=1)
+    path = _raw_file(lake, replayed.footer())
+    lake.write_manifest(path, MANIFEST)
+    assert lake.read_manifest(path) == replayed
+
+
+def test_no_manifest_anywhere_reads_as_none(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    assert lake.read_manifest(lake.partition_path("raw_responses", P)) is None
+    assert lake.read_manifest(_raw_file(lake)) is None
+
+
+@pytest.mark.parametrize("where", ["sidecar", "footer"])
+def test_a_corrupt_manifest_is_a_lake_error_naming_its_place_and_the_fix(tmp_path, where):
+    lake = Lake(tmp_path / "lake")
+    if where == "footer":
+        path = _raw_file(lake, {MANIFEST_FOOTER_KEY: b'{"mode": "sync"}'})
+        place = f"the footer of {str(path)!r}"
+    else:
+        path = _raw_file(lake)
+        lake.manifest_path(path).parent.mkdir(parents=True)
+        lake.manifest_path(path).write_text("{not json")
+        place = repr(str(lake.manifest_path(path)))
+    with pytest.raises(LakeError, match="full_refresh: true") as info:
+        lake.read_manifest(path)
+    assert f"the sync manifest in {place} is corrupt" in str(info.value)
+
+
+# ---- atomic writes, head cursor, quarantine markers ------------------------------------------------------------
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_and_nothing_in_tmp(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    path = _raw_file(lake)
+    before = path.read_bytes()
+    rows = raw_rows([{"number_customergauge": 2}], fetched_at=T, cursor_sent=None, sync_pass="cursor")
+    with pytest.raises(RuntimeError, match="killed"), lake.parquet_writer(path, rows.schema) as writer:
+        writer.write(rows)
+        raise RuntimeError("killed")
+    assert path.read_bytes() == before
+    assert list((lake.root / "_tmp").iterdir()) == []
+    new = lake.partition_path("raw_responses", "2026-11-01-11:00")
+    with pytest.raises(RuntimeError, match="killed"), lake.parquet_writer(new, rows.schema) as writer:
+        raise RuntimeError("killed")
+    assert not new.exists() and list((lake.root / "_tmp").iterdir()) == []
+
+
+def test_a_json_write_that_fails_before_its_rename_keeps_the_old_head(tmp_path, monkeypatch):
+    lake = Lake(tmp_path / "lake")
+    head = HeadCursor(cursor=350, partition_key=P, run_id="run-1", committed_at="2026-11-01T10:05:00+00:00")
+    lake.write_head(head)
+
+    def no_rename(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lake_module.os, "replace", no_rename)
+    with pytest.raises(OSError, match="No space"):
+        lake.write_head(dataclasses.replace(head, cursor=400))
+    monkeypatch.undo()
+    assert lake.read_head() == head
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"cursor": 1}', "[]"])
+def test_a_corrupt_head_cursor_file_is_a_lake_error_naming_it_and_the_fix(tmp_path, text):
+    lake = Lake(tmp_path / "lake")
+    lake.ensure_writable()
+    path = lake.root / "_state" / "raw_responses.cursor.json"
+    path.write_text(text)
+    with pytest.raises(LakeError, match="full_refresh: true") as info:
+        lake.read_head()
+    assert f"cursor file {str(path)!r} is corrupt" in str(info.value)
+
+
+def test_quarantine_markers_are_kept_per_check_until_each_is_released(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    assert lake.quarantined() == {}
+    lake.quarantine(P, "responses_nps_in_range", {"metadata": {"out_of_range": 2}})
+    lake.quarantine(P, "responses_row_count_matches_raw", {"metadata": {"raw_rows": 3, "responses_rows": 2}})
+    marker = lake.root / "_state" / "quarantine" / "2026-11-01-1000" / "responses_nps_in_range.json"
+    assert json.loads(marker.read_text()) == {
+        "partition_key": P, "check": "responses_nps_in_range", "metadata": {"out_of_range": 2},
+    }  # fmt: skip
+    assert lake.quarantined() == {"2026-11-01-1000": ["responses_nps_in_range", "responses_row_count_matches_raw"]}
+    lake.release(P, "responses_nps_in_range")
+    lake.release(P, "responses_nps_in_range")  # no marker: no-op
+    assert lake.quarantined() == {"2026-11-01-1000": ["responses_row_count_matches_raw"]}
+    lake.release(P, "responses_row_count_matches_raw")
+    assert lake.quarantined() == {} and not marker.parent.exists()

@@ -10,14 +10,13 @@ import pytest
 
 import cg_dagster.lib.tables as tables_module  # where the flattened_tables asset calls flatten_raw
 from cg_dagster.customergauge.assets import RawResponsesConfig, current_tables, flattened_tables, raw_responses
-from cg_dagster.customergauge.checks import partition_checks
 from cg_dagster.lib.client import CustomerGaugeConfigError
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.sandbox.server import QueryInvalid, parse_responses_query
 from cg_dagster_tests.conftest import make_resources
 
-ASSETS = [raw_responses, flattened_tables, current_tables, *partition_checks]
+ASSETS = [raw_responses, flattened_tables, current_tables]  # the checks are check_specs of flattened_tables
 NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
 BAD, NEXT = "2026-11-01-10:00", "2026-11-01-11:00"
 

@@ -1,233 +1,658 @@
-"""Throughput and memory figures of the CustomerGauge pipeline against the local sandbox API.
+"""Issue 7's figures: what users run, timed against two references on the same sandbox pages.
 
-Run it with ``python3 run.py bench [--records N] [--per-page P]`` (defaults: 100,000 records, 1000 per page).
-It prints figures only; nothing is asserted. The sandbox runs as its own process
-(``python -m cg_dagster.sandbox``) so it does not share the GIL with the client, and every stage runs in a
-fresh Python process so its peak RSS (``ru_maxrss``) belongs to that stage alone. "import RSS" is the
-process's peak right after its imports, before any work: the stage's own memory is peak minus that.
+Run it with ``python3 run.py bench [--quick] [--with-1m] [--json PATH]``. It prints one table and asserts
+nothing (a figure past its target is printed "NOT MET"; it exits non-zero only when a run fails or a lake
+holds another number of records than the sandbox served). The machine is shared: the load average at start
+and end is printed and written with the figures.
 
-1. serve    ``CustomerGaugeClient.iter_pages`` over all N records, doing nothing with the pages: the cost of
-            the sandbox answering, HTTP and JSON parsing. The first pass ("cold") also pays the sandbox's
-            one-off JSON encoding of each record (it caches rows); the second ("warm") is what later
-            stages see.
-2. sync     ``sync_partition``: client -> raw_responses Parquet file (zstd) with the atomic commit. Also
-            the raw file's size in MB.
-3. flatten  ``flatten_partition`` (what the ``flattened_tables`` asset runs, without Dagster): the raw file
-            read in batches of RAW_BATCH_ROWS through ``flatten_raw`` into the five tables' files.
-4. current  ``build_current`` (DuckDB) over the lake written by stages 2-3.
-5. streaming peak RSS of stage 2 at N/4 and at N records (a fresh sandbox and lake for N/4). A ratio near
-            1.0 means memory does not grow with the number of records (one page in memory at a time).
-6. dagster  one ``dg.materialize`` of [raw_responses, flattened_tables, current_tables] for N records on a
-            temporary instance and a fresh lake: stages 2-4 plus Dagster's overhead, in one process.
+Every case is one process tree: wall time from start to exit, and peak RSS of the WHOLE tree (psutil: every
+~50 ms the RSS of the process and all its descendants is summed; the largest sum is reported, so a peak
+shorter than 50 ms can be missed, and memory shared between processes counts once per process). The sandbox
+(``python -m cg_dagster.sandbox``: 1000-record pages, all four ``with[]`` expansions) runs in its own process
+and is not measured; before the cases of a sandbox, one untimed pure fetch reads every page once, because the
+sandbox encodes each row on its first request and caches it.
 
-"cpu s" is the stage process's user+system CPU time; wall seconds well above it mean the stage waited,
-mostly for the sandbox process.
+Cases, for each size (1k, 100k, 500k; also 1M with ``--with-1m``; only 1k and 5k with ``--quick``), latency 0:
+- ``fetch``         pure fetch: a token, then every page pulled with requests (the product's query) and
+                    dropped; only the body's tail is parsed, for ``cursor.next``. ``in-process`` is the fetch
+                    loop alone, interpreter start and imports excluded.
+- ``floor``         Arrow floor: the same pages, ~8 MB of bodies at a time parsed by ``pyarrow.json`` as
+                    newline-delimited JSON (one row per page whose ``data`` is a list of structs; pages parsed
+                    in parallel) with an explicit schema, into the five flattened tables with the contract's
+                    schemas (dates read as UTC, nps as int8, list items exploded with their positions, a
+                    primary driver without a secondary kept), plus a raw table holding each page body as
+                    received (one row per page, not per record), appended to Parquet files with zstd.
+                    Left null: the columns whose JSON type varies between records, which ``pyarrow.json``
+                    cannot read (``account_number``, ``number_customer``, ``answer``, ``answer_number``), and
+                    ``extra_json``; no per-record validation, no cursor, no atomic commit. Every column it
+                    fills equals the product's flattening (test_benchmark.py).
+- ``cli_raw_flat``  ``dagster asset materialize -m cg_dagster.definitions`` of raw_responses and the five
+                    flattened tables (and whatever checks the CLI runs with them), one partition.
+- ``cli_group``     the same with ``--select 'group:customergauge'``: checks and current tables included.
+Each CLI run gets a fresh lake and a fresh DAGSTER_HOME prepared by run.py's ``ensure_dagster_home`` (the
+project's dagster.yaml linked in), and run config ``lookback_hour: -1`` (no trailing re-read). From the run's
+event log: ``raw step`` (STEP_START to STEP_SUCCESS of the raw_responses step), steps started, check results.
+Also, without ``--quick``:
+- ``fetch`` and ``cli_raw_flat`` at 100k records, the sandbox answering each request 200 ms late;
+- ``daemon_group``  at 1k: ``dagster-daemon run`` on a fresh DAGSTER_HOME (hourly schedule stopped, so no
+                    tick interferes) and the schedule's job submitted with ``dagster job launch`` through the
+                    queued run coordinator, as a schedule tick submits it. Wall: the run's creation to its
+                    end (``queued``: creation to start, the coordinator's dequeue interval included). RSS: the
+                    processes the daemon's tree started after the submission, code servers excepted.
+
+Targets (issue 7), judged on those cases: (1) cli_raw_flat / floor wall at 500k <= 1.7x; (2) cli_group /
+floor at 500k <= 2x; (3) cli_group at 1k <= 5 s, and the daemon's run; (4) at 200 ms/page and 100k, the raw
+step / the pure fetch loop <= 1.1x (the whole processes' ratio printed beside it); (5) peak RSS at 500k
+<= 400 MB (the larger of the two CLI cases) and within 15% between 100k and 1M (without ``--with-1m``:
+between 100k and 500k, said so in the table). ``--quick`` judges the same at its sizes.
+``--json PATH`` writes the cases, the targets, the commit measured and the machine.
 """
 
 import argparse
+import contextlib
+import datetime as dt
+import importlib.util
 import json
 import os
 import platform
-import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin: dagster, dagster-daemon
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
 PARTITION = "2026-11-01-10:00"
-NO_LOOKBACK = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}}
+RAW_OP = "customergauge__raw_responses"
+RUN_CONFIG = json.dumps({"ops": {RAW_OP: {"config": {"lookback_hour": -1}}}})
+FLAT_TABLES = ("responses", "response_drivers", "response_tags", "response_questions", "response_properties")
+RAW_FLAT_SELECTION = ",".join(f"customergauge/{name}" for name in ("raw_responses", *FLAT_TABLES))
+HOURLY_JOB, HOURLY_SCHEDULE = "customergauge_hourly_sync", "customergauge_hourly_sync_schedule"
+SIZES, QUICK_SIZES, MILLION = (1_000, 100_000, 500_000), (1_000, 5_000), 1_000_000
+LATENCY_S, LATENCY_RECORDS = 0.2, 100_000
+SAMPLE_S = 0.05
+FLOOR_BATCH_BYTES = 8 * 1024 * 1024  # page bytes the floor parses and writes at once (~6 pages)
+MB = 1024 * 1024
 
 
-# ---- stages: each runs in a fresh process (``--stage NAME``) and prints one JSON line ----------------
+# ---- references: run as child processes (``--reference fetch|floor``), print one JSON line ----------------
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def iter_bodies(base_url: str):
+    """Yield ``(cursor_sent, body bytes)`` for every page of the sync API, the empty last page included, with
+    the query the product sends (``SyncParams().query``: per_page 1000, all four with[]). Stops when
+    ``cursor.next`` is missing or does not grow. Raises requests.HTTPError on an HTTP error."""
+    import requests
 
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def make_client(base_url: str):
-    from cg_dagster.lib.client import CustomerGaugeClient
-
-    return CustomerGaugeClient(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, api_base_url=base_url,
-                               auth_base_url=base_url, backoff_factor=0.1)
-
-
-def stage_serve(args) -> dict:
     from cg_dagster.lib.client import SyncParams
 
+    with requests.Session() as session:
+        answer = session.post(f"{base_url}/oauth2/token", timeout=60, data={
+            "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+        answer.raise_for_status()
+        session.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        cursor = None
+        while True:
+            answer = session.get(f"{base_url}/v7/rest/sync/responses", params=SyncParams().query(cursor), timeout=60)
+            answer.raise_for_status()
+            yield cursor, answer.content
+            following = next_cursor(answer.content)
+            if following is None or (cursor is not None and following <= cursor):
+                return
+            cursor = following
+
+
+def next_cursor(body: bytes) -> int | None:
+    """``cursor.next`` of a page body, parsing only its tail when the body ends with the cursor object (as the
+    sandbox writes it), else the whole body."""
+    import orjson
+
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+        return orjson.loads(b"{" + body[body.rfind(b'"cursor":'):])["cursor"].get("next")
+    return (orjson.loads(body).get("cursor") or {}).get("next")
+
+
+def reference_fetch(base_url: str, out: Path) -> dict:
+    """Pure fetch: pull every page and drop it. Records are counted by their ``number_customergauge`` key."""
     records = pages = 0
-    with make_client(args.base_url) as client:
-        for page in client.iter_pages(SyncParams(per_page=args.per_page)):
-            records, pages = records + len(page.records), page.number
+    for _, body in iter_bodies(base_url):
+        records += body.count(b'"number_customergauge":')
+        pages += 1
     return {"records": records, "pages": pages}
 
 
-def stage_sync(args) -> dict:
-    from cg_dagster.lib.client import SyncParams
-    from cg_dagster.lib.lake import Lake
-    from cg_dagster.lib.sync import sync_partition
+def reference_floor(base_url: str, out: Path) -> dict:
+    """Arrow floor: the pages, FLOOR_BATCH_BYTES of bodies at a time, through ``pyarrow.json`` into the five
+    tables plus raw pages (module docstring), appended to ``out/<table>.parquet`` with zstd."""
+    import pyarrow.parquet as pq
 
-    with make_client(args.base_url) as client:
-        result = sync_partition(client, SyncParams(per_page=args.per_page), Lake(args.lake),
-                                partition_key=PARTITION, run_id="benchmark")
-    return {"records": result.rows, "pages": result.record.pages, "raw_mb": result.path.stat().st_size / 1e6}
+    from cg_dagster.lib.schemas import TABLES
+
+    page_schema, raw_schema = floor_schemas()
+    schemas = {name: TABLES[name].arrow_schema for name in FLAT_TABLES} | {"raw_pages": raw_schema}
+    writers = {name: pq.ParquetWriter(out / f"{name}.parquet", schema, compression="zstd",
+                                      use_dictionary=name != "raw_pages")  # a JSON blob has no repeats
+               for name, schema in schemas.items()}
+    rows, batch = dict.fromkeys(schemas, 0), []
+
+    def write() -> None:
+        for name, table in floor_tables(batch, page_schema, schemas).items():
+            writers[name].write_table(table)
+            rows[name] += table.num_rows
+        batch.clear()
+
+    try:
+        for page in iter_bodies(base_url):
+            batch.append(page)
+            if sum(len(body) for _, body in batch) >= FLOOR_BATCH_BYTES:
+                write()
+        if batch:
+            write()
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {"records": rows["responses"], "rows": rows}
 
 
-def stage_flatten(args) -> dict:
-    from cg_dagster.lib.lake import Lake
-    from cg_dagster.lib.tables import flatten_partition
+def floor_schemas() -> tuple:
+    """(schema of a page body as pyarrow.json reads it, schema of the floor's raw table)."""
+    import pyarrow as pa
 
-    done = flatten_partition(Lake(args.lake), PARTITION)
-    return {"records": done.rows["responses"], "rows_all_tables": sum(done.rows.values())}
+    text = pa.string()
+
+    def struct(*names: str) -> pa.DataType:
+        return pa.struct([(name, text) for name in names])
+
+    record = pa.struct([
+        ("number_customergauge", pa.int64()), ("status", text), ("contact", struct("first_name", "last_name")),
+        ("account", struct("name")), ("number_order", text), ("email", text), ("phone", text),
+        ("nps", pa.int64()), ("comment", struct("original", "translation")),
+        *[(name, text) for name in ("date_creation", "date_order", "date_sent", "date_survey_response")],
+        ("language", text), ("locale", text),
+        ("follow_up", pa.struct([("requested", pa.bool_()), ("details", text)])),
+        ("tags", pa.list_(struct("label", "type", "sentiment"))), ("questions", pa.list_(struct("title"))),
+        ("selected_drivers", pa.list_(pa.struct([("primary", text), ("secondary", pa.list_(text))]))),
+        ("properties", pa.list_(struct("field", "reference"))),
+        ("custom_fields", pa.list_(struct("field", "reference"))),
+    ])
+    raw = pa.schema([("cursor_sent", pa.int64()), ("fetched_at", pa.timestamp("us", tz="UTC")),
+                     ("page_json", text)])
+    return pa.schema([("data", pa.list_(record))]), raw
 
 
-def stage_current(args) -> dict:
-    from cg_dagster.lib.current import build_current
-    from cg_dagster.lib.lake import Lake
-
-    counts = build_current(Lake(args.lake))
-    return {"records": counts["responses"], "rows_all_tables": sum(counts.values())}
+FLOOR_NULL_COLUMNS = {"account_number", "number_customer", "answer", "answer_number", "extra_json"}
 
 
-def stage_dagster(args) -> dict:
+def floor_tables(pages: list[tuple[int | None, bytes]], page_schema, schemas: dict) -> dict:
+    """Pages ``(cursor_sent, body)`` -> {table name: pyarrow.Table} with ``schemas``' column types (module
+    docstring). The bodies are parsed as one newline-delimited buffer (one block per page, blocks in parallel);
+    ``fetched_at`` is the batch's parse time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    fetched_at = pa.scalar(dt.datetime.now(dt.UTC), pa.timestamp("us", tz="UTC"))
+    bodies = [body for _, body in pages]
+    parsed = pj.read_json(pa.BufferReader(b"\n".join(bodies)),
+                          read_options=pj.ReadOptions(block_size=max(map(len, bodies)) + 1),
+                          parse_options=pj.ParseOptions(explicit_schema=page_schema,
+                                                        unexpected_field_behavior="ignore"))
+    records = pc.list_flatten(parsed.column("data")).combine_chunks()
+    numbers = records.field("number_customergauge")
+
+    def table(name: str, columns: dict) -> pa.Table:
+        size = len(next(iter(columns.values())))
+        columns |= {"fetched_at": pa.repeat(fetched_at, size)}
+        schema = schemas[name]
+        left_out = set(schema.names) - set(columns)
+        if not left_out <= FLOOR_NULL_COLUMNS:
+            raise RuntimeError(f"the floor has no column {sorted(left_out)} of {name}: update floor_tables")
+        return pa.Table.from_arrays([columns.get(f.name, pa.nulls(size, f.type)) for f in schema], schema=schema)
+
+    def explode(lists: pa.Array) -> tuple:
+        """(items, parent index of each item, 0-based position of each item in its list)."""
+        parents = pc.list_parent_indices(lists)
+        offsets = lists.offsets.to_numpy()
+        positions = np.arange(len(parents)) + offsets[0] - offsets[parents.to_numpy()]
+        return lists.flatten(), parents, pa.array(positions, pa.int32())
+
+    def date(name: str) -> pa.Array:
+        parsed = pc.strptime(records.field(name), format="%Y-%m-%d %H:%M:%S", unit="us", error_is_null=True)
+        return pc.assume_timezone(parsed, "UTC")
+
+    def nested(name: str, key: str) -> pa.Array:
+        return records.field(name).field(key)
+
+    tables = {"raw_pages": pa.table({"cursor_sent": pa.array([cursor for cursor, _ in pages], pa.int64()),
+                                     "fetched_at": pa.repeat(fetched_at, len(pages)),
+                                     "page_json": pa.array(bodies, pa.binary()).cast(pa.string())},
+                                    schema=schemas["raw_pages"])}
+    tables["responses"] = table("responses", {
+        "number_customergauge": numbers, "status": records.field("status"),
+        "contact_first_name": nested("contact", "first_name"), "contact_last_name": nested("contact", "last_name"),
+        "account_name": nested("account", "name"), "number_order": records.field("number_order"),
+        "email": records.field("email"), "phone": records.field("phone"),
+        "nps": records.field("nps").cast(pa.int8()),
+        "comment_original": nested("comment", "original"), "comment_translation": nested("comment", "translation"),
+        **{name: date(name) for name in ("date_creation", "date_order", "date_sent", "date_survey_response")},
+        "language": records.field("language"), "locale": records.field("locale"),
+        "follow_up_requested": nested("follow_up", "requested"), "follow_up_details": nested("follow_up", "details"),
+    })
+    drivers, parents, positions = explode(records.field("selected_drivers"))
+    secondary = drivers.field("secondary")
+    alone = pc.equal(pc.fill_null(pc.list_value_length(secondary), 0), 0)  # a primary without a secondary
+    one_null = pa.scalar([None], secondary.type)
+    secondaries, pairs, secondary_positions = explode(pc.if_else(alone, one_null, secondary))
+    tables["response_drivers"] = table("response_drivers", {
+        "number_customergauge": numbers.take(parents.take(pairs)), "driver_position": positions.take(pairs),
+        "primary_driver": drivers.field("primary").take(pairs),
+        "secondary_position": pc.if_else(alone.take(pairs), pa.scalar(None, pa.int32()), secondary_positions),
+        "secondary_driver": secondaries, "driver_source": pa.repeat(pa.scalar("selected_drivers"), len(pairs)),
+    })
+    tags, parents, positions = explode(records.field("tags"))
+    tables["response_tags"] = table("response_tags", {
+        "number_customergauge": numbers.take(parents), "tag_position": positions, "label": tags.field("label"),
+        "tag_type": tags.field("type"), "sentiment": tags.field("sentiment"),
+    })
+    questions, parents, positions = explode(records.field("questions"))
+    tables["response_questions"] = table("response_questions", {
+        "number_customergauge": numbers.take(parents), "question_position": positions,
+        "title": questions.field("title"),
+    })
+    properties = []
+    for origin in ("properties", "custom_fields"):
+        items, parents, positions = explode(records.field(origin))
+        properties.append(table("response_properties", {
+            "number_customergauge": numbers.take(parents), "property_position": positions,
+            "field": items.field("field"), "reference": items.field("reference"),
+            "property_origin": pa.repeat(pa.scalar(origin), len(items)),
+        }))
+    tables["response_properties"] = pa.concat_tables(properties)
+    return tables
+
+
+REFERENCES = {"fetch": reference_fetch, "floor": reference_floor}
+
+
+def run_reference_here(name: str, base_url: str, out: Path) -> None:
+    """Child side: run one reference and print ``{"records", "work_s", ...}`` as one JSON line (``work_s``:
+    the reference's own duration, imports and interpreter start excluded)."""
+    import cg_dagster.lib.client  # noqa: F401  (requests; imported before the clock starts)
+
+    if name == "floor":
+        import pyarrow.compute, pyarrow.json, pyarrow.parquet  # noqa: F401, E401
+
+    start = time.perf_counter()
+    figures = REFERENCES[name](base_url, out)
+    print(json.dumps({**figures, "work_s": time.perf_counter() - start}), flush=True)
+
+
+# ---- measuring a process tree -----------------------------------------------------------------------------
+
+
+def tree_rss(root, keep=None) -> int:
+    """Bytes of RSS summed over ``root`` and all its descendants, or only over those ``keep(process)``
+    accepts. Processes that end meanwhile count 0."""
+    import psutil
+
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if keep is None or keep(process):
+                total += process.memory_info().rss
+    return total
+
+
+def measure(command: list[str], env: dict, log: Path) -> dict:
+    """Run ``command`` (cwd: the project), sampling its tree's RSS every SAMPLE_S; return ``{"wall_s",
+    "peak_rss_mb", "stdout"}``. Output goes to ``log``.out/.err; SystemExit with its tail if it fails."""
+    import psutil
+
+    peak = 0
+    with open(f"{log}.out", "w+") as out, open(f"{log}.err", "w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            peak = max(peak, tree_rss(root))
+            time.sleep(SAMPLE_S)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:6])} ... exited {process.returncode}:\n"
+                         f"{stdout[-3000:]}\n{stderr[-5000:]}")
+    return {"wall_s": wall, "peak_rss_mb": peak / MB, "stdout": stdout}
+
+
+# ---- the cases --------------------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """``python -m cg_dagster.sandbox`` with ``records`` records on a free port, answering ``latency`` s late."""
+
+    def __init__(self, records: int, latency: float):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cg_dagster.sandbox", "--port", "0", "--records", str(records),
+             "--latency", str(latency), "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.process.stdout.readline().strip()  # "sandbox listening on http://127.0.0.1:PORT"
+        if not line.startswith("sandbox listening on "):
+            self.process.kill()
+            raise SystemExit(f"the sandbox did not start (first line: {line!r})")
+        self.base_url = line.rsplit(" ", 1)[1]
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class Bench:
+    """Runs the cases into ``self.cases`` (a list of dicts, see ``case``), in temporary folders under ``tmp``."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.cases: list[dict] = []
+        spec = importlib.util.spec_from_file_location("cg_run_py", ROOT / "run.py")
+        self.run_py = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.run_py)
+
+    def folder(self, label: str) -> Path:
+        path = self.tmp / f"{label}-{len(self.cases)}-{uuid.uuid4().hex[:6]}"
+        path.mkdir()
+        return path
+
+    def case(self, kind: str, records: int, latency: float, figures: dict, records_out: int, **extra) -> dict:
+        """Record one case: kind, records served, latency ms, wall s, records/s, peak RSS MB, records written."""
+        if records_out != records:
+            raise SystemExit(f"{kind} at {records:,} records handled {records_out:,} records: the figures are void")
+        done = {"case": kind, "records": records, "latency_ms": round(latency * 1000), "wall_s": figures["wall_s"],
+                "records_per_s": records / figures["wall_s"], "peak_rss_mb": figures["peak_rss_mb"],
+                "records_out": records_out, **extra}
+        self.cases.append(done)
+        print(f"  {kind:<13} {records:>9,} rec  {done['latency_ms']:>3} ms  {done['wall_s']:>7.2f} s  "
+              f"{done['peak_rss_mb']:>6.0f} MB", flush=True)
+        return done
+
+    def reference(self, name: str, sandbox: Sandbox, records: int, latency: float, timed: bool = True) -> None:
+        folder = self.folder(name)
+        figures = measure([sys.executable, __file__, "--reference", name, "--base-url", sandbox.base_url,
+                           "--out", str(folder)], os.environ.copy(), folder / "log")
+        result = json.loads(figures["stdout"].strip().splitlines()[-1])
+        if timed:
+            self.case(name, records, latency, figures, result["records"], work_s=result["work_s"])
+        elif result["records"] != records:
+            raise SystemExit(f"the sandbox served {result['records']:,} records, not {records:,}")
+
+    def home_env(self, folder: Path, base_url: str) -> dict:
+        """A fresh DAGSTER_HOME prepared by run.py's ``ensure_dagster_home`` and the sandbox's settings."""
+        previous = os.environ.get("DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(folder / "dagster_home")
+        try:
+            env = self.run_py.ensure_dagster_home()
+        finally:
+            os.environ.pop("DAGSTER_HOME")
+            if previous is not None:
+                os.environ["DAGSTER_HOME"] = previous
+        env = {key: value for key, value in env.items() if not key.startswith(("CUSTOMERGAUGE_", "CG_"))}
+        return env | {"CUSTOMERGAUGE_CLIENT_ID": CLIENT_ID, "CUSTOMERGAUGE_CLIENT_SECRET": CLIENT_SECRET,
+                      "CUSTOMERGAUGE_API_BASE_URL": base_url, "CUSTOMERGAUGE_AUTH_BASE_URL": base_url,
+                      "CG_LAKE_ROOT": str(folder / "lake")}
+
+    def cli(self, kind: str, sandbox: Sandbox, records: int, latency: float) -> None:
+        folder = self.folder(kind)
+        env = self.home_env(folder, sandbox.base_url)
+        selection = RAW_FLAT_SELECTION if kind == "cli_raw_flat" else "group:customergauge"
+        figures = measure([str(BIN / "dagster"), "asset", "materialize", "-m", "cg_dagster.definitions",
+                           "--select", selection, "--partition", PARTITION, "--config-json", RUN_CONFIG],
+                          env, folder / "log")
+        home = Path(env["DAGSTER_HOME"])
+        with dagster_instance(home) as instance:
+            [run] = instance.get_runs(limit=1)
+            facts = run_facts(instance, run.run_id)
+        self.case(kind, records, latency, figures, lake_records(folder / "lake", kind), **facts)
+
+    def daemon(self, sandbox: Sandbox, records: int) -> None:
+        """The hourly job submitted to a running ``dagster-daemon`` (see module docstring)."""
+        import psutil
+
+        folder = self.folder("daemon")
+        env = self.home_env(folder, sandbox.base_url)
+        location = ["-m", "cg_dagster.definitions"]
+        measure([str(BIN / "dagster"), "schedule", "stop", HOURLY_SCHEDULE, *location], env, folder / "stop")
+        with open(folder / "daemon.log", "w") as log:
+            daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", *location], cwd=ROOT, env=env,
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            with dagster_instance(Path(env["DAGSTER_HOME"])) as instance:
+                wait_for(lambda: "QUEUED_RUN_COORDINATOR" in instance.get_daemon_heartbeats(), 180,
+                         f"dagster-daemon did not start (see {folder / 'daemon.log'})")
+                root, peak, record, run_id = psutil.Process(daemon.pid), 0, None, str(uuid.uuid4())
+                before = {process.pid for process in root.children(recursive=True)}
+                measure([str(BIN / "dagster"), "job", "launch", *location, "-j", HOURLY_JOB, "--run-id", run_id,
+                         "--tags", json.dumps({"dagster/partition": PARTITION}), "--config-json", RUN_CONFIG],
+                        env, folder / "launch")
+
+                def in_run(process) -> bool:  # started since the submission, and not a code server
+                    return process.pid not in before and "api grpc" not in " ".join(process.cmdline())
+
+                deadline = time.monotonic() + 1800
+                while record is None or not record.dagster_run.is_finished:
+                    if time.monotonic() > deadline or daemon.poll() is not None:
+                        raise SystemExit(f"the daemon's run {run_id} did not finish (see {folder / 'daemon.log'})")
+                    peak = max(peak, tree_rss(root, keep=in_run))
+                    time.sleep(SAMPLE_S)
+                    record = instance.get_run_record_by_id(run_id)
+                if not record.dagster_run.is_success:
+                    raise SystemExit(f"the daemon's run {run_id} ended {record.dagster_run.status}")
+                facts = run_facts(instance, run_id)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGTERM)  # the daemon, its code server and what they started
+            daemon.wait(timeout=60)
+        submitted = record.create_timestamp.timestamp()
+        self.case("daemon_group", records, 0, {"wall_s": record.end_time - submitted, "peak_rss_mb": peak / MB},
+                  lake_records(folder / "lake", "cli_group"), queued_s=record.start_time - submitted, **facts)
+
+    def size(self, records: int, latency: float, kinds: tuple[str, ...], daemon: bool = False) -> None:
+        print(f"sandbox: {records:,} records, latency {latency * 1000:.0f} ms", flush=True)
+        with Sandbox(records, latency) as sandbox:
+            self.reference("fetch", sandbox, records, latency, timed=False)  # warms the sandbox's row cache
+            for kind in kinds:
+                if kind.startswith("cli_"):
+                    self.cli(kind, sandbox, records, latency)
+                else:
+                    self.reference(kind, sandbox, records, latency)
+            if daemon:
+                self.daemon(sandbox, records)
+
+
+@contextlib.contextmanager
+def dagster_instance(home: Path):
     import dagster as dg
 
-    from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
-    from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
-
-    resources = {
-        "customergauge": CustomerGaugeResource(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                                               api_base_url=args.base_url, auth_base_url=args.base_url,
-                                               per_page=args.per_page),
-        "lake": LakeResource(root=args.lake),
-    }
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([raw_responses, flattened_tables, current_tables], instance=instance,
-                                resources=resources, partition_key=PARTITION, run_config=NO_LOOKBACK)
-    [raw] = result.asset_materializations_for_node("customergauge__raw_responses")
-    return {"records": raw.metadata["dagster/row_count"].value}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
 
 
-STAGES = {"serve": stage_serve, "sync": stage_sync, "flatten": stage_flatten, "current": stage_current,
-          "dagster": stage_dagster}
+def run_facts(instance, run_id: str) -> dict:
+    """From the run's event log: ``raw_step_s`` (STEP_START to STEP_SUCCESS of the step whose key ends in
+    raw_responses), ``steps`` (steps started) and ``checks`` (asset check evaluations)."""
+    import dagster as dg
+
+    kinds = dg.DagsterEventType
+    events = [(event.dagster_event.event_type, event) for event in
+              instance.all_logs(run_id, of_type={kinds.STEP_START, kinds.STEP_SUCCESS, kinds.ASSET_CHECK_EVALUATION})]
+    raw = {kind: event.timestamp for kind, event in events
+           if kind != kinds.ASSET_CHECK_EVALUATION and (event.step_key or "").endswith("raw_responses")}
+    if len(raw) != 2:
+        raise SystemExit(f"run {run_id} has no raw_responses step start and success: {sorted(map(str, raw))}")
+    return {"raw_step_s": raw[kinds.STEP_SUCCESS] - raw[kinds.STEP_START],
+            "steps": sum(kind == kinds.STEP_START for kind, _ in events),
+            "checks": sum(kind == kinds.ASSET_CHECK_EVALUATION for kind, _ in events)}
 
 
-def run_stage_here(args) -> None:
-    """Child side: import what the stage needs, then time it; print the figures as one JSON line."""
-    import cg_dagster.lib.sync  # noqa: F401  (pyarrow, requests: part of every stage's baseline)
+def lake_records(lake_root: Path, kind: str) -> int:
+    """Rows of the run's raw_responses file; SystemExit unless responses (and for the whole group
+    current/responses) hold as many."""
+    import pyarrow.parquet as pq
 
-    import_rss = peak_rss_mb()
-    cpu_before, start = cpu_seconds(), time.perf_counter()
-    figures = STAGES[args.stage](args)
-    seconds = time.perf_counter() - start
-    figures.update(seconds=seconds, cpu=cpu_seconds() - cpu_before, peak_mb=peak_rss_mb(), import_mb=import_rss)
-    print(json.dumps(figures), flush=True)
+    from cg_dagster.lib.lake import Lake
 
-
-# ---- parent: sandbox processes, stage processes, the printed figures ---------------------------------
-
-
-def start_sandbox(records: int) -> tuple[subprocess.Popen, str]:
-    """``python -m cg_dagster.sandbox`` on a free port; returns (process, base URL) once it listens."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cg_dagster.sandbox", "--port", "0", "--records", str(records),
-         "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-    line = process.stdout.readline().strip()  # "sandbox listening on http://127.0.0.1:PORT"
-    if not line.startswith("sandbox listening on "):
-        process.kill()
-        raise SystemExit(f"the sandbox did not start (first line: {line!r})")
-    return process, line.rsplit(" ", 1)[1]
+    lake = Lake(lake_root)
+    paths = [lake.partition_path(name, PARTITION) for name in ("raw_responses", "responses")]
+    paths += [lake.current_path("responses")] if kind != "cli_raw_flat" else []
+    counts = {path.relative_to(lake_root).as_posix(): pq.ParquetFile(path).metadata.num_rows for path in paths}
+    if len(set(counts.values())) != 1:
+        raise SystemExit(f"the lake's counts differ: {counts}")
+    return counts[paths[0].relative_to(lake_root).as_posix()]
 
 
-def stop_sandbox(process: subprocess.Popen) -> None:
-    process.terminate()
-    process.wait(timeout=30)
+def wait_for(condition, seconds: float, message: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(message)
+        time.sleep(0.2)
 
 
-def run_stage(stage: str, base_url: str, lake: Path, per_page: int) -> dict:
-    command = [sys.executable, __file__, "--stage", stage, "--base-url", base_url, "--lake", str(lake),
-               "--per-page", str(per_page)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"stage {stage} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+# ---- ratios and the table ---------------------------------------------------------------------------------
 
 
-def report(label: str, figures: dict, extra: str = "") -> None:
-    rate = figures["records"] / figures["seconds"] if figures["seconds"] else float("nan")
-    print(f"{label:<22} {figures['records']:>9,} rec {figures['seconds']:>8.2f} s {rate:>10,.0f} rec/s "
-          f"{figures['cpu']:>7.2f} cpu s   peak RSS {figures['peak_mb']:>6.0f} MB "
-          f"(import {figures['import_mb']:.0f} MB){extra}", flush=True)
+def ratios(cases: list[dict], sizes: tuple[int, ...], quick: bool) -> list[dict]:
+    """Issue 7's targets, each {"target", "value", "unit", "limit", "met", "compares"} (value None when the
+    cases were not run)."""
+    by_key = {(case["case"], case["records"], case["latency_ms"]): case for case in cases}
+
+    def find(kind: str, records: int, latency_ms: int = 0) -> dict | None:
+        return by_key.get((kind, records, latency_ms))
+
+    big = 500_000 if 500_000 in sizes else max(sizes)
+    small = 100_000 if 100_000 in sizes else min(sizes)
+    largest = max(sizes)
+    floor = find("floor", big)
+    latency_fetch = find("fetch", LATENCY_RECORDS, round(LATENCY_S * 1000))
+    latency_sync = find("cli_raw_flat", LATENCY_RECORDS, round(LATENCY_S * 1000))
+
+    def peak(records: int) -> float:
+        return max(find(kind, records)["peak_rss_mb"] for kind in ("cli_raw_flat", "cli_group"))
+
+    def item(target: str, value: float | None, unit: str, limit: float, compares: str) -> dict:
+        met = None if value is None else abs(value) <= limit
+        return {"target": target, "value": value, "unit": unit, "limit": limit, "met": met, "compares": compares}
+
+    daemon = find("daemon_group", 1_000)
+    return [
+        item(f"1 raw+flattened / Arrow floor @{big:,}", find("cli_raw_flat", big)["wall_s"] / floor["wall_s"], "x",
+             1.7, "whole-process wall: dagster CLI (raw + 5 flattened) / floor process"),
+        item(f"2 whole group / Arrow floor @{big:,}", find("cli_group", big)["wall_s"] / floor["wall_s"], "x",
+             2.0, "whole-process wall: dagster CLI (group:customergauge) / floor process"),
+        item("3a hourly run, CLI @1,000", find("cli_group", 1_000)["wall_s"], "s", 5.0,
+             "whole-process wall of the dagster CLI, group:customergauge"),
+        item("3b hourly run, daemon @1,000", daemon and daemon["wall_s"], "s", 5.0,
+             "submission to end of the run launched by dagster-daemon" + (" (not run: --quick)" if quick else "")),
+        item(f"4 latency hidden @{LATENCY_RECORDS:,}, {LATENCY_S * 1000:.0f} ms",
+             latency_sync and latency_sync["raw_step_s"] / latency_fetch["work_s"], "x", 1.1,
+             "raw_responses step (event log) / pure fetch loop; whole processes: "
+             + (f"{latency_sync['wall_s'] / latency_fetch['wall_s']:.2f}x" if latency_sync else "not run (--quick)")),
+        item(f"5a peak RSS @{big:,}", peak(big), "MB", 400, "whole process tree, max of the two CLI cases"),
+        item(f"5b RSS growth {small:,} -> {largest:,}", peak(largest) / peak(small) - 1, "%", 0.15,
+             "peak RSS (max of the two CLI cases); the issue asks 100k -> 1M"
+             + ("" if largest == MILLION else ": without --with-1m this is not that figure")),
+    ]
 
 
-def print_machine() -> None:
+def print_table(cases: list[dict], targets: list[dict]) -> None:
+    """The one table: every case, then every target with its value and verdict."""
+    print(f"\n{'case':<40}{'wall s':>9}{'records/s':>11}{'peak RSS MB':>13}   notes")
+    for c in cases:
+        label = f"{c['case']} {c['records']:,}" + (f" @{c['latency_ms']} ms/page" if c["latency_ms"] else "")
+        notes = [f"{name} {c[key]:.2f} s" for key, name in
+                 (("raw_step_s", "raw step"), ("work_s", "in-process"), ("queued_s", "queued")) if key in c]
+        notes += [f"{c[key]} {key}" for key in ("steps", "checks") if key in c]
+        print(f"{label:<40}{c['wall_s']:>9.2f}{c['records_per_s']:>11,.0f}{c['peak_rss_mb']:>13.0f}   "
+              + ", ".join(notes))
+    print(f"{'target':<40}{'value':>9}{'limit':>11}{'verdict':>13}   compares")
+    for t in targets:
+        percent = t["unit"] == "%"
+        if t["value"] is None:
+            value, verdict = "-", "not run"
+        else:
+            value = f"{t['value']:+.0%}" if percent else f"{t['value']:.{0 if t['unit'] == 'MB' else 2}f}{t['unit']}"
+            verdict = "met" if t["met"] else "NOT MET"
+        limit = f"±{t['limit']:.0%}" if percent else f"<= {t['limit']:g}{t['unit']}"
+        print(f"{t['target']:<40}{value:>9}{limit:>11}{verdict:>13}   {t['compares']}")
+
+
+def machine() -> dict:
     import dagster
-    import duckdb
+    import orjson
+    import psutil
     import pyarrow
 
-    print(f"machine: nproc {os.cpu_count()}, {platform.platform()}, python {platform.python_version()}, "
-          f"pyarrow {pyarrow.__version__}, duckdb {duckdb.__version__}, dagster {dagster.__version__}")
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpus": os.cpu_count(), "cpu": model, "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "platform": platform.platform(), "python": platform.python_version(), "dagster": dagster.__version__,
+            "pyarrow": pyarrow.__version__, "orjson": orjson.__version__, "load_avg_start": os.getloadavg()}
 
 
-def run_all(records: int, per_page: int) -> None:
-    print_machine()
-    print(f"records {records:,}, per_page {per_page}; every stage is a fresh process, the sandbox another\n")
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def run_all(quick: bool, with_1m: bool, json_path: Path | None) -> None:
+    sizes = QUICK_SIZES if quick else SIZES + ((MILLION,) if with_1m else ())
+    facts = {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--short").splitlines(),
+             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "quick": quick,
+             "machine": machine()}
+    print(f"commit {facts['commit']} ({len(facts['uncommitted'])} files uncommitted)", flush=True)
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
-        lake, small_lake, dagster_lake = Path(tmp, "lake"), Path(tmp, "lake_quarter"), Path(tmp, "lake_dagster")
-        started = time.perf_counter()
-        sandbox, base_url = start_sandbox(records)
-        print(f"(sandbox with {records:,} records up in {time.perf_counter() - started:.1f} s)")
-        try:
-            report("1. serve (cold)", run_stage("serve", base_url, lake, per_page))
-            report("1. serve (warm)", run_stage("serve", base_url, lake, per_page))
-            sync = run_stage("sync", base_url, lake, per_page)
-            report("2. sync -> raw", sync, f"   raw file {sync['raw_mb']:.1f} MB")
-            flat = run_stage("flatten", base_url, lake, per_page)
-            report("3. flatten", flat, f"   {flat['rows_all_tables']:,} rows in 5 tables")
-            current = run_stage("current", base_url, lake, per_page)
-            report("4. current (duckdb)", current, f"   {current['rows_all_tables']:,} rows in 5 tables")
-            e2e = run_stage("dagster", base_url, dagster_lake, per_page)
-        finally:
-            stop_sandbox(sandbox)
-        quarter = max(records // 4, 1)
-        sandbox, base_url = start_sandbox(quarter)
-        try:
-            run_stage("serve", base_url, small_lake, per_page)  # warm the sandbox's row cache, as for N
-            small = run_stage("sync", base_url, small_lake, per_page)
-        finally:
-            stop_sandbox(sandbox)
-    report("5. sync at N/4", small)
-    print(f"5. streaming: sync peak RSS {small['peak_mb']:.0f} MB at {quarter:,} records, "
-          f"{sync['peak_mb']:.0f} MB at {records:,} records: ratio N/(N/4) = {sync['peak_mb'] / small['peak_mb']:.2f}; "
-          f"above import: {small['peak_mb'] - small['import_mb']:.0f} MB -> {sync['peak_mb'] - sync['import_mb']:.0f} MB")
-    report("6. dagster materialize", e2e, "   raw + flattened + current, one run")
+        bench = Bench(Path(tmp))
+        for records in sizes:
+            bench.size(records, 0.0, ("fetch", "floor", "cli_raw_flat", "cli_group"),
+                       daemon=records == 1_000 and not quick)
+        if not quick:
+            bench.size(LATENCY_RECORDS, LATENCY_S, ("fetch", "cli_raw_flat"))
+    targets = ratios(bench.cases, sizes, quick)
+    facts["machine"]["load_avg_end"] = os.getloadavg()
+    print_table(bench.cases, targets)
+    print(f"\nmachine: {facts['machine']}")
+    if json_path:
+        json_path.write_text(json.dumps({**facts, "cases": bench.cases, "ratios": targets}, indent=2))
+        print(f"figures written to {json_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=100_000, help="records in the sandbox (default 100000)")
-    parser.add_argument("--per-page", type=int, default=1000, help="records per page, 1..1000 (default 1000)")
-    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)  # internal: child process
+    parser.add_argument("--quick", action="store_true", help="1k and 5k records, latency 0, no daemon run (CI)")
+    parser.add_argument("--with-1m", action="store_true", help="also 1,000,000 records (memory growth 100k -> 1M)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--reference", choices=sorted(REFERENCES), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
-    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.records < 1 or not 1 <= args.per_page <= 1000:
-        parser.error("--records must be >= 1 and --per-page from 1 to 1000")
-    if args.stage:
-        run_stage_here(args)
+    if args.quick and args.with_1m:
+        parser.error("--quick and --with-1m exclude each other: --quick is the small CI run")
+    if args.json and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: the folder {args.json.parent} does not exist; create it or pick another")
+    if args.reference:
+        run_reference_here(args.reference, args.base_url, args.out)
     else:
-        run_all(args.records, args.per_page)
+        run_all(args.quick, args.with_1m, args.json)
     return 0
 
 

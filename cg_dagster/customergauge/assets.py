@@ -11,24 +11,21 @@ import os
 
 import dagster as dg
 
+from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS, partition_check_results
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, FLAT_TABLES, GROUP, RAW_KEY
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.lib.current import CURRENT_TABLES, build_current
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
+from cg_dagster.lib.lookback import explain, last_reread, plan_lookback
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import RAW_TABLE, sync_partition
 from cg_dagster.lib.tables import flatten_partition
 
-GROUP = "customergauge"
-KEY_PREFIX = "customergauge"
-RAW_KEY = dg.AssetKey([KEY_PREFIX, RAW_TABLE])
-FLAT_TABLES = FLAT_TABLE_NAMES
-FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLES}
-CURRENT_KEYS = {name: dg.AssetKey([KEY_PREFIX, f"current_{name}"]) for name in CURRENT_TABLES}
-SYNC_POOL = "customergauge_sync"
-CURRENT_POOL = "customergauge_current"
+LEASE_WAIT_ENV = "CG_LEASE_WAIT_SECONDS"
+LEASE_WAIT_DEFAULT = 1800  # seconds: far above an hourly sync, well under the hour between scheduled runs
+LEASE_WAIT_SETTING = f"lease_wait_seconds (run config of raw_responses) or {LEASE_WAIT_ENV}"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -49,25 +46,36 @@ class RawResponsesConfig(dg.Config):
     """Run config of ``raw_responses``.
 
     ``full_refresh`` starts from no cursor (an initial load into this partition). The trailing-window
-    re-read runs once a day, in the partition whose hour (UTC) is ``lookback_hour`` (-1: never): it re-reads
-    ``lookback_days`` days up to the partition's date through ``period[lookback_field]`` so records that
-    changed after they were synced (api-notes.md: partial -> response 10-30 days later, GDPR anonymisation)
-    arrive again. Defaults come from CG_LOOKBACK_HOUR (2), CG_LOOKBACK_DAYS (35) and CG_LOOKBACK_FIELD
-    (date_survey_response), so scheduled and manual runs agree; run config overrides them per run.
+    re-read runs once a day (lib/lookback.py): in the first sync at or after the daily slot, hour
+    ``lookback_hour`` (UTC; -1: never), unless the lake records a re-read since that slot; ``force_lookback``
+    re-reads in this run whether due or not. It re-reads ``lookback_days`` days up to the partition's date
+    through ``period[lookback_field]`` so records that changed after they were synced (api-notes.md: partial
+    -> response 10-30 days later, GDPR anonymisation) arrive again. ``lease_wait_seconds``: how long to wait
+    for another run's sync of the same lake before failing (lib/lease.py). Defaults come from
+    CG_LOOKBACK_HOUR (2), CG_LOOKBACK_DAYS (35), CG_LOOKBACK_FIELD (date_survey_response) and
+    CG_LEASE_WAIT_SECONDS (1800), so scheduled and manual runs agree; run config overrides them per run.
     """
 
     full_refresh: bool = False
     lookback_hour: int = _env_int("CG_LOOKBACK_HOUR", 2)
     lookback_days: int = _env_int("CG_LOOKBACK_DAYS", 35)
     lookback_field: str = os.environ.get("CG_LOOKBACK_FIELD", "date_survey_response")
+    force_lookback: bool = False
+    lease_wait_seconds: int = _env_int(LEASE_WAIT_ENV, LEASE_WAIT_DEFAULT)
 
     def lookback_period(self, partition_start: dt.datetime) -> Period | None:
-        """The ``period[...]`` to re-read in the partition starting at ``partition_start``, or None.
+        """The ``period[...]`` a re-read in the partition starting at ``partition_start`` covers, or None
+        when the re-read is off (``lookback_hour`` -1 and not ``force_lookback``). Whether it is due is
+        ``plan_lookback``'s decision.
 
         Raises:
             CustomerGaugeConfigError: lookback_hour outside -1..23, lookback_days outside
-                1..MAX_LOOKBACK_DAYS, unknown field.
+                1..MAX_LOOKBACK_DAYS, unknown field, lease_wait_seconds below 0.
         """
+        if self.lease_wait_seconds < 0:
+            raise CustomerGaugeConfigError(
+                f"lease_wait_seconds must be 0 or more ({LEASE_WAIT_ENV} or run config), got {self.lease_wait_seconds}"
+            )
         if not -1 <= self.lookback_hour <= 23:
             raise CustomerGaugeConfigError(
                 f"lookback_hour must be an hour 0..23 (or -1 to turn the re-read off; CG_LOOKBACK_HOUR or run "
@@ -83,7 +91,7 @@ class RawResponsesConfig(dg.Config):
                 f"lookback_field {self.lookback_field!r} is not a period field (CG_LOOKBACK_FIELD or run config): "
                 f"use one of {', '.join(PERIOD_FIELDS)}"
             )
-        if partition_start.hour != self.lookback_hour:
+        if self.lookback_hour == -1 and not self.force_lookback:
             return None
         end = partition_start.date()
         return Period(field=self.lookback_field, start=end - dt.timedelta(days=self.lookback_days), end=end)
@@ -94,7 +102,6 @@ class RawResponsesConfig(dg.Config):
     group_name=GROUP,
     kinds={"parquet"},
     partitions_def=hourly_partitions,
-    pool=SYNC_POOL,
     description=(
         "One row per response record fetched in this sync window, with its original JSON, "
         "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
@@ -109,14 +116,20 @@ def raw_responses(
     customergauge: CustomerGaugeResource,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
-    """Sync one window of responses into ``raw_responses/<partition>.parquet`` (see ``lib/sync.py``)."""
+    """Sync one window of responses into ``raw_responses/<partition>.parquet`` (see ``lib/sync.py``), holding
+    the lake's sync lease (``lib/lease.py``) so two runs never page the API from the same head at once."""
     _require_one_partition(context)
-    lookback = config.lookback_period(context.partition_time_window.start)
+    partition_start = context.partition_time_window.start
+    period = config.lookback_period(partition_start)
     params = customergauge.sync_params()
     client = customergauge.get_client()  # validates every setting before any request or write
     the_lake = lake.get_lake()
     dagster_cursor = _latest_cursor_metadata(context)
-    with contextlib.closing(client):
+    lease = the_lake.lease("sync").hold(context.run_id, wait_seconds=config.lease_wait_seconds, setting=LEASE_WAIT_SETTING)
+    with contextlib.closing(client), lease:
+        plan = plan_lookback(
+            last_reread(the_lake), partition_start, period, hour=config.lookback_hour, force=config.force_lookback
+        )
         result = sync_partition(
             client,
             params,
@@ -124,7 +137,7 @@ def raw_responses(
             partition_key=context.partition_key,
             run_id=context.run_id,
             full_refresh=config.full_refresh,
-            lookback=lookback,
+            lookback=plan.period,
         )
     lake_cursor_before = result.head_before.cursor if result.head_before else None
     if dagster_cursor is not None and dagster_cursor != lake_cursor_before and not config.full_refresh:
@@ -132,11 +145,12 @@ def raw_responses(
             f"Dagster's last recorded cursor is {dagster_cursor} but the lake's committed cursor was "
             f"{lake_cursor_before}; the lake's copy wins (it is committed with the data it covers)."
         )
-    record = result.record
+    record = result.manifest
     head = result.head_after.cursor if result.head_after else None
+    lookback_reason = explain(plan, mode=record.mode, cursor_start=record.cursor_start, recorded_period=record.lookback)
     context.log.info(
         f"{record.mode}: {record.rows} responses in {record.pages} pages, cursor {record.cursor_start} -> "
-        f"{record.cursor_end}; head cursor {head}"
+        f"{record.cursor_end}; head cursor {head}; trailing re-read: {lookback_reason}"
     )
     return dg.MaterializeResult(
         metadata={
@@ -148,6 +162,7 @@ def raw_responses(
             "per_page": record.per_page,
             "lookback": dg.MetadataValue.json(record.lookback) if record.lookback else None,
             "lookback_rows": record.lookback_rows,
+            "lookback_reason": lookback_reason,
             "kept_rows": record.kept_rows,
             "full_refresh": record.full_refresh,
             "reason": record.reason,
@@ -195,12 +210,15 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
         )
         for name in FLAT_TABLES
     ],
+    check_specs=PARTITION_CHECK_SPECS,
     partitions_def=hourly_partitions,
     can_subset=False,
 )
 def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
     """Flatten one raw partition into the five tables (``lib/tables.py``: streamed in batches, each file
-    written atomically with exactly its declared schema, even when empty)."""
+    written atomically with exactly its declared schema, even when empty), then judge them: the partition's
+    asset checks (``checks.py``) are computed here and yielded after the materializations; a failed blocking
+    check fails this step, so the current tables are not rebuilt in this run."""
     _require_one_partition(context)
     the_lake = lake.get_lake()
     raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
@@ -225,6 +243,7 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
             metadata.update(stats.counters())
             metadata["unknown_fields"] = dg.MetadataValue.json(sorted(stats.unknown_fields))
         yield dg.MaterializeResult(asset_key=FLAT_KEYS[name], metadata=metadata)
+    yield from partition_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
 
 
 @dg.multi_asset(
@@ -243,13 +262,14 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
         )
         for name in CURRENT_TABLES
     ],
-    pool=CURRENT_POOL,
     can_subset=False,
 )
 def current_tables(context: dg.AssetExecutionContext, lake: LakeResource):
     """Rebuild ``current/<table>.parquet`` for the five flattened tables (see ``lib/current.py``)."""
     the_lake = lake.get_lake()
-    counts = build_current(the_lake)
+    wait = _env_int(LEASE_WAIT_ENV, LEASE_WAIT_DEFAULT)
+    with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
+        counts = build_current(the_lake)  # one rebuild at a time: two would interleave their file writes
     for name in CURRENT_TABLES:
         yield dg.MaterializeResult(
             asset_key=CURRENT_KEYS[name],

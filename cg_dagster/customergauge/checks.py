@@ -1,51 +1,146 @@
-"""Asset checks on every partition of the flattened tables.
+"""Asset checks on every hourly partition of the flattened tables, computed in the flattening step.
 
-Blocking checks (severity ERROR) catch data that is wrong: a failure stops the current tables from being
-rebuilt in that run, and the checks that judge a whole partition (nps range, row counts, child rows) also
-quarantine it in the lake (``_state/quarantine/``), so later rebuilds of the current tables leave it out
-until the check passes again (re-materialize the partition). The uniqueness check does not quarantine: the
-current tables already leave out, response by response, a version fetched twice in one page. Warning
-checks flag what is only suspicious. Each check reads the partition's files from the lake, so it can run
-alone from the UI for any partition.
+The checks are ``check_specs`` of the ``flattened_tables`` multi-asset (assets.py): that step has just
+written the partition's five files and holds the flattening stats, so it judges them itself and yields an
+``AssetCheckResult`` per check after the materializations (no process, step or instance read per check).
+Each check is partitioned like its asset (``partitions_def`` on the spec; Dagster 1.13 then records the
+evaluation with the step's partition key, ``AssetCheckResult.to_asset_check_evaluation``), so the UI shows
+each hour's result and a failed hour stays failed when the next hour passes.
+
+Blocking checks (severity ERROR) catch data that is wrong: Dagster fails the step once it has yielded every
+result (``execute_step.py``: ``DagsterAssetCheckFailedError``), so the current tables are not rebuilt in that
+run. The checks that judge a whole partition (nps range, row counts, child rows) also quarantine it in the
+lake (``Lake.quarantine``: ``_state/quarantine/``; read by ``lib/current.py``), so later rebuilds of the
+current tables leave it out until the check passes again. The uniqueness check does not quarantine: the
+current tables already leave out, response by response, a version fetched twice in one page. Warning checks
+flag what is only suspicious.
+
+A check does not run alone: the five files are written together, so re-checking an hour means materializing
+its flattened tables again (re-flattened from the raw file, no API request), which runs every check.
 """
+
+import warnings
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 
 import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg_dagster.customergauge.assets import FLAT_KEYS, RAW_KEY
-from cg_dagster.customergauge.resources import LakeResource
+from cg_dagster.customergauge.keys import FLAT_KEYS, FLAT_TABLES, RAW_KEY
+from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import RAW_TABLE
+from cg_dagster.lib.tables import FlattenedPartition
 
-CHILD_TABLES = ("response_drivers", "response_tags", "response_questions", "response_properties")
-
-
-def _read(lake: Lake, table: str, partition_key: str, columns: list[str]):
-    """Columns of one partition file; raises ``dg.Failure`` naming the file when it is missing."""
-    path = lake.partition_path(table, partition_key)
-    if not path.exists():
-        raise dg.Failure(f"{table} has no file for partition {partition_key} ({path}): materialize it first")
-    return pq.read_table(path, columns=columns)
+CHILD_TABLES = tuple(name for name in FLAT_TABLES if name != "responses")
+UNIQUE = "responses_number_customergauge_unique"
+NPS_IN_RANGE = "responses_nps_in_range"
+ROW_COUNT = "responses_row_count_matches_raw"
+NO_UNKNOWN_FIELDS = "responses_no_unknown_fields"
 
 
-@dg.asset_check(
-    asset=FLAT_KEYS["responses"],
-    blocking=True,
-    description=(
-        "number_customergauge is unique in the partition. Two rows of the same fetch (same fetched_at) "
-        "are a duplication bug (ERROR); two fetches of one response in one window (the API re-sent it "
-        "while we paged) are only suspicious (WARN): the current tables keep the latest."
+def _child_check_name(table: str) -> str:
+    return f"{table}_rows_point_to_responses"
+
+
+def _spec(name: str, table: str, description: str, blocking: bool = True, additional_deps=()) -> dg.AssetCheckSpec:
+    with warnings.catch_warnings():  # partitions_def on a check spec is marked preview in 1.13; it is what we need
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name,
+            asset=FLAT_KEYS[table],
+            description=description,
+            blocking=blocking,
+            additional_deps=additional_deps,
+            partitions_def=hourly_partitions,
+        )
+
+
+PARTITION_CHECK_SPECS = [
+    _spec(
+        UNIQUE,
+        "responses",
+        "number_customergauge is unique in the partition. Two rows of the same fetch (same fetched_at) are a "
+        "duplication bug (ERROR); two fetches of one response in one window (the API re-sent it while we "
+        "paged) are only suspicious (WARN): the current tables keep the latest.",
     ),
-)
-def responses_number_customergauge_unique(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource
-) -> dg.AssetCheckResult:
-    table = _read(lake.get_lake(), "responses", context.partition_key, ["number_customergauge", "fetched_at"])
-    numbers = table.group_by("number_customergauge").aggregate([("fetched_at", "count"), ("fetched_at", "count_distinct")])
+    _spec(NPS_IN_RANGE, "responses", "nps is 0..10 or null (NPS scale)."),
+    _spec(
+        ROW_COUNT,
+        "responses",
+        "responses has exactly one row per row of raw_responses in the partition: nothing lost in flattening.",
+        additional_deps=[RAW_KEY],
+    ),
+    _spec(
+        NO_UNKNOWN_FIELDS,
+        "responses",
+        "The API sent no fields the table contract does not know (top-level keys, keys of nested objects or of "
+        "list items). Unknown fields are kept in raw_responses.record_json; when this warns, extend "
+        "lib/schemas.py.",
+        blocking=False,
+    ),
+    *(
+        _spec(
+            _child_check_name(table),
+            table,
+            f"Every row of {table} has a number_customergauge that is in responses of the same partition.",
+            additional_deps=[FLAT_KEYS["responses"]],
+        )
+        for table in CHILD_TABLES
+    ),
+]
+
+
+def partition_check_results(
+    lake: Lake, partition_key: str, done: FlattenedPartition, selected: AbstractSet[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """The results of the ``selected`` checks on one partition that ``flatten_partition`` just wrote.
+
+    Reads the partition's raw row count from its footer and the key columns of the files in ``done.paths``;
+    unknown fields come from ``done.stats``. Quarantines (or releases) the partition per whole-partition
+    check as a side effect.
+    """
+    names = {key.name for key in selected}
+    responses = pq.read_table(done.paths["responses"], columns=["number_customergauge", "fetched_at", "nps"])
+    if UNIQUE in names:
+        yield _unique(responses)
+    if NPS_IN_RANGE in names:
+        nps = responses["nps"]
+        out_of_range = pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
+        yield _judged(lake, partition_key, NPS_IN_RANGE, out_of_range == 0, {"out_of_range": out_of_range})
+    if ROW_COUNT in names:
+        raw = pq.read_metadata(lake.partition_path(RAW_TABLE, partition_key)).num_rows
+        flat = done.rows["responses"]
+        yield _judged(lake, partition_key, ROW_COUNT, raw == flat, {"raw_rows": raw, "responses_rows": flat})
+    if NO_UNKNOWN_FIELDS in names:
+        unknown = sorted(done.stats.unknown_fields)
+        yield dg.AssetCheckResult(
+            asset_key=FLAT_KEYS["responses"],
+            check_name=NO_UNKNOWN_FIELDS,
+            passed=not unknown,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unknown_fields": dg.MetadataValue.json(unknown)},
+        )
+    parents = responses["number_customergauge"].combine_chunks()
+    for table in CHILD_TABLES:
+        name = _child_check_name(table)
+        if name in names:
+            children = pq.read_table(done.paths[table], columns=["number_customergauge"])["number_customergauge"]
+            orphans = pc.unique(children.filter(pc.invert(pc.is_in(children, value_set=parents))))
+            metadata = {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])}
+            yield _judged(lake, partition_key, name, len(orphans) == 0, metadata, table)
+
+
+def _unique(responses) -> dg.AssetCheckResult:
+    numbers = responses.group_by("number_customergauge").aggregate(
+        [("fetched_at", "count"), ("fetched_at", "count_distinct")]
+    )
     repeated = numbers.filter(pc.greater(numbers["fetched_at_count"], 1))
     same_fetch = repeated.filter(pc.not_equal(repeated["fetched_at_count"], repeated["fetched_at_count_distinct"]))
     return dg.AssetCheckResult(
+        asset_key=FLAT_KEYS["responses"],
+        check_name=UNIQUE,
         passed=repeated.num_rows == 0,
         severity=dg.AssetCheckSeverity.ERROR if same_fetch.num_rows else dg.AssetCheckSeverity.WARN,
         metadata={
@@ -56,93 +151,14 @@ def responses_number_customergauge_unique(
     )
 
 
-@dg.asset_check(asset=FLAT_KEYS["responses"], blocking=True, description="nps is 0..10 or null (NPS scale).")
-def responses_nps_in_range(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    nps = _read(lake.get_lake(), "responses", context.partition_key, ["nps"])["nps"]
-    out_of_range = pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
-    return _judged(lake.get_lake(), context, out_of_range == 0, {"out_of_range": out_of_range})
-
-
-@dg.asset_check(
-    asset=FLAT_KEYS["responses"],
-    blocking=True,
-    additional_deps=[RAW_KEY],
-    description="responses has exactly one row per row of raw_responses in the partition: nothing lost in flattening.",
-)
-def responses_row_count_matches_raw(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    the_lake = lake.get_lake()
-    raw = pq.read_metadata(_path_or_fail(the_lake, RAW_TABLE, context.partition_key)).num_rows
-    flat = pq.read_metadata(_path_or_fail(the_lake, "responses", context.partition_key)).num_rows
-    return _judged(the_lake, context, raw == flat, {"raw_rows": raw, "responses_rows": flat})
-
-
-def _judged(lake: Lake, context: dg.AssetCheckExecutionContext, passed: bool, metadata: dict) -> dg.AssetCheckResult:
+def _judged(
+    lake: Lake, partition_key: str, name: str, passed: bool, metadata: dict, table: str = "responses"
+) -> dg.AssetCheckResult:
     """The result of a check that quarantines its partition on failure and releases it on success."""
-    name = context.check_specs[0].name
     if passed:
-        lake.release(context.partition_key, name)
+        lake.release(partition_key, name)
     else:
-        lake.quarantine(context.partition_key, name, {"metadata": {k: v for k, v in metadata.items() if isinstance(v, int)}})
-    return dg.AssetCheckResult(passed=passed, metadata={**metadata, "quarantined": not passed})
-
-
-def _path_or_fail(lake: Lake, table: str, partition_key: str):
-    path = lake.partition_path(table, partition_key)
-    if not path.exists():
-        raise dg.Failure(f"{table} has no file for partition {partition_key} ({path}): materialize it first")
-    return path
-
-
-def _child_points_to_response_check(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=FLAT_KEYS[table],
-        name=f"{table}_rows_point_to_responses",
-        blocking=True,
-        additional_deps=[FLAT_KEYS["responses"]],
-        description=f"Every row of {table} has a number_customergauge that is in responses of the same partition.",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        the_lake = lake.get_lake()
-        children = _read(the_lake, table, context.partition_key, ["number_customergauge"])["number_customergauge"]
-        parents = _read(the_lake, "responses", context.partition_key, ["number_customergauge"])["number_customergauge"]
-        orphans = pc.unique(children.filter(pc.invert(pc.is_in(children, value_set=parents.combine_chunks()))))
-        return _judged(
-            the_lake,
-            context,
-            len(orphans) == 0,
-            {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])},
-        )
-
-    return _check
-
-
-@dg.asset_check(
-    asset=FLAT_KEYS["responses"],
-    blocking=False,
-    description=(
-        "The API sent no fields the table contract does not know (top-level keys, keys of nested objects or "
-        "of list items). Unknown fields are kept in "
-        "raw_responses.record_json; when this warns, extend lib/schemas.py."
-    ),
-)
-def responses_no_unknown_fields(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=FLAT_KEYS["responses"], asset_partitions=[context.partition_key]), limit=1
-    ).records
-    metadata = records[0].asset_materialization.metadata if records else {}
-    unknown = metadata["unknown_fields"].value if "unknown_fields" in metadata else []
+        lake.quarantine(partition_key, name, {"metadata": {k: v for k, v in metadata.items() if isinstance(v, int)}})
     return dg.AssetCheckResult(
-        passed=not unknown,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"unknown_fields": dg.MetadataValue.json(unknown)},
+        asset_key=FLAT_KEYS[table], check_name=name, passed=passed, metadata={**metadata, "quarantined": not passed}
     )
-
-
-child_checks = [_child_points_to_response_check(table) for table in CHILD_TABLES]
-partition_checks = [
-    responses_number_customergauge_unique,
-    responses_nps_in_range,
-    responses_row_count_matches_raw,
-    responses_no_unknown_fields,
-    *child_checks,
-]

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
 
 hourly_sync_job = dg.define_asset_job(
     name="customergauge_hourly_sync",

@@ -7,7 +7,10 @@ Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
     <root>/<table>/<partition file stem>.parquet   one file per partition, e.g. responses/2026-11-29-0900.parquet
     <root>/current/<table>.parquet                 latest version of every response (built with DuckDB)
     <root>/_state/raw_responses.cursor.json        the committed head cursor (written after the data)
+    <root>/_state/manifests/raw_responses/<stem>.json  sync manifest of a raw partition file (also in its footer)
     <root>/_state/commit.lock                      flock taken while a sync commits
+    <root>/_state/sync.lease, current.lease        flock held for a whole sync / rebuild (lib/lease.py; holder in .json)
+    <root>/_state/lookback.json                    the last completed trailing-window re-read (lib/lookback.py)
     <root>/_state/quarantine/<stem>/<check>.json   a blocking check failed on that partition: kept out of current
     <root>/_tmp/                                   files being written; renamed into place when complete
 
@@ -20,6 +23,10 @@ Guarantees (see README, "Guarantees"):
   fsynced, then renamed over the target with ``os.replace`` (atomic on POSIX). Re-writing a partition
   replaces its file; a crash leaves the old file (or none) in place and a stray file in ``_tmp/`` that the
   next write of the same target removes, or the next sync once it is a day old (``sweep_tmp``).
+* A raw partition file's sync manifest (``SyncManifest``: the API range it holds) is written twice: in the
+  file's Parquet footer, with the data, and then as a sidecar JSON in ``_state/manifests/``, which a tool
+  that rewrites the data file (compaction, DuckDB ``COPY``, pandas) cannot drop. ``read_manifest`` and
+  ``write_manifest`` are its only readers and writers.
 * The head cursor is committed after the data it covers, under an exclusive ``flock``, and only if the head
   is still the one the sync started from (compare-and-swap): two overlapping syncs cannot both commit.
 """
@@ -38,12 +45,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cg_dagster.lib.lease import FileLease, Lease
+
 STATE_DIR = "_state"
 TMP_DIR = "_tmp"
 CURRENT_DIR = "current"
 HEAD_FILE = "raw_responses.cursor.json"
 QUARANTINE_DIR = "quarantine"
-SYNC_METADATA_KEY = b"cg_dagster.sync"
+MANIFEST_DIR = "manifests"
+MANIFEST_FOOTER_KEY = b"cg_dagster.sync"
 
 
 class LakeError(RuntimeError):
@@ -77,6 +87,56 @@ class HeadCursor:
             run_id=data["run_id"],
             committed_at=data["committed_at"],
         )
+
+
+@dataclass(frozen=True)
+class SyncManifest:
+    """The manifest of a raw partition file: which API range the sync wrote into it, and how.
+
+    ``mode`` is "sync" (paged from the head), "replay" (re-fetched its recorded range) or "skipped" (written
+    empty: the window passed without a sync). ``cursor_start`` is the cursor sent on the first page (None:
+    from the beginning); ``cursor_end`` the cursor after the last non-empty page (equal to ``cursor_start``
+    when nothing new came); cursors are the API's integers (vendor page: "The cursor is an integer").
+    ``pages``/``rows`` count the cursor pass; ``lookback`` ({"field", "start", "end"} of the period re-read)
+    and ``lookback_pages``/``lookback_rows`` the trailing-window re-read; ``kept_rows`` the committed rows a
+    replay carried over because the API no longer returned them. ``per_page``, ``with_`` and ``filter`` are
+    the request parameters a replay sends again.
+
+    Stored as JSON (``to_json``) in the sidecar ``_state/manifests/<table>/<stem>.json`` and in the data
+    file's footer under ``MANIFEST_FOOTER_KEY``; read and written only by ``Lake.read_manifest`` /
+    ``Lake.write_manifest`` and ``footer``.
+    """
+
+    mode: str  # "sync" | "replay" | "skipped"
+    partition_key: str
+    run_id: str
+    cursor_start: int | None
+    cursor_end: int | None
+    pages: int
+    rows: int
+    per_page: int
+    with_: tuple[str, ...]
+    filter: str | None
+    lookback: dict | None = None
+    lookback_pages: int = 0
+    lookback_rows: int = 0
+    reason: str | None = None
+    full_refresh: bool = False
+    kept_rows: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def footer(self) -> dict[bytes, bytes]:
+        """The Parquet footer key/value pair that carries this manifest in the data file."""
+        return {MANIFEST_FOOTER_KEY: self.to_json().encode()}
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "SyncManifest":
+        """Parse ``to_json``'s output. Raises ValueError, KeyError or TypeError when it is not a manifest."""
+        data = json.loads(text)
+        data["with_"] = tuple(data["with_"])
+        return cls(**data)
 
 
 def partition_file_stem(partition_key: str) -> str:
@@ -232,6 +292,34 @@ class Lake:
         """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place."""
         self._write_json(self.root / STATE_DIR / HEAD_FILE, asdict(head))
 
+    def read_state(self, name: str) -> dict | None:
+        """``_state/<name>`` as JSON (e.g. ``lookback.json``, lib/lookback.py), or None when absent.
+
+        Raises:
+            LakeError: the file is not JSON; names it and the fix.
+        """
+        path = self.root / STATE_DIR / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise LakeError(f"state file {str(path)!r} is corrupt ({exc}); delete or restore it") from None
+
+    def write_state(self, name: str, data: dict) -> None:
+        """Write ``_state/<name>`` atomically; with a commit, call it holding ``commit_lock()``."""
+        self._write_json(self.root / STATE_DIR / name, data)
+
+    def lease(self, name: str) -> Lease:
+        """The lease ``name`` ("sync", "current") of this lake: a ``flock`` on ``_state/<name>.lease``
+        (lib/lease.py), released when its holder's process dies.
+
+        Raises:
+            LakeError: the lake is not writable (``ensure_writable``).
+        """
+        self.ensure_writable()
+        return FileLease(name, self.root / STATE_DIR / f"{name}.lease")
+
     def _write_json(self, path: Path, data: dict) -> None:
         """Write ``data`` as JSON to ``path`` atomically and durably (temporary file, fsync, rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,13 +354,47 @@ class Lake:
 
     # ---- reading -----------------------------------------------------------------------------------
 
-    def read_sync_metadata(self, path: Path) -> dict | None:
-        """The sync range recorded in a raw partition file's footer (``cg_dagster.sync``), or None."""
-        if not path.exists():
-            return None
-        metadata = pq.read_metadata(path).metadata or {}
-        raw = metadata.get(SYNC_METADATA_KEY)
-        return json.loads(raw) if raw else None
+    def manifest_dir(self, table: str) -> Path:
+        """``_state/manifests/<table>/``: the sidecar manifests of a table's partition files."""
+        return self.root / STATE_DIR / MANIFEST_DIR / table
+
+    def manifest_path(self, data_path: Path) -> Path:
+        """The sidecar of a partition file: ``<table>/<stem>.parquet`` -> ``_state/manifests/<table>/<stem>.json``."""
+        return self.manifest_dir(data_path.parent.name) / f"{data_path.stem}.json"
+
+    def write_manifest(self, data_path: Path, manifest: SyncManifest) -> None:
+        """Write the sidecar of ``data_path`` atomically. Call it holding ``commit_lock()``, after the data
+        file (with ``manifest.footer()``) is in place and before the head write, so that a crash in between
+        leaves a footer ``read_manifest`` prefers and ``sync.recover_lost_head`` completes."""
+        self._write_json(self.manifest_path(data_path), asdict(manifest))
+
+    def read_manifest(self, data_path: Path) -> SyncManifest | None:
+        """The manifest of a raw partition file, or None when neither its footer nor its sidecar holds one.
+
+        The footer, when the file still has it, wins: it was written with these rows. It differs from the
+        sidecar only after a commit died between its data rename and its sidecar write (or when an older copy
+        of the file was restored), and it alone serves lakes written before sidecars existed. A file a tool
+        rewrote has lost its footer: its sidecar is used. A sidecar whose data file was deleted is returned too.
+
+        Raises:
+            LakeError: the footer or the sidecar is not a valid manifest; names the path and the fix.
+        """
+        text = (pq.read_metadata(data_path).metadata or {}).get(MANIFEST_FOOTER_KEY) if data_path.exists() else None
+        where = f"the footer of {str(data_path)!r}"
+        if text is None:
+            sidecar = self.manifest_path(data_path)
+            where = repr(str(sidecar))
+            try:
+                text = sidecar.read_bytes()
+            except FileNotFoundError:
+                return None
+        try:
+            return SyncManifest.from_json(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LakeError(
+                f"the sync manifest in {where} is corrupt ({exc!r}): restore it from a backup, or run "
+                "raw_responses for this partition with full_refresh: true"
+            ) from None
 
 
 class AtomicParquetWriter:

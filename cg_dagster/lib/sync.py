@@ -6,7 +6,9 @@ The commit protocol (data first, cursor second):
 
 1. Read the committed head cursor from the lake (``Lake.read_head``).
 2. Stream every page into a temporary file (one page in memory at a time).
-3. Under the lake's commit lock: check the head is unchanged, rename the file into place, write the new head.
+3. Under the lake's commit lock: check the head is unchanged, rename the file (its manifest in the footer)
+   into place, write the manifest's sidecar (``Lake.write_manifest``), write the new head
+   (then, if the sync re-read the trailing window or loaded everything, the re-read record: lib/lookback.py).
 
 A run that fails anywhere before step 3 leaves the head and the lake as they were; the next run resumes from
 the same head and fetches the same records again. Which partition a run writes decides what it does:
@@ -20,7 +22,6 @@ the same head and fetches the same records again. Which partition a run writes d
 """
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ import pyarrow.parquet as pq
 
 from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows
-from cg_dagster.lib.lake import SYNC_METADATA_KEY, HeadCursor, Lake, partition_file_stem, utc_now
+from cg_dagster.lib.lake import HeadCursor, Lake, LakeError, SyncManifest, partition_file_stem, utc_now
+from cg_dagster.lib.lookback import record_reread
 from cg_dagster.lib.schemas import TABLES
 
 RAW_TABLE = "raw_responses"
@@ -39,53 +41,17 @@ log = logging.getLogger("cg_dagster.sync")
 
 
 @dataclass(frozen=True)
-class SyncRecord:
-    """What a raw partition file holds, stored as JSON in its Parquet footer (key ``cg_dagster.sync``).
-
-    ``cursor_start`` is the cursor sent on the first page (None: from the beginning); ``cursor_end`` the
-    cursor after the last non-empty page (equal to ``cursor_start`` when nothing new came). ``pages``
-    counts non-empty pages of the cursor pass; ``lookback_*`` describe the trailing-window re-read, if any.
-    """
-
-    mode: str  # "sync" | "replay" | "skipped"
-    partition_key: str
-    run_id: str
-    cursor_start: int | None
-    cursor_end: int | None
-    pages: int
-    rows: int
-    per_page: int
-    with_: tuple[str, ...]
-    filter: str | None
-    lookback: dict | None = None  # {"field", "start", "end"} of the period re-read, or None
-    lookback_pages: int = 0
-    lookback_rows: int = 0
-    reason: str | None = None
-    full_refresh: bool = False
-    kept_rows: int = 0  # replay: committed rows carried over because the API no longer returned them
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SyncRecord":
-        data = dict(data)
-        data["with_"] = tuple(data["with_"])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
 class SyncResult:
-    """Outcome of ``sync_partition``: the record written in the file, the head before and after, the path."""
+    """Outcome of ``sync_partition``: the manifest written with the file, the head before and after, the path."""
 
-    record: SyncRecord
+    manifest: SyncManifest
     head_before: HeadCursor | None
     head_after: HeadCursor | None
     path: Path
 
     @property
     def rows(self) -> int:
-        return self.record.rows + self.record.lookback_rows
+        return self.manifest.rows + self.manifest.lookback_rows
 
 
 def sync_partition(
@@ -102,23 +68,28 @@ def sync_partition(
 
     Idempotent: running it again for the same partition replays the recorded range and rewrites the same
     file; it never moves the head. ``full_refresh`` ignores the head (and any recorded range) and loads from
-    the beginning; it still commits only if no other sync committed meanwhile.
+    the beginning; it still commits only if no other sync committed meanwhile. Committed rows are never lost:
+    a file that holds rows but has no manifest (a tool rewrote it and its sidecar is gone), or a deleted file
+    whose manifest says it held rows, is refused (``_refuse_to_lose_rows``) except by a ``full_refresh``.
 
     Raises:
         CursorConflictError: another sync committed a new head while this one ran. Nothing committed.
         CustomerGaugeError: from the client (HTTP, auth, cursor, body); nothing committed.
         FlattenError: a record without an integer number_customergauge; nothing committed.
-        LakeError: the lake cannot be written or its cursor file is corrupt.
+        LakeError: the lake cannot be written, its cursor file or a manifest is corrupt, or the partition's
+            file holds rows without a manifest or was deleted with rows (names the file and the fix).
     """
     lake.ensure_writable()
     for name in lake.sweep_tmp():
         log.warning("removed %s from the lake's _tmp/: a day old, left by a killed run", name)
     target = lake.partition_path(RAW_TABLE, partition_key)
     head = recover_lost_head(lake)
-    recorded = lake.read_sync_metadata(target)
+    recorded = lake.read_manifest(target)
 
+    if not full_refresh:
+        _refuse_to_lose_rows(lake, target, recorded)
     if recorded is not None and not full_refresh:
-        return _replay(client, lake, SyncRecord.from_dict(recorded), target, head, run_id)
+        return _replay(client, lake, recorded, target, head, run_id)
     if head is not None and partition_key < head.partition_key and not full_refresh:
         return _skip(lake, params, target, head, partition_key, run_id)
 
@@ -131,7 +102,7 @@ def sync_partition(
         lookback_pages = 0
         if seen is not None:
             lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback", skip=seen)[1]
-        record = SyncRecord(
+        manifest = SyncManifest(
             mode="sync",
             partition_key=partition_key,
             run_id=run_id,
@@ -147,27 +118,57 @@ def sync_partition(
             lookback_rows=writer.rows - rows,
             full_refresh=full_refresh,
         )
-        writer.set_metadata({SYNC_METADATA_KEY: record.to_json().encode()})
+        writer.set_metadata(manifest.footer())
         new_head = HeadCursor(
             cursor=cursor_end, partition_key=partition_key, run_id=run_id, committed_at=utc_now().isoformat()
         )
         with lake.commit_lock():
             lake.assert_head(head)
             writer.commit()
+            lake.write_manifest(target, manifest)
             lake.write_head(new_head)
+            if manifest.lookback or start is None:  # a re-read, or an initial load: read everything
+                record_reread(lake, partition_key=partition_key, run_id=run_id, period=manifest.lookback)
     log.info("partition %s: %d rows in %d pages, cursor %s -> %s", partition_key, rows, pages, start, cursor_end)
-    return SyncResult(record=record, head_before=head, head_after=new_head, path=target)
+    return SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
+
+
+def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None) -> None:
+    """Raise LakeError naming the file and the fix when materializing ``target`` would lose committed rows:
+    it holds rows but has no manifest (its range is unknown, so a sync or a skip would replace them), or its
+    manifest outlived the deleted file (a replay cannot tell which responses of the range's last page, which
+    reaches past the range, were the file's own)."""
+    fix = (
+        "Restore the original file and its manifest from a backup, or run raw_responses for this partition with "
+        "full_refresh: true (loads every response from the start into it)"
+    )
+    rows = pq.read_metadata(target).num_rows if target.exists() else 0
+    if recorded is None and rows:
+        raise LakeError(
+            f"{str(target)!r} holds {rows} rows but no sync manifest (neither its Parquet footer, which a tool "
+            f"that rewrote the file dropped, nor {str(lake.manifest_path(target))!r}), so the range it covers is "
+            f"unknown and a sync would replace these rows. {fix}"
+        )
+    if recorded is not None and recorded.rows + recorded.lookback_rows and not target.exists():
+        raise LakeError(
+            f"{str(target)!r} was deleted, but its manifest {str(lake.manifest_path(target))!r} says it held "
+            f"{recorded.rows + recorded.lookback_rows} rows of cursors {recorded.cursor_start} to "
+            f"{recorded.cursor_end}, which a replay cannot fetch exactly again. {fix}"
+        )
 
 
 def recover_lost_head(lake: Lake) -> HeadCursor | None:
     """The committed head, rolled forward if a sync's data landed but its head write did not.
 
-    A sync renames its file into place, then writes the head (both under the commit lock). A process killed
-    between the two leaves a raw file recorded as ``mode: sync`` for a partition newer than the head's
-    partition, which no committed sync can leave. The newest such file's recorded ``cursor_end`` becomes the
-    head, so the next sync does not fetch its responses again; only if it is past the head's cursor.
+    A sync renames its file into place, then writes the manifest's sidecar, then the head (all under the
+    commit lock). A process killed after the rename leaves a raw file whose manifest (in its footer, and in
+    the sidecar if that write happened) says ``mode: sync`` for a partition newer than the head's partition,
+    which no committed sync can leave. The newest such file's recorded ``cursor_end`` becomes the head, so
+    the next sync does not fetch its responses again; only if it is past the head's cursor. Before that,
+    every raw file whose manifest is only in its footer gets its sidecar (``_write_missing_sidecars``).
     """
     with lake.commit_lock():
+        _write_missing_sidecars(lake)
         head = lake.read_head()
         newer = [
             path
@@ -175,18 +176,28 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
             if head is None or path.stem > partition_file_stem(head.partition_key)
         ]
         for path in reversed(newer):
-            recorded = lake.read_sync_metadata(path)
-            if recorded and recorded["mode"] == "sync" and _ahead(recorded["cursor_end"], head):
+            recorded = lake.read_manifest(path)
+            if recorded and recorded.mode == "sync" and _ahead(recorded.cursor_end, head):
                 lost = HeadCursor(
-                    cursor=recorded["cursor_end"],
-                    partition_key=recorded["partition_key"],
-                    run_id=recorded["run_id"],
+                    cursor=recorded.cursor_end,
+                    partition_key=recorded.partition_key,
+                    run_id=recorded.run_id,
                     committed_at=utc_now().isoformat(),
                 )
                 log.warning("the head write of run %s was lost; rolling the head forward to %s", lost.run_id, lost.cursor)
                 lake.write_head(lost)
                 return lost
         return head
+
+
+def _write_missing_sidecars(lake: Lake) -> None:
+    """Give every raw file whose manifest is only in its footer a sidecar (files of a lake written before
+    sidecars existed, or of a commit that died between its data rename and its sidecar write), so that a tool
+    rewriting the file later cannot lose its manifest. Reads the footers of those files only."""
+    sidecars = {path.stem for path in lake.manifest_dir(RAW_TABLE).glob("*.json")}
+    for path in lake.partition_files(RAW_TABLE):
+        if path.stem not in sidecars and (manifest := lake.read_manifest(path)) is not None:
+            lake.write_manifest(path, manifest)
 
 
 def _ahead(cursor: int | None, head: HeadCursor | None) -> bool:
@@ -230,10 +241,13 @@ def _copy_pages(
 def _page_rows(page: Page, sync_pass: str) -> pa.Table:
     """raw_responses rows of one page. ``fetched_at`` is taken once per page, so rows of one fetch share it
     (the current tables rely on that to tell fetches apart)."""
-    return raw_rows(page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass)
+    return raw_rows(
+        page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass,
+        fast_json=page.orjson_safe,
+    )
 
 
-def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, committed: pa.Array, seen: set[int]) -> int:
+def _replay_range(client, params: SyncParams, recorded: SyncManifest, writer, committed: pa.Array, seen: set[int]) -> int:
     """Re-fetch the cursor pass of a recorded range into ``writer``; return the pages read.
 
     Pages are requested from ``recorded.cursor_start`` until ``cursor.next`` reaches ``recorded.cursor_end``
@@ -255,13 +269,14 @@ def _replay_range(client, params: SyncParams, recorded: SyncRecord, writer, comm
     return pages
 
 
-def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id: str) -> SyncResult:
+def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str) -> SyncResult:
     """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays.
 
     A replay never removes a response from the lake: a response the old file held that the API no longer
     returns in the same pass (deleted upstream, moved to a later position, or out of the trailing window now)
     keeps its committed row, and the file still holds one row per response and pass, the lookback pass
-    skipping what the cursor pass holds.
+    skipping what the cursor pass holds. Rows of a file another tool rewrote (other Arrow types, no footer)
+    are read back with the contract's types.
     """
     params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
@@ -271,8 +286,8 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
         if recorded.pages:
             cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
             pages = _replay_range(client, params, recorded, writer, cursor_committed, seen)
-            kept += _carry_over(target, "cursor", committed["cursor"] - seen, writer)
-            seen |= committed["cursor"]
+        kept += _carry_over(target, "cursor", committed["cursor"] - seen, writer)
+        seen |= committed["cursor"]
         rows = writer.rows
         lookback_pages = 0
         if lookback:
@@ -283,7 +298,7 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
             kept += _carry_over(target, "lookback", committed["lookback"] - fetched - seen, writer)
         if kept:
             log.warning("replay of %s: %d committed rows no longer returned by the API kept", recorded.partition_key, kept)
-        record = dataclasses.replace(
+        manifest = dataclasses.replace(
             recorded,
             mode="replay" if recorded.mode != "skipped" else "skipped",
             run_id=run_id,
@@ -294,17 +309,22 @@ def _replay(client, lake: Lake, recorded: SyncRecord, target: Path, head, run_id
             kept_rows=kept,
             reason=recorded.reason if recorded.mode == "skipped" else f"replay of the range recorded by run {recorded.run_id}",
         )
-        writer.set_metadata({SYNC_METADATA_KEY: record.to_json().encode()})
-        writer.commit()
-    return SyncResult(record=record, head_before=head, head_after=head, path=target)
+        writer.set_metadata(manifest.footer())
+        with lake.commit_lock():
+            writer.commit()
+            lake.write_manifest(target, manifest)
+    return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
 
 
 def _committed_numbers(path: Path) -> dict[str, set[int]]:
-    """number_customergauge of a committed raw file's rows, per sync pass (two small columns read)."""
+    """number_customergauge of a committed raw file's rows, per sync pass (two small columns read); none
+    when the file is gone (one its manifest says was empty: ``_refuse_to_lose_rows``)."""
+    found: dict[str, set[int]] = {"cursor": set(), "lookback": set()}
+    if not path.exists():
+        return found
     table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
     numbers = table.column("number_customergauge").to_pylist()
     passes = table.column("sync_pass").to_pylist()
-    found: dict[str, set[int]] = {"cursor": set(), "lookback": set()}
     for number, sync_pass in zip(numbers, passes, strict=True):
         found[sync_pass].add(number)
     return found
@@ -325,7 +345,7 @@ def _carry_over(path: Path, sync_pass: str, numbers: set[int], writer) -> int:
 
 def _skip(lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partition_key: str, run_id: str) -> SyncResult:
     """Write an empty, schema-valid file for a never-synced partition older than the head's partition."""
-    record = SyncRecord(
+    manifest = SyncManifest(
         mode="skipped",
         partition_key=partition_key,
         run_id=run_id,
@@ -341,8 +361,10 @@ def _skip(lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partit
             f"cursor {head.cursor}: its window passed without a sync and its responses are in later partitions"
         ),
     )
-    lake.write_table(target, TABLES[RAW_TABLE].empty_table(), {SYNC_METADATA_KEY: record.to_json().encode()})
-    return SyncResult(record=record, head_before=head, head_after=head, path=target)
+    with lake.commit_lock():
+        lake.write_table(target, TABLES[RAW_TABLE].empty_table(), manifest.footer())
+        lake.write_manifest(target, manifest)
+    return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
 
 
 def _with_period(params: SyncParams, period: Period | None) -> SyncParams:

@@ -1,0 +1,107 @@
+"""The daily trailing-window re-read: when it is due, and the lake's record of the last one.
+
+No Dagster import. The re-read (``sync_pass = 'lookback'``) brings records that changed after they were
+synced (api-notes.md: partial -> response 10-30 days later, GDPR anonymisation). It is due once per day:
+
+* the day's *slot* is the latest hour ``lookback_hour`` (UTC) at or before the partition's start;
+* it is due in a forward sync when the last completed re-read was in a partition before that slot, or none
+  is recorded. So it runs in the partition of hour ``lookback_hour`` when that partition syncs, and
+  otherwise in the first sync after it (a missed or failed 02:00 run: the 03:00 sync re-reads, or whichever
+  comes next); the next day's slot brings it back to ``lookback_hour``.
+
+The record is ``_state/lookback.json`` (``{"partition_key", "run_id", "period", "committed_at"}``), written by
+``sync_partition`` under the commit lock right after the head cursor it goes with, so it never claims a re-read
+whose data is not committed (a crash in between only makes the next sync re-read again). An initial load or a
+full refresh reads everything and counts as a re-read (``period`` null). A replay or a skipped partition never
+changes the record.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cg_dagster.lib.client import Period
+from cg_dagster.lib.lake import Lake, LakeError, utc_now
+
+STATE_NAME = "lookback.json"
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition keys, e.g. 2026-11-29-02:00 (UTC)
+
+
+@dataclass(frozen=True)
+class LookbackPlan:
+    """What a sync of one partition re-reads if it syncs forward from a head: ``period`` (None: nothing)
+    and ``reason``, a sentence for the run's metadata (``lookback_reason``)."""
+
+    period: Period | None
+    reason: str
+
+
+def last_reread(lake: Lake) -> dict | None:
+    """The record of the last completed re-read (see the module docstring), or None when there is none.
+
+    Raises:
+        LakeError: the record exists but is not JSON (``Lake.read_state``).
+    """
+    return lake.read_state(STATE_NAME)
+
+
+def record_reread(lake: Lake, *, partition_key: str, run_id: str, period: dict | None) -> None:
+    """Record a completed re-read (``period``: the ``{"field", "start", "end"}`` read, None for an initial
+    load). Call it holding ``lake.commit_lock()``, after the head cursor was written."""
+    record = {"partition_key": partition_key, "run_id": run_id, "period": period, "committed_at": utc_now().isoformat()}
+    lake.write_state(STATE_NAME, record)
+
+
+def plan_lookback(
+    last: dict | None, partition_start: dt.datetime, period: Period | None, *, hour: int, force: bool = False
+) -> LookbackPlan:
+    """Decide whether the sync of the partition starting at ``partition_start`` (UTC) re-reads ``period``.
+
+    ``last``: ``last_reread(lake)``; ``period``: the window to re-read, None when the re-read is turned off
+    (``hour`` -1); ``hour``: the daily slot's hour 0..23 (UTC); ``force``: re-read whether due or not.
+
+    Raises:
+        LakeError: ``last`` names a partition key that is not ``YYYY-MM-DD-HH:MM``.
+    """
+    if period is None:
+        return LookbackPlan(None, "off: lookback_hour is -1")
+    if force:
+        return LookbackPlan(period, "forced by run config (force_lookback)")
+    slot = partition_start.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if slot > partition_start:
+        slot -= dt.timedelta(days=1)
+    if last is None:
+        return LookbackPlan(period, f"due: no re-read recorded in this lake (daily slot {_key(slot)})")
+    last_start = _partition_start(last)
+    hours = round((partition_start - last_start).total_seconds() / 3600)
+    since = f"last re-read {last['partition_key']}, {hours} h before this partition"
+    if last_start < slot:
+        return LookbackPlan(period, f"due: {since}, before the daily slot {_key(slot)}")
+    return LookbackPlan(None, f"not due: {since}; next due at or after {_key(slot + dt.timedelta(days=1))}")
+
+
+def explain(plan: LookbackPlan, *, mode: str, cursor_start: int | None, recorded_period: dict | None) -> str:
+    """The ``lookback_reason`` of a finished sync: the plan's reason, unless the sync's mode overrode it
+    (``mode``, ``cursor_start`` and the re-read ``recorded_period`` come from the partition's SyncRecord)."""
+    if mode == "replay":
+        if recorded_period:
+            return "replay: re-read the period recorded with this partition; the re-read record is unchanged"
+        return "replay: no re-read was recorded with this partition"
+    if mode == "skipped":
+        return "skipped: this partition's window passed without a sync; nothing fetched"
+    if cursor_start is None:
+        return "initial load (or full refresh): read everything; recorded as the last re-read"
+    return plan.reason
+
+
+def _partition_start(last: dict) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(last["partition_key"], PARTITION_KEY_FORMAT).replace(tzinfo=dt.timezone.utc)
+    except (KeyError, TypeError, ValueError):
+        raise LakeError(
+            f"the re-read record _state/{STATE_NAME} holds no partition key like 2026-11-29-02:00 ({last!r}): "
+            "delete it (the next sync then re-reads)"
+        ) from None
+
+
+def _key(moment: dt.datetime) -> str:
+    return moment.strftime(PARTITION_KEY_FORMAT)

@@ -1,0 +1,107 @@
+"""The daily trailing-window re-read cannot be missed (issue 8 #5): it runs in the first sync after it is due,
+the lake records the last one, and each run's metadata says whether it re-read and why."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from cg_dagster.lib.client import Period
+from cg_dagster.lib.lake import Lake, LakeError
+from cg_dagster.lib.lookback import last_reread, plan_lookback
+from cg_dagster_tests._fixtures_runs import RAW_OP, raw_metadata, raw_numbers, run
+from cg_dagster_tests.conftest import assert_current_matches_sandbox, make_resources
+
+UTC = dt.timezone.utc
+PERIOD = Period(field="date_survey_response", start=dt.date(2026, 10, 25), end=dt.date(2026, 11, 29))
+
+
+def at(key: str) -> dt.datetime:
+    return dt.datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "last_key, partition_key, due, reason",
+    [
+        ("2026-11-28-02:00", "2026-11-29-09:00", True,
+         "due: last re-read 2026-11-28-02:00, 31 h before this partition, before the daily slot 2026-11-29-02:00"),
+        ("2026-11-28-02:00", "2026-11-29-02:00", True,
+         "due: last re-read 2026-11-28-02:00, 24 h before this partition, before the daily slot 2026-11-29-02:00"),
+        ("2026-11-28-02:00", "2026-11-29-01:00", False,
+         "not due: last re-read 2026-11-28-02:00, 23 h before this partition; next due at or after 2026-11-29-02:00"),
+        ("2026-11-29-03:00", "2026-11-30-02:00", True,  # a late re-read does not push the next one later
+         "due: last re-read 2026-11-29-03:00, 23 h before this partition, before the daily slot 2026-11-30-02:00"),
+        ("2026-11-29-03:00", "2026-11-29-04:00", False,
+         "not due: last re-read 2026-11-29-03:00, 1 h before this partition; next due at or after 2026-11-30-02:00"),
+    ],
+)  # fmt: skip
+def test_the_reread_is_due_in_the_first_partition_at_or_after_the_daily_slot(last_key, partition_key, due, reason):
+    plan = plan_lookback({"partition_key": last_key}, at(partition_key), PERIOD, hour=2)
+    assert (plan.period == PERIOD if due else plan.period is None) and plan.reason == reason
+
+
+def test_no_record_off_and_forced_plans():
+    assert plan_lookback(None, at("2026-11-29-09:00"), PERIOD, hour=2).reason == (
+        "due: no re-read recorded in this lake (daily slot 2026-11-29-02:00)"
+    )
+    off = plan_lookback(None, at("2026-11-29-02:00"), None, hour=-1)
+    assert (off.period, off.reason) == (None, "off: lookback_hour is -1")
+    forced = plan_lookback({"partition_key": "2026-11-29-08:00"}, at("2026-11-29-09:00"), PERIOD, hour=2, force=True)
+    assert (forced.period, forced.reason) == (PERIOD, "forced by run config (force_lookback)")
+
+
+def test_a_corrupt_record_names_the_file_and_the_fix(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.write_state("lookback.json", {"partition_key": "yesterday"})
+    with pytest.raises(LakeError, match=r"_state/lookback.json holds no partition key .* delete it"):
+        plan_lookback(last_reread(lake), at("2026-11-29-09:00"), PERIOD, hour=2)
+    (lake.root / "_state" / "lookback.json").write_text("{not json")
+    with pytest.raises(LakeError, match=r"lookback.json.* is corrupt .*delete or restore it"):
+        last_reread(lake)
+
+
+def config(**values) -> dict:
+    return {"ops": {RAW_OP: {"config": values}}}
+
+
+def test_a_missed_reread_hour_is_made_up_by_the_next_sync_and_recorded_once(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    scheduled = config(lookback_days=10)  # what the schedule runs (lookback_hour 2 by default)
+    with dg.instance_for_test() as instance:
+        initial = raw_metadata(run(instance, resources, "2026-11-01-10:00", run_config=scheduled))
+        assert initial["lookback_reason"] == "initial load (or full refresh): read everything; recorded as the last re-read"
+        assert last_reread(lake)["partition_key"] == "2026-11-01-10:00" and last_reread(lake)["period"] is None
+
+        # 2026-11-02-02:00 never ran (daemon down): the 03:00 sync re-reads.
+        made_up = raw_metadata(run(instance, resources, "2026-11-02-03:00", run_config=scheduled))
+        assert made_up["lookback_reason"] == (
+            "due: last re-read 2026-11-01-10:00, 17 h before this partition, before the daily slot 2026-11-02-02:00"
+        )
+        assert made_up["lookback"] == {"field": "date_survey_response", "start": "2026-10-23", "end": "2026-11-02"}
+        window = [r["number_customergauge"] for r in sandbox.records()
+                  if "2026-10-23" <= (r.get("date_survey_response") or "")[:10] <= "2026-11-02"]  # fmt: skip
+        assert sorted(raw_numbers(lake, "2026-11-02-03:00", "lookback")) == sorted(window) != []
+        record = last_reread(lake)
+        assert (record["partition_key"], record["period"]) == ("2026-11-02-03:00", made_up["lookback"])
+
+        after = raw_metadata(run(instance, resources, "2026-11-02-04:00", run_config=scheduled))
+        assert after["lookback"] is None and after["lookback_rows"] == 0
+        assert after["lookback_reason"] == (
+            "not due: last re-read 2026-11-02-03:00, 1 h before this partition; next due at or after 2026-11-03-02:00"
+        )
+        # Neither a replay (which re-reads what it recorded) nor the missed partition run late changes the record.
+        replay = raw_metadata(run(instance, resources, "2026-11-02-03:00", run_config=scheduled))
+        assert replay["sync_mode"] == "replay" and replay["lookback"] == made_up["lookback"]
+        assert replay["lookback_reason"].startswith("replay: re-read the period recorded with this partition")
+        late = raw_metadata(run(instance, resources, "2026-11-02-02:00", run_config=scheduled))
+        assert late["sync_mode"] == "skipped" and late["lookback_reason"].startswith("skipped:")
+        assert last_reread(lake) == record
+
+        forced = raw_metadata(run(instance, resources, "2026-11-02-05:00", run_config=config(force_lookback=True)))
+        assert forced["lookback_reason"] == "forced by run config (force_lookback)" and forced["lookback_rows"] > 0
+        assert last_reread(lake)["partition_key"] == "2026-11-02-05:00"
+        off = raw_metadata(run(instance, resources, "2026-11-03-03:00", run_config=config(lookback_hour=-1)))
+        assert off["lookback"] is None and off["lookback_reason"] == "off: lookback_hour is -1"
+        assert last_reread(lake)["partition_key"] == "2026-11-02-05:00"
+    assert_current_matches_sandbox(lake, sandbox)
