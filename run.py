@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Project tasks with nothing but Python 3.11: creates .venv, installs the project, then runs a task.
+"""Project tasks with nothing but Python 3.11 or 3.12: creates .venv, installs the project, then runs a task.
 
     python3 run.py demo        full sync from the sandbox into ./demo_lake, then an incremental sync
     python3 run.py test [ARGS] the test suite (pytest ARGS)
@@ -8,14 +8,16 @@
     python3 run.py bench       issue 7's speed and memory figures (scripts/benchmark.py; --quick, --json PATH)
     python3 run.py init        only prepare .venv and DAGSTER_HOME (for the dagster CLI, see README)
 
-The environment is reinstalled when pyproject.toml changes. DAGSTER_HOME is ./.dagster_home unless set
-(persistent, so cursors and run history survive restarts), with ./dagster.yaml linked into it. SIGTERM and
-Ctrl-C stop the task's whole process group.
+The environment is reinstalled when pyproject.toml changes, and rebuilt when it was made by another Python
+than the one running run.py. DAGSTER_HOME is ./.dagster_home unless set (persistent, so cursors and run
+history survive restarts), with ./dagster.yaml linked into it. SIGTERM, SIGHUP (the terminal closed) and
+Ctrl-C stop the task and every process it started.
 """
 
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,17 +30,44 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".cg_dagster-installed"
 DAGSTER_HOME = ROOT / ".dagster_home"
-STOP_GRACE_SECONDS = 10
+STOP_GRACE_SECONDS = 30  # above scripts/dev.py's own STOP_SECONDS, so it can stop dagster dev cleanly
+PYTHONS = ("3.11", "3.12")  # pyproject.toml's requires-python (the suite passes on both)
+
+
+def venv_python_version(venv_dir: Path) -> str | None:
+    """The "major.minor" Python version a virtual environment was made with (its pyvenv.cfg ``version`` or
+    ``version_info``), or None when there is no readable pyvenv.cfg."""
+    try:
+        lines = (venv_dir / "pyvenv.cfg").read_text().splitlines()
+    except OSError:
+        return None
+    settings = dict(line.split("=", 1) for line in lines if "=" in line)
+    settings = {key.strip(): value.strip() for key, value in settings.items()}
+    version = settings.get("version") or settings.get("version_info") or ""
+    return ".".join(version.split(".")[:2]) or None
 
 
 def ensure_venv() -> None:
-    """Create .venv and install the project with its test extra, unless pyproject.toml is unchanged."""
+    """Create .venv and install the project with its test extra, unless pyproject.toml is unchanged and the
+    venv was made by this Python (major.minor); a venv made by another Python is deleted and made again.
+
+    Raises:
+        SystemExit: this Python is not one of PYTHONS (the message names the versions that work).
+    """
+    this = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if this not in PYTHONS:
+        raise SystemExit(f"run.py: Python {this} is not supported; run it with Python {' or '.join(PYTHONS)} "
+                         f"(e.g. python{PYTHONS[-1]} run.py ...)")
+    made_by = venv_python_version(VENV)
+    if made_by not in (None, this):
+        print(f"rebuilding {VENV}: it was made by Python {made_by}, this is Python {this}", flush=True)
+        shutil.rmtree(VENV)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest and PYTHON.exists():
         return
     if not PYTHON.exists():
-        print(f"creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
+        print(f"creating {VENV} with Python {this}", flush=True)
+        venv.create(VENV, with_pip=True, clear=True)
     print("installing cg_dagster and its dependencies into .venv (first run only)", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
@@ -58,9 +87,21 @@ def ensure_dagster_home() -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home)}
 
 
+def session_members(session_id: int) -> list[int]:
+    """Pids of the live processes in session ``session_id`` (Linux /proc), whatever their process group."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command name)"
+            if int(fields[3]) == session_id and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+    return pids
+
+
 def run_task(command: list[str], env: dict[str, str]) -> int:
-    """Run the task in its own process group. SIGTERM and Ctrl-C are passed on to the whole group; what is
-    still running STOP_GRACE_SECONDS later is killed (dagster dev's processes do not always exit on their own)."""
+    """Run the task in its own session. SIGTERM, SIGHUP and Ctrl-C are passed on to its process group; what
+    is still running in its session when it ends, or STOP_GRACE_SECONDS after the signal, is killed (also
+    processes that moved to a group of their own, like the ones scripts/dev.py starts)."""
     child = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     stopping: list[float] = []
 
@@ -69,8 +110,8 @@ def run_task(command: list[str], env: dict[str, str]) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, forward)
     while True:
         try:
             code = child.wait(timeout=0.5)
@@ -79,8 +120,9 @@ def run_task(command: list[str], env: dict[str, str]) -> int:
             if stopping and time.monotonic() - stopping[0] > STOP_GRACE_SECONDS:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):  # the group's stragglers (e.g. dagster's code servers)
-        os.killpg(child.pid, signal.SIGKILL if stopping else signal.SIGTERM)
+    for pid in session_members(child.pid):  # stragglers (e.g. dagster's code servers)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if stopping else signal.SIGTERM)
     if stopping:
         print("run.py: stopped", flush=True)
     return code

@@ -7,7 +7,7 @@ process per step (Dagster's default executor) cost 15-20 s of start-up per hourl
 Environment (see README): CUSTOMERGAUGE_REGION (default eu), CUSTOMERGAUGE_CLIENT_ID,
 CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_API_BASE_URL / CUSTOMERGAUGE_AUTH_BASE_URL (optional overrides,
 e.g. the sandbox), CUSTOMERGAUGE_SYSTEM_TIMEZONE (default UTC), CUSTOMERGAUGE_PER_PAGE (default 1000),
-CG_LAKE_ROOT (default ./lake).
+CG_LAKE_ROOT (default ./lake), CG_PARTITIONS_START and CG_FRESHNESS_HOURS (customergauge/partitions.py).
 """
 
 import os

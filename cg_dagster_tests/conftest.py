@@ -14,7 +14,9 @@ SANDBOX_ID, SANDBOX_SECRET = "test-client", "test-secret-do-not-log"
 
 def pytest_configure(config):
     """The whole suite runs with the host in a non-UTC zone (DST included): the host's zone must never leak
-    into a date, a partition or a cursor. Subprocesses (dagster CLI runs) inherit it."""
+    into a date, a partition or a cursor. Subprocesses (dagster CLI runs) inherit it. The tests' partition
+    keys are in 2026-11, so the partitions start there (whatever DAGSTER_HOME records)."""
+    os.environ["CG_PARTITIONS_START"] = "2026-11-01"
     os.environ["TZ"] = "America/New_York"
     time.tzset()
 

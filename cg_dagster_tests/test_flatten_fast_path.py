@@ -381,24 +381,95 @@ def test_mutation_fuzz(seed):
             assert_same(batch, zone)
 
 
-def test_arrow_path_takes_the_plain_sandbox_records(monkeypatch):
-    """The differential tests are only worth something if the Arrow path takes the plain records: of 200
-    sandbox records only the odd kinds (ids sent as numbers, structured answers) reach the per-record rules."""
-    records = [_render(rec, frozenset(EXPANSIONS), False) for rec in generate_records(0, 200)]
-    odd = [
-        i
-        for i, rec in enumerate(records)
-        if isinstance(rec["number_customer"], int)
-        or any(not isinstance(q["answer"], str) for q in rec["questions"])
-    ]
+def per_record_rows(monkeypatch, texts: list[str], zone: str = "Europe/Amsterdam") -> list[int]:
+    """flatten_raw of `texts` (checked equal to the per-record rules), returning the rows it sent to them."""
     seen = []
     real = flatten_module._per_record_parts
     monkeypatch.setattr(
         flatten_module,
         "_per_record_parts",
-        lambda texts, fetched, rows, zone: seen.append(list(rows)) or real(texts, fetched, rows, zone),
+        lambda texts, fetched, rows, zone: seen.extend(rows) or real(texts, fetched, rows, zone),
     )
-    flatten_raw(
-        raw_table([orjson.dumps(rec).decode() for rec in records]), system_timezone="Europe/Amsterdam"
-    )
-    assert seen == [odd] and 0 < len(odd) < 20
+    assert_same(raw_table(texts), zone)
+    return [int(row) for row in seen]
+
+
+def test_arrow_path_takes_the_plain_sandbox_records(monkeypatch):
+    """The differential tests are only worth something if the Arrow path takes the plain records: of 200
+    sandbox records none reaches the per-record rules, not even the kinds with a non-string text value (ids
+    sent as numbers, structured answers), which are re-encoded as text first."""
+    records = [_render(rec, frozenset(EXPANSIONS), False) for rec in generate_records(0, 200)]
+    non_string = [
+        i
+        for i, rec in enumerate(records)
+        if isinstance(rec["number_customer"], int) or any(not isinstance(q["answer"], str) for q in rec["questions"])
+    ]
+    assert len(non_string) >= 5
+    assert per_record_rows(monkeypatch, [orjson.dumps(rec).decode() for rec in records]) == []
+
+
+# --- (d) non-string values in text fields: re-encoded as text, or left to the per-record rules -------------
+
+TEXT_PATHS = [
+    ("status",),
+    ("number_customer",),
+    ("phone",),
+    ("contact", "first_name"),
+    ("account", "number"),
+    ("comment", "original"),
+    ("follow_up", "details"),
+    ("selected_drivers", 0, "primary"),
+    ("tags", 0, "sentiment"),
+    ("questions", 0, "title"),
+    ("questions", 0, "answer"),
+    ("properties", 3, "reference"),
+]
+# Values Arrow then reads (as their _text), and values that keep the record on the per-record rules.
+RE_ENCODED = [7, -5, 0, 2**63, 10**30, 7.5, -0.0, 1e16, 1e-7, 5e-324, True, False, ["Phone", "Chat"],
+              {"score": 4, "scale": 5}, [], {}, [1, [2, {"a": None}]], {"z": "Łódź 😀", "a": "\"q\"\n"}]
+LEFT = [float("nan"), float("inf"), ["\ud800"], {"k": "a\udfffb"}]
+
+
+def put(rec: dict, path: tuple, value) -> dict:
+    rec = copy.deepcopy(rec)
+    holder = rec
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = value
+    return rec
+
+
+@pytest.mark.parametrize("path", TEXT_PATHS, ids=lambda path: ".".join(map(str, path)))
+def test_non_string_text_values(monkeypatch, path):
+    texts = [dumped(put(VENDOR_RECORD, path, value)) for value in RE_ENCODED + LEFT]
+    texts += [dumped(VENDOR_RECORD)]
+    left = list(range(len(RE_ENCODED), len(RE_ENCODED) + len(LEFT)))
+    assert per_record_rows(monkeypatch, texts) == left
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"number_customergauge":1,"number_customer":12,"number_customer":"x"}',  # duplicate key: last wins
+        '{"number_customergauge":1,"number_customer":12,"number_customer":13}',
+        '{"number_customergauge":1,\n"number_customer":12}',  # a line break outside strings
+        '{"number_customergauge":1,"number_customer":012}',  # not JSON
+        '{"number_customergauge":1,"number_customer":-0}',
+        '{"number_customergauge":1,"number_customer":1E400}',
+        '{"number_customergauge":1,"number_customer":12,"nps":NaN}',
+        '{"number_customergauge":1,"number_customer":12,"surprise":1}',  # an unknown key
+        '{"number_customergauge":"1","number_customer":12}',
+        '{"number_customergauge":1,"comment":{"original":"say \\"status\\":5 or \\"title\\":[1]"}}',
+        '{"number_customergauge":1,"contact":{"first_name":5,"title":"Dr"}}',
+        '{"number_customergauge":1,"tags":[{"label":5},7]}',
+        '{"number_customergauge":1,"tags":{"label":5}}',
+        '{"number_customergauge":1,"contact":[{"first_name":5}]}',
+        '{"number_customergauge":1,"selected_drivers":[{"primary":1,"secondary":[2,null,"x"]}]}',
+        '{"number_customergauge":1,"selected_drivers":[{"primary":"p","secondary":7}]}',
+        '{"number_customergauge":1,"date_sent":1648643696,"phone":31612345678}',
+        '{"number_customergauge":1,"questions":[{"title":"Q","answer":{"a":1,"a":2}}]}',
+        '[{"number_customergauge":1,"phone":5}]',
+    ],
+)
+def test_non_string_text_value_texts(text):
+    assert_same(raw_table([dumped(VENDOR_RECORD), text, dumped(BARE_RECORD)]), "Europe/Amsterdam")

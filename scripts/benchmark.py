@@ -46,6 +46,16 @@ step / the pure fetch loop <= 1.1x (the whole processes' ratio printed beside it
 <= 400 MB (the larger of the two CLI cases) and within 15% between 100k and 1M (without ``--with-1m``:
 between 100k and 500k, said so in the table). ``--quick`` judges the same at its sizes.
 ``--json PATH`` writes the cases, the targets, the commit measured and the machine.
+
+Lake age (issue 9, item 6; ``--skip-lake-age`` leaves it out, ``--lake-age-only`` runs nothing else): how the
+hourly update of the current tables grows with the lake's age. For a day, a month and a year of hourly
+partitions (24, 720, 8,760; ``--quick``: 24 and 168) of LAKE_AGE_RESPONSES responses each, the five flattened
+partition files are written directly with the contract's schemas (one flattened sandbox template, ids shifted
+up by partition; from hour 24 on, the first LAKE_AGE_RESENT of each hour re-send responses that the same hour a day before fetched new);
+then, each in a fresh process (wall and peak RSS of the process tree, as above): ``full rebuild`` of the
+current tables (``update_current(full_rebuild=True)``, which also writes the record an update starts from),
+and ``hourly update``: one more partition added, then ``update_current``. Targets: the hourly update at the
+oldest lake / at a day <= 3x in wall time, and its peak RSS <= 400 MB.
 """
 
 import argparse
@@ -55,6 +65,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +88,9 @@ LATENCY_S, LATENCY_RECORDS = 0.2, 100_000
 SAMPLE_S = 0.05
 FLOOR_BATCH_BYTES = 8 * 1024 * 1024  # page bytes the floor parses and writes at once (~6 pages)
 MB = 1024 * 1024
+LAKE_AGES, QUICK_LAKE_AGES = (("a day", 24), ("a month", 720), ("a year", 8_760)), (("a day", 24), ("a week", 168))
+LAKE_AGE_RESPONSES, LAKE_AGE_RESENT, LAKE_AGE_IDS = 100, 10, 300  # per partition; ids a partition spans
+LAKE_AGE_START = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
 
 
 # ---- references: run as child processes (``--reference fetch|floor``), print one JSON line ----------------
@@ -279,6 +293,114 @@ def floor_tables(pages: list[tuple[int | None, bytes]], page_schema, schemas: di
 REFERENCES = {"fetch": reference_fetch, "floor": reference_floor}
 
 
+# ---- lake age: synthetic hourly partitions, then the current tables' update --------------------------------
+
+
+def age_template() -> dict:
+    """{table: pyarrow.Table} of LAKE_AGE_RESPONSES sandbox records flattened, the n-th record's id 3n (ids
+    spread like the sandbox's, within LAKE_AGE_IDS)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cg_dagster.lib.flatten import flatten_records
+    from cg_dagster.sandbox.data import generate_records
+
+    records = [{k: v for k, v in record.items() if k != "_pos"} for record in generate_records(5, LAKE_AGE_RESPONSES)]
+    tables = flatten_records(records, fetched_at=LAKE_AGE_START).tables
+    ids = pa.array([record["number_customergauge"] for record in records])
+    return {name: table.set_column(0, table.schema.field(0),
+                                   pc.multiply(pc.index_in(table.column(0), value_set=ids), 3).cast(pa.int64()))
+            for name, table in tables.items()}
+
+
+def write_age_partition(lake, template: dict, index: int) -> None:
+    """Partition ``index`` hours after LAKE_AGE_START: the template's ids shifted to ``index``'s id span; from
+    hour 24 on, its first LAKE_AGE_RESENT responses re-send (same ids, a later fetch) the next LAKE_AGE_RESENT
+    of 24 partitions before, which that partition fetched new."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    hour = LAKE_AGE_START + dt.timedelta(hours=index)
+    resent = 3 * LAKE_AGE_RESENT  # template ids are 3n: the first LAKE_AGE_RESENT responses
+    for name, table in template.items():
+        ids = table.column(0).to_numpy()
+        day_before = ids + resent + (index - 24) * LAKE_AGE_IDS
+        shifted = np.where((ids < resent) & (index >= 24), day_before, ids + index * LAKE_AGE_IDS)
+        fetched = pa.repeat(pa.scalar(hour + dt.timedelta(minutes=5), table.schema.field("fetched_at").type),
+                            table.num_rows)
+        table = table.set_column(0, table.schema.field(0), pa.array(shifted, pa.int64()))
+        table = table.set_column(table.schema.get_field_index("fetched_at"), table.schema.field("fetched_at"), fetched)
+        path = lake.partition_path(name, hour.strftime("%Y-%m-%d-%H:%M"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd")
+
+
+def run_current_update_here(lake_root: Path, full: bool) -> None:
+    """Child side: ``update_current`` of the lake; print ``{"mode", "rows", "work_s"}`` as one JSON line."""
+    from cg_dagster.lib.current import update_current
+    from cg_dagster.lib.lake import Lake
+
+    start = time.perf_counter()
+    update = update_current(Lake(lake_root), full_rebuild=full)
+    print(json.dumps({"mode": update.mode, "rows": update.rows, "work_s": time.perf_counter() - start}), flush=True)
+
+
+def lake_age(tmp: Path, ages: tuple) -> list[dict]:
+    """For each (label, partitions) of ``ages``: a synthetic lake, its full rebuild and one hourly update
+    measured in fresh processes (module docstring)."""
+    from cg_dagster.lib.lake import Lake
+
+    template, results = age_template(), []
+    for label, partitions in ages:
+        lake = Lake(tmp / f"age-{partitions}")
+        start = time.perf_counter()
+        for index in range(partitions):
+            write_age_partition(lake, template, index)
+        generated = time.perf_counter() - start
+        child = [sys.executable, __file__, "--current-update", str(lake.root)]
+        full = measure([*child, "--full"], os.environ.copy(), tmp / f"age-{partitions}-full")
+        write_age_partition(lake, template, partitions)
+        hourly = measure(child, os.environ.copy(), tmp / f"age-{partitions}-hourly")
+        done = {"age": label, "partitions": partitions, "generate_s": generated}
+        for key, figures in (("full", full), ("hourly", hourly)):
+            out = json.loads(figures["stdout"].strip().splitlines()[-1])
+            done |= {f"{key}_wall_s": figures["wall_s"], f"{key}_peak_rss_mb": figures["peak_rss_mb"],
+                     f"{key}_mode": out["mode"], f"{key}_work_s": out["work_s"], "responses": out["rows"]["responses"]}
+        if done["hourly_mode"] != "merge":
+            raise SystemExit(f"the hourly update of the lake of {label} was a {done['hourly_mode']}, not a merge")
+        results.append(done)
+        print(f"  lake of {label:<9} {partitions:>6,} partitions  {done['responses']:>9,} responses  full rebuild "
+              f"{done['full_wall_s']:6.2f} s {done['full_peak_rss_mb']:5.0f} MB  hourly update "
+              f"{done['hourly_wall_s']:6.2f} s {done['hourly_peak_rss_mb']:5.0f} MB", flush=True)
+        shutil.rmtree(lake.root)
+    return results
+
+
+def lake_age_targets(results: list[dict]) -> list[dict]:
+    """Issue 9's limits on the hourly update: oldest lake / a day <= 3x wall, peak RSS <= 400 MB."""
+    day, oldest = results[0], results[-1]
+    ratio = oldest["hourly_wall_s"] / day["hourly_wall_s"]
+    return [
+        {"target": f"6a hourly update, {oldest['age']} / {day['age']}", "value": ratio, "unit": "x", "limit": 3.0,
+         "met": ratio <= 3.0, "compares": "wall of the update_current process after one new partition"},
+        {"target": f"6b hourly update peak RSS, {oldest['age']}", "value": oldest["hourly_peak_rss_mb"], "unit": "MB",
+         "limit": 400, "met": oldest["hourly_peak_rss_mb"] <= 400, "compares": "whole process tree"},
+    ]
+
+
+def print_lake_age(results: list[dict], targets: list[dict]) -> None:
+    print(f"\n{'lake age (hourly partitions)':<30}{'partitions':>11}{'responses':>11}{'full rebuild s':>16}"
+          f"{'MB':>6}{'hourly update s':>17}{'MB':>6}")
+    for r in results:
+        print(f"{r['age']:<30}{r['partitions']:>11,}{r['responses']:>11,}{r['full_wall_s']:>16.2f}"
+              f"{r['full_peak_rss_mb']:>6.0f}{r['hourly_wall_s']:>17.2f}{r['hourly_peak_rss_mb']:>6.0f}")
+    for t in targets:
+        value = f"{t['value']:.2f}x" if t["unit"] == "x" else f"{t['value']:.0f}MB"
+        print(f"{t['target']:<40}{value:>9}{'<= ' + format(t['limit'], 'g') + t['unit']:>11}"
+              f"{'met' if t['met'] else 'NOT MET':>13}   {t['compares']}")
+
+
 def run_reference_here(name: str, base_url: str, out: Path) -> None:
     """Child side: run one reference and print ``{"records", "work_s", ...}`` as one JSON line (``work_s``:
     the reference's own duration, imports and interpreter start excluded)."""
@@ -410,7 +532,7 @@ class Bench:
         env = {key: value for key, value in env.items() if not key.startswith(("CUSTOMERGAUGE_", "CG_"))}
         return env | {"CUSTOMERGAUGE_CLIENT_ID": CLIENT_ID, "CUSTOMERGAUGE_CLIENT_SECRET": CLIENT_SECRET,
                       "CUSTOMERGAUGE_API_BASE_URL": base_url, "CUSTOMERGAUGE_AUTH_BASE_URL": base_url,
-                      "CG_LAKE_ROOT": str(folder / "lake")}
+                      "CG_LAKE_ROOT": str(folder / "lake"), "CG_PARTITIONS_START": PARTITION}
 
     def cli(self, kind: str, sandbox: Sandbox, records: int, latency: float) -> None:
         folder = self.folder(kind)
@@ -515,7 +637,9 @@ def lake_records(lake_root: Path, kind: str) -> int:
     lake = Lake(lake_root)
     paths = [lake.partition_path(name, PARTITION) for name in ("raw_responses", "responses")]
     paths += [lake.current_path("responses")] if kind != "cli_raw_flat" else []
-    counts = {path.relative_to(lake_root).as_posix(): pq.ParquetFile(path).metadata.num_rows for path in paths}
+    counts = {path.relative_to(lake_root).as_posix(): sum(pq.ParquetFile(file).metadata.num_rows for file in
+                                                          (sorted(path.glob("*.parquet")) if path.is_dir() else [path]))
+              for path in paths}  # current/responses is a folder of range files
     if len(set(counts.values())) != 1:
         raise SystemExit(f"the lake's counts differ: {counts}")
     return counts[paths[0].relative_to(lake_root).as_posix()]
@@ -614,25 +738,34 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
-def run_all(quick: bool, with_1m: bool, json_path: Path | None) -> None:
+def run_all(quick: bool, with_1m: bool, json_path: Path | None, lake_ages: bool = True, others: bool = True) -> None:
     sizes = QUICK_SIZES if quick else SIZES + ((MILLION,) if with_1m else ())
     facts = {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--short").splitlines(),
              "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "quick": quick,
              "machine": machine()}
     print(f"commit {facts['commit']} ({len(facts['uncommitted'])} files uncommitted)", flush=True)
+    ages, targets = [], []
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
         bench = Bench(Path(tmp))
-        for records in sizes:
+        for records in sizes if others else ():
             bench.size(records, 0.0, ("fetch", "floor", "cli_raw_flat", "cli_group"),
                        daemon=records == 1_000 and not quick)
-        if not quick:
+        if others and not quick:
             bench.size(LATENCY_RECORDS, LATENCY_S, ("fetch", "cli_raw_flat"))
-    targets = ratios(bench.cases, sizes, quick)
+        if lake_ages:
+            print("lake age: synthetic hourly partitions, then the current tables' update", flush=True)
+            ages = lake_age(Path(tmp), QUICK_LAKE_AGES if quick else LAKE_AGES)
+    age_targets = lake_age_targets(ages) if ages else []
     facts["machine"]["load_avg_end"] = os.getloadavg()
-    print_table(bench.cases, targets)
+    if others:
+        targets = ratios(bench.cases, sizes, quick)
+        print_table(bench.cases, targets)
+    if ages:
+        print_lake_age(ages, age_targets)
     print(f"\nmachine: {facts['machine']}")
     if json_path:
-        json_path.write_text(json.dumps({**facts, "cases": bench.cases, "ratios": targets}, indent=2))
+        json_path.write_text(json.dumps({**facts, "cases": bench.cases, "ratios": targets, "lake_age": ages,
+                                         "lake_age_targets": age_targets}, indent=2))
         print(f"figures written to {json_path}")
 
 
@@ -641,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1k and 5k records, latency 0, no daemon run (CI)")
     parser.add_argument("--with-1m", action="store_true", help="also 1,000,000 records (memory growth 100k -> 1M)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
+    ages = parser.add_mutually_exclusive_group()
+    ages.add_argument("--skip-lake-age", action="store_true", help="leave out the lake-age case (issue 9)")
+    ages.add_argument("--lake-age-only", action="store_true", help="run only the lake-age case (issue 9)")
+    parser.add_argument("--current-update", type=Path, help=argparse.SUPPRESS)  # child process: a lake root
+    parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", choices=sorted(REFERENCES), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -651,8 +789,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--json {args.json}: the folder {args.json.parent} does not exist; create it or pick another")
     if args.reference:
         run_reference_here(args.reference, args.base_url, args.out)
+    elif args.current_update:
+        run_current_update_here(args.current_update, args.full)
     else:
-        run_all(args.quick, args.with_1m, args.json)
+        run_all(args.quick, args.with_1m, args.json, lake_ages=not args.skip_lake_age, others=not args.lake_age_only)
     return 0
 
 

@@ -7,7 +7,8 @@ Run it with ``python3 run.py demo`` (which creates .venv and sets DAGSTER_HOME=.
 3. appends records to the sandbox (its control endpoint ``POST /_sandbox/append``);
 4. materializes the last complete hour: the incremental sync, which must fetch exactly the appended records;
 5. prints per-table row counts (DuckDB over the lake) and the stored cursor (lake and Dagster metadata),
-   and exits 1 if any count differs from what the sandbox served.
+   and exits 1 if any count differs from what the sandbox served, or if the second run's update of the
+   current tables was not a merge of the new partition into the ranges it touches (lib/current.py).
 
 The demo lake is wiped at the start (the sandbox is regenerated from its seed each time, so the counts
 can be checked exactly); Dagster's run history in DAGSTER_HOME is kept, and ``python3 run.py dev`` works on
@@ -61,7 +62,7 @@ def main() -> int:
             "CUSTOMERGAUGE_AUTH_BASE_URL": base_url,
             "CG_LAKE_ROOT": str(LAKE_ROOT),
         }
-        last_hour = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+        last_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
         initial, incremental = [(last_hour - dt.timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in (1, 0)]
 
         print(f"\n== initial load: partition {initial}", flush=True)
@@ -84,7 +85,7 @@ def _materialize(partition: str, env: dict) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cg_dagster.definitions",
          "--select", SELECTION, "--partition", partition, "--config-json", RUN_CONFIG],
-        env=env, cwd=ROOT, capture_output=True, text=True,
+        check=False, env=env, cwd=ROOT, capture_output=True, text=True,
     )
     if done.returncode != 0:
         print(done.stdout[-5000:], done.stderr[-5000:], sep="\n", file=sys.stderr)
@@ -103,13 +104,19 @@ def _report(first: int, second: int, served: int, appended: int) -> int:
     for table in ["raw_responses", *FLAT_KEYS]:
         rows = duckdb.sql(f"select count(*) from read_parquet('{LAKE_ROOT / table}/*.parquet')").fetchall()[0][0]
         print(f"{table:<22}{rows:>8}")
+    glob = f"{Lake(LAKE_ROOT).current_path('responses')}/*.parquet"
     current = duckdb.sql(
-        f"select count(*), count(distinct number_customergauge) from read_parquet('{Lake(LAKE_ROOT).current_path('responses')}')"
+        f"select count(*), count(distinct number_customergauge) from read_parquet('{glob}', union_by_name = true)"
     ).fetchall()[0]
-    print(f"{'current/responses':<22}{current[0]:>8}   (one row per response: {current[1]} distinct)")
+    files = len(list(Lake(LAKE_ROOT).current_path("responses").glob("*.parquet")))
+    print(f"{'current/responses':<22}{current[0]:>8}   (one row per response: {current[1]} distinct, {files} range files)")
     head = Lake(LAKE_ROOT).read_head()
-    event = dg.DagsterInstance.get().get_latest_materialization_event(RAW_KEY)
-    dagster_cursor = event.asset_materialization.metadata["cursor"].value
+    instance = dg.DagsterInstance.get()
+    dagster_cursor = instance.get_latest_materialization_event(RAW_KEY).asset_materialization.metadata["cursor"].value
+    update = instance.get_latest_materialization_event(CURRENT_KEYS["responses"]).asset_materialization.metadata
+    update_mode = update["update_mode"].value
+    print(f"second update of the current tables: {update_mode} ({update['update_reason'].value}), "
+          f"{update['ranges_rewritten'].value} of {files} ranges rewritten")
     print(f"\nstored cursor: {head.cursor} in {LAKE_ROOT.name}/_state/raw_responses.cursor.json; "
           f"{dagster_cursor} in the metadata of raw_responses' latest materialization")
     problems = []
@@ -119,6 +126,8 @@ def _report(first: int, second: int, served: int, appended: int) -> int:
         problems.append(f"the incremental sync fetched {second} responses, not the {appended} appended")
     if current != (served, served):
         problems.append(f"current/responses holds {current[0]} rows ({current[1]} distinct), not the {served} served")
+    if update_mode != "merge":
+        problems.append(f"the second update of the current tables was a {update_mode}, not a merge")
     if head.cursor != dagster_cursor:
         problems.append(f"lake cursor {head.cursor} != Dagster metadata cursor {dagster_cursor}")
     for problem in problems:

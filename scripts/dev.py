@@ -4,46 +4,122 @@ Without CUSTOMERGAUGE_CLIENT_ID in the environment it also starts the sandbox AP
 (CG_SANDBOX_PORT) and points the resource at it, on the demo's lake (./demo_lake, unless CG_LAKE_ROOT is set).
 With CUSTOMERGAUGE_CLIENT_ID (and CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_REGION) set it runs against
 that real account and starts no sandbox; the lake is CG_LAKE_ROOT (default ./lake). See README.
+
+The UI's port is CG_DAGSTER_PORT (default 3000). A port already in use stops this script before it starts
+anything (exit 2, naming the port and its setting). Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop
+everything it started: `dagster dev` and its webserver, daemon and code server (one process group, sent
+SIGINT as Ctrl-C would, SIGKILL after STOP_SECONDS), and the sandbox.
 """
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-SANDBOX_PORT = os.environ.get("CG_SANDBOX_PORT", "8765")
+SANDBOX_PORT_ENV, UI_PORT_ENV = "CG_SANDBOX_PORT", "CG_DAGSTER_PORT"
 DEMO_LAKE = Path(__file__).resolve().parent.parent / "demo_lake"
+STOP_SECONDS = 20  # dagster dev stops its services in 5-15 s
+
+
+class Stop(Exception):
+    """Raised in the main thread by SIGTERM or SIGHUP, so they stop everything as Ctrl-C does."""
+
+
+def port_in_use(port: int) -> bool:
+    """Whether a server could not listen on 127.0.0.1:``port`` (SO_REUSEADDR, as servers bind: a port
+    in TIME_WAIT after a previous run counts as free)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def busy_ports(ports: dict[str, str]) -> list[str]:
+    """Errors for the ports (setting name -> port text) that are malformed or in use, one per port."""
+    errors = []
+    for setting, text in ports.items():
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            errors.append(f"{setting}={text!r} is not a TCP port: set a number from 1 to 65535")
+        elif port_in_use(int(text)):
+            errors.append(
+                f"port {text} on 127.0.0.1 is already in use (another `run.py dev`?): stop that program or "
+                f"set {setting} to a free port"
+            )
+    return errors
 
 
 def main() -> int:
-    if os.environ.get("CUSTOMERGAUGE_CLIENT_ID"):
-        print("CUSTOMERGAUGE_CLIENT_ID is set: using that CustomerGauge account, no sandbox", flush=True)
-        return _dagster_dev(dict(os.environ))
+    real_account = bool(os.environ.get("CUSTOMERGAUGE_CLIENT_ID"))
+    ports = {UI_PORT_ENV: os.environ.get(UI_PORT_ENV, "3000")}
+    if not real_account:
+        ports[SANDBOX_PORT_ENV] = os.environ.get(SANDBOX_PORT_ENV, "8765")
+    errors = busy_ports(ports)
+    for error in errors:
+        print(f"run.py dev: {error}; nothing was started", file=sys.stderr, flush=True)
+    if errors:
+        return 2
+
+    def stop(signum, _frame):
+        raise Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    started: list[subprocess.Popen] = []
+    try:
+        env = dict(os.environ)
+        if real_account:
+            print("CUSTOMERGAUGE_CLIENT_ID is set: using that CustomerGauge account, no sandbox", flush=True)
+        else:
+            env = _with_sandbox(env, ports[SANDBOX_PORT_ENV], started)
+        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", ports[UI_PORT_ENV]]
+        started.append(subprocess.Popen(command, env=env, process_group=0))
+        return started[-1].wait()
+    except (KeyboardInterrupt, Stop) as reason:
+        print(f"run.py dev: stopping ({reason or 'Ctrl-C'})", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for process in reversed(started):
+            _stop_group(process)
+
+
+def _with_sandbox(env: dict, port: str, started: list) -> dict:
+    """Start the sandbox API on ``port`` (appended to ``started``); the environment pointed at it."""
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "cg_dagster.sandbox", "--port", SANDBOX_PORT], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "cg_dagster.sandbox", "--port", port], stdout=subprocess.PIPE, text=True,
+        process_group=0,
     )
+    started.append(sandbox)
     print(sandbox.stdout.readline().strip(), flush=True)
-    base_url = f"http://127.0.0.1:{SANDBOX_PORT}"
-    env = {
-        **os.environ,
+    base_url = f"http://127.0.0.1:{port}"
+    return {
+        **env,
         "CUSTOMERGAUGE_CLIENT_ID": "sandbox-client",
         "CUSTOMERGAUGE_CLIENT_SECRET": "sandbox-secret",
         "CUSTOMERGAUGE_API_BASE_URL": base_url,
         "CUSTOMERGAUGE_AUTH_BASE_URL": base_url,
-        "CG_LAKE_ROOT": os.environ.get("CG_LAKE_ROOT", str(DEMO_LAKE)),
+        "CG_LAKE_ROOT": env.get("CG_LAKE_ROOT", str(DEMO_LAKE)),
     }
-    try:
-        return _dagster_dev(env)
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
 
 
-def _dagster_dev(env: dict) -> int:
-    try:
-        return subprocess.run([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], env=env).returncode
-    except KeyboardInterrupt:
-        return 0
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGINT to the process's group (what Ctrl-C sends: dagster dev then stops its webserver, daemon and
+    code server), SIGKILL to whatever of the group is left after STOP_SECONDS or once its leader exited."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_SECONDS)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 if __name__ == "__main__":

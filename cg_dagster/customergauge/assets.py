@@ -14,9 +14,9 @@ import dagster as dg
 from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS, partition_check_results
 from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, FLAT_TABLES, GROUP, RAW_KEY
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
-from cg_dagster.customergauge.partitions import hourly_partitions
+from cg_dagster.customergauge.partitions import freshness_policy, hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
-from cg_dagster.lib.current import CURRENT_TABLES, build_current
+from cg_dagster.lib.current import CURRENT_TABLES, update_current
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
 from cg_dagster.lib.lookback import explain, last_reread, plan_lookback
 from cg_dagster.lib.schemas import TABLES
@@ -102,6 +102,7 @@ class RawResponsesConfig(dg.Config):
     group_name=GROUP,
     kinds={"parquet"},
     partitions_def=hourly_partitions,
+    freshness_policy=freshness_policy,
     description=(
         "One row per response record fetched in this sync window, with its original JSON, "
         "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
@@ -202,6 +203,7 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
             group_name=GROUP,
             kinds={"parquet"},
             partitions_def=hourly_partitions,
+            freshness_policy=freshness_policy,
             description=(
                 f"{TABLES[name].description} Flattened from the same partition of raw_responses; "
                 "re-materializing rewrites the partition's file from the raw file (idempotent)."
@@ -246,6 +248,13 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
     yield from partition_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
 
 
+class CurrentTablesConfig(dg.Config):
+    """Run config of the current tables: ``full_rebuild`` rebuilds them from every partition file instead of
+    updating only the ranges that changed (lib/current.py); both give the same tables."""
+
+    full_rebuild: bool = False
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -253,10 +262,12 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
             deps=[FLAT_KEYS[name], FLAT_KEYS["responses"]],
             group_name=GROUP,
             kinds={"parquet", "duckdb"},
+            freshness_policy=freshness_policy,
             description=(
                 f"{TABLES[name].description} Latest version of every response across all partitions (the "
-                "latest fetch of each number_customergauge wins; child rows of that fetch only). Rebuilt "
-                "whole from the partition files with DuckDB (idempotent). This is the table to query."
+                "latest fetch of each number_customergauge wins; child rows of that fetch only), one file per "
+                "range of ids. Updated with DuckDB after each sync by rewriting only the ranges the new "
+                "partitions touch (run config full_rebuild: true rebuilds it whole). This is the table to query."
             ),
             metadata={"dagster/column_schema": column_schema(TABLES[name])},
         )
@@ -264,17 +275,24 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
     ],
     can_subset=False,
 )
-def current_tables(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Rebuild ``current/<table>.parquet`` for the five flattened tables (see ``lib/current.py``)."""
+def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfig, lake: LakeResource):
+    """Update ``current/<table>/`` for the five flattened tables (see ``lib/current.py``): merge the new
+    partitions into the ranges they touch, rebuild the ranges of a rewritten or quarantined one, or rebuild
+    everything (``full_rebuild``, first build)."""
     the_lake = lake.get_lake()
     wait = _env_int(LEASE_WAIT_ENV, LEASE_WAIT_DEFAULT)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
-        counts = build_current(the_lake)  # one rebuild at a time: two would interleave their file writes
+        # one update at a time: two would interleave their file writes
+        update = update_current(the_lake, full_rebuild=config.full_rebuild)
+    context.log.info(f"current tables: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
     for name in CURRENT_TABLES:
         yield dg.MaterializeResult(
             asset_key=CURRENT_KEYS[name],
             metadata={
-                "dagster/row_count": counts[name],
+                "update_mode": update.mode,
+                "update_reason": update.reason,
+                "ranges_rewritten": update.ranges,
+                "dagster/row_count": update.rows[name],
                 "dagster/uri": lake_uri(the_lake.current_path(name)),
                 "dagster/column_schema": column_schema(TABLES[name]),
                 "dagster/column_lineage": dg.TableColumnLineage(

@@ -27,11 +27,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.client import IncompleteRead
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import msgspec
 import orjson
+import pyarrow as pa
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
@@ -335,24 +338,43 @@ class Page:
     - ``number``: 1-based page number within one ``iter_pages`` call.
     - ``cursor_sent``: the cursor parameter of this request (None on the first page of an initial load).
     - ``cursor_next``: the cursor to resume from after this page; always an int > cursor_sent.
+    - ``record_json`` and ``numbers``: for a body ``split_page_body`` reads (every record an object with an
+      int64 number_customergauge, valid UTF-8, JSON as strict as ``json.loads``), each record's JSON text as
+      received with the whitespace between tokens removed (bytes-like ``msgspec.Raw``, UTF-8), and its
+      number_customergauge; both None for any other body.
     - ``records``: the body's "data" list as parsed (dicts shaped like the vendor page's example), equal
-      value for value to what ``json.loads`` gives (see ``parse_page_body``).
-    - ``orjson_safe``: True when orjson parsed the body, so every value in ``records`` round-trips through
-      ``orjson.dumps`` losslessly; False when the standard library parsed it (or orjson could not write it
-      back): encode such records with ``json``.
+      value for value to what ``json.loads`` gives (see ``parse_page_body``); decoded from ``record_json`` on
+      first use when that is set (the sync never asks for it then).
+    - ``orjson_safe``: True when orjson parsed ``records``, so every value in them round-trips through
+      ``orjson.dumps`` losslessly; False when the standard library parsed them (or orjson could not write
+      them back): encode such records with ``json``.
     """
 
     number: int
     cursor_sent: Optional[int]
     cursor_next: int
-    records: list[dict] = field(repr=False)
-    orjson_safe: bool = False
+    record_json: Optional[list[msgspec.Raw]] = field(default=None, repr=False)
+    numbers: Optional[list[int]] = field(default=None, repr=False)
+    decoded: Optional[tuple[list[dict], bool]] = field(default=None, repr=False)  # (records, orjson_safe)
+
+    @cached_property
+    def _parsed(self) -> tuple[list[dict], bool]:
+        if self.decoded is not None:
+            return self.decoded
+        return parse_page_body(b"[" + b",".join(self.record_json) + b"]")
+
+    @property
+    def records(self) -> list[dict]:
+        return self._parsed[0]
+
+    @property
+    def orjson_safe(self) -> bool:
+        return self._parsed[1]
 
 
-def _next_cursor(body: dict, number: int, cursor_sent: Optional[int]) -> int:
-    """Return ``cursor.next`` of a non-empty page, or raise CustomerGaugeCursorError (api-notes.md: a
+def _next_cursor(cursor: object, number: int, cursor_sent: Optional[int]) -> int:
+    """Return ``next`` of a non-empty page's "cursor" value, or raise CustomerGaugeCursorError (api-notes.md: a
     stored cursor must never become null or smaller, and a page must not loop)."""
-    cursor = body.get("cursor")
     value = cursor.get("next") if isinstance(cursor, dict) else None
     if _is_int(value) and (cursor_sent is None or value > cursor_sent) and value < 2**63:
         return value
@@ -542,6 +564,71 @@ def parse_page_body(raw: bytes) -> tuple[object, bool]:
     return _parse_json(raw), False
 
 
+class _SplitBody(msgspec.Struct):
+    data: list[msgspec.Raw]
+    cursor: Any = None
+
+
+class _Numbered(msgspec.Struct):
+    number_customergauge: int
+
+
+class _NumberedBody(msgspec.Struct):
+    data: list[_Numbered]
+
+
+_SPLIT = msgspec.json.Decoder(_SplitBody)
+_NUMBERED = msgspec.json.Decoder(_NumberedBody)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def split_page_body(raw: bytes) -> Optional[tuple[list[msgspec.Raw], list[int], object]]:
+    """Read a page body without decoding its records: ``(record texts, numbers, cursor)``, or None.
+
+    For a JSON object whose "data" is a list of objects, each with an integer number_customergauge in the
+    int64 range (the last one if the key is repeated, as ``json.loads`` reads it), returns each record's JSON
+    text as received but with the whitespace between tokens removed (strings, numbers and escapes are kept
+    byte for byte; ``msgspec.Raw`` views of one compacted copy of the body: bytes-like, ``bytes(text)`` copies
+    one), each record's number_customergauge (ints), and the body's "cursor" value decoded (None when absent).
+    msgspec (well kept; about 10x faster than decoding the records with orjson) reads it.
+    Returns None, and ``parse_page_body`` reads the body instead, for anything else: another shape, a record
+    without a valid id, bytes that are not UTF-8, or JSON that msgspec refuses although ``json.loads`` may
+    read it (NaN, Infinity, lone surrogate escapes, a byte order mark, nesting deeper than msgspec allows).
+    msgspec refuses all JSON that ``json.loads`` refuses, so a text returned here always parses to the
+    record ``json.loads`` gives (test_client_split.py).
+    """
+    try:
+        compact = msgspec.json.format(raw, indent=-1)
+        split = _SPLIT.decode(compact)
+        numbers = [record.number_customergauge for record in _NUMBERED.decode(compact).data]
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    if numbers and (min(numbers) < _INT64_MIN or max(numbers) > _INT64_MAX) or not _is_utf8(compact):
+        return None
+    return split.data, numbers, split.cursor
+
+
+def _is_utf8(raw: bytes) -> bool:
+    """True when ``raw`` is valid UTF-8 (Arrow's validation: msgspec does not check skipped strings)."""
+    offsets = pa.array([0, len(raw)], pa.int64()).buffers()[1]
+    try:
+        pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(raw)).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _PageBody:
+    """A page body as read: the "cursor" value, and the records as ``split_page_body``'s texts and numbers
+    or else as ``parse_page_body``'s (records, orjson_safe)."""
+
+    cursor: object
+    record_json: Optional[list[msgspec.Raw]] = None
+    numbers: Optional[list[int]] = None
+    decoded: Optional[tuple[list[dict], bool]] = None
+
+
 def _scrubbed(exc: requests.exceptions.RequestException) -> requests.exceptions.RequestException:
     """Drop the request (its headers hold the token, a token POST's body the secret) and response from a
     requests exception before chaining it."""
@@ -719,20 +806,20 @@ class CustomerGaugeClient:
         """Request and parse page ``number`` (worker thread): (the Page, its record numbers), or None for the
         empty last page."""
         query = params.query(cursor)
-        body, orjson_safe = self._retry_body(f"page {number}", lambda: self._get_page_body(query))
-        records = body["data"]
-        if not records:
+        body = self._retry_body(f"page {number}", lambda: self._get_page_body(query))
+        count = len(body.record_json if body.record_json is not None else body.decoded[0])
+        if not count:
             logger.debug("empty page after cursor %s: sync finished after %d page(s)", cursor, number - 1)
             return None
-        cursor_next = _next_cursor(body, number, cursor)
-        logger.debug(
-            "page %d: cursor sent %s, %d records, next %s", number, cursor, len(records), cursor_next
-        )
-        page = Page(number, cursor, cursor_next, records, orjson_safe=orjson_safe)
-        return page, _record_numbers(records)
+        cursor_next = _next_cursor(body.cursor, number, cursor)
+        logger.debug("page %d: cursor sent %s, %d records, next %s", number, cursor, count, cursor_next)
+        page = Page(number, cursor, cursor_next, body.record_json, body.numbers, body.decoded)
+        numbers = frozenset(page.numbers) if page.numbers is not None else _record_numbers(page.records)
+        return page, numbers
 
-    def _get_page_body(self, query: list[tuple[str, str]]) -> tuple[dict, bool]:
-        """One GET of the responses endpoint, with one token refresh on a 401: (body, orjson_safe)."""
+    def _get_page_body(self, query: list[tuple[str, str]]) -> "_PageBody":
+        """One GET of the responses endpoint, with one token refresh on a 401, read by ``split_page_body``,
+        or by ``parse_page_body`` when that cannot."""
         token = self.access_token()
         response = self._get_responses(query, token)
         if response.status_code == 401:
@@ -750,8 +837,12 @@ class CustomerGaugeClient:
         raw = _read_body(response, self._timeout)
         if not response.ok:
             raise self._api_error("GET", RESPONSES_PATH, response, raw, token)
+        split = split_page_body(raw)
+        if split is not None:
+            return _PageBody(cursor=split[2], record_json=split[0], numbers=split[1])
         body, orjson_safe = parse_page_body(raw)
-        return _check_page_body(body), orjson_safe
+        body = _check_page_body(body)
+        return _PageBody(cursor=body.get("cursor"), decoded=(body["data"], orjson_safe))
 
     def _get_responses(self, query: list[tuple[str, str]], token: str) -> requests.Response:
         """GET the responses endpoint with the token; a redirect is not followed (requests would drop the

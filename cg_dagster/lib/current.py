@@ -1,4 +1,4 @@
-"""The ``current`` tables: the latest version of every response, built with DuckDB over the partition files.
+"""The ``current`` tables: the latest version of every response, kept up to date incrementally with DuckDB.
 
 No Dagster import. A response can be in several partitions (a record re-sent at a higher cursor position,
 the trailing-window re-read, a full refresh, a replay). The current tables keep, per number_customergauge,
@@ -6,6 +6,44 @@ the version with the latest ``fetched_at`` in ``responses`` ("latest fetch wins"
 only the rows of that same fetch, so a driver removed upstream disappears from ``current`` too.
 
 Responses deleted upstream stay: the sync API reports no deletions (api-notes.md).
+
+Layout: each table is a folder of range files, ``current/<table>/<first id>.parquet``, one per range of
+RANGE_WIDTH ids (``number_customergauge // RANGE_WIDTH``; the name is the range's first id, 19 digits, so
+names sort like ids). Rows are ordered by the table's key within a file, and the files by name, so a glob
+(``current/<table>/*.parquet``) reads the whole table in key order. A range file exists for every range that
+holds a current response, in all five tables (a child file may be empty); a table with no response at all
+holds one empty file (range 0), so a glob always matches. Each file is written atomically. Ids grow with
+time, so an hourly sync touches the newest range or two, a daily re-read the ranges of its weeks.
+
+Why plain Parquet and not a table format (Delta Lake through ``deltalake``): DuckDB reads Delta tables
+through its ``delta`` extension, which is downloaded at run time (CI cannot) and Spark needs the Delta
+package; range files need neither, read with a glob everywhere, and give what an update needs: rewrite only
+the few files it touches, each atomically.
+
+An update costs in proportion to what changed. ``_state/current.json`` records, per partition it holds,
+the partition's flattened files (size and modification time of each) and the id ranges its responses touch,
+and the row count of every range file. ``update_current`` compares that record with the partition folders:
+
+* only partitions it never applied (the hourly sync, a backfill, a partition released from quarantine):
+  **merge**: each range they touch is rewritten from its current file and their rows (latest fetch wins;
+  on a tie the partition's copy, newer by flattening); no other file is read or written;
+* a partition it applied was rewritten (replay, re-flattening), quarantined, or deleted: **rebuild** of the
+  ranges it touched (before and after) from every partition file that touches them: the winner may then
+  come from any partition, and a merge cannot take a version back;
+* no record, another RANGE_WIDTH, a range file the record names is missing (deleted by hand), or
+  ``full_rebuild=True``: **full rebuild** of every range from the partition files that touch it; range
+  files of no range are deleted, and so are the files ``current/<table>.parquet`` of the layout before.
+
+Each range is written by its own DuckDB queries over the files the plan names for it (winners of the range,
+then each table's rows of the winners in key order), so neither time nor memory depends on the lake's age.
+
+The record is written after the files, so an update that dies is redone whole by the next one (a merge
+applied twice gives the same rows). Every path gives the same tables as a full rebuild
+(cg_dagster_tests/test_current_incremental.py).
+
+Memory is bounded whatever the lake's age or the partition's size: DuckDB runs with DUCKDB_MEMORY_LIMIT,
+two threads, no insertion order, spilling to ``_tmp/duckdb/``; rows stream to the files in batches of
+BATCH_ROWS.
 
 Partition files are matched by column name (DuckDB ``union_by_name``) and each row is cast to the table's
 contract (lib/schemas.py): a column added to the contract reads as null from files written before it, and a
@@ -19,78 +57,268 @@ told apart, so no version of it is ever used. The response's newest unambiguous 
 or it is left out of ``current`` until a later fetch brings it once; the current tables never mix two versions.
 """
 
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
-from cg_dagster.lib.lake import Lake, LakeError
+from cg_dagster.lib.lake import TMP_DIR, Lake, LakeError
 from cg_dagster.lib.schemas import TABLES
 
 CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table per flattened table
-BATCH_ROWS = 100_000
+RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's density (ids ~3 apart)
+BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
+DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
+STATE_FILE = "current.json"
+STATE_VERSION = 1
+KEY = "number_customergauge"
+KEY_TABLE = "responses"  # the table whose rows decide the winners and the ranges
+
+
+@dataclass(frozen=True)
+class CurrentUpdate:
+    """What ``update_current`` did.
+
+    ``mode``: "unchanged", "merge", "rebuild" or "full rebuild" (module docstring); ``reason``: why, in
+    words; ``rows``: {table: rows in its current table}; ``partitions``: how many partition files were read;
+    ``ranges``: how many ranges were rewritten (or deleted, when no response is left in one).
+    """
+
+    mode: str
+    reason: str
+    rows: dict[str, int]
+    partitions: int
+    ranges: int
 
 
 def build_current(lake: Lake) -> dict[str, int]:
-    """Rebuild ``<lake>/current/<table>.parquet`` for the five flattened tables; return their row counts.
+    """Full rebuild of the current tables (``update_current(lake, full_rebuild=True)``); returns their row counts."""
+    return update_current(lake, full_rebuild=True).rows
 
-    Idempotent: the result depends only on the partition files. Each file is written atomically with the
-    table's declared schema and streamed in batches of 100,000 rows. Rows are ordered by the table's key.
+
+def update_current(lake: Lake, *, full_rebuild: bool = False) -> CurrentUpdate:
+    """Bring ``<lake>/current/<table>/`` up to date with the partition files (module docstring: merge,
+    rebuild of the touched ranges, or full rebuild). Call it holding the lake's "current" lease.
+
+    Idempotent: the result depends only on the partition files and the quarantine markers.
 
     Raises:
-        LakeError: the lake cannot be written, or a NOT NULL column of the contract is missing from older
-            partition files (names the table, the column and the fix).
+        LakeError: the lake cannot be written, ``_state/current.json`` is not JSON (names it and the fix), or
+            a NOT NULL column of the contract is missing from older partition files (names the table, the
+            column and the fix).
         duckdb.Error: a partition file is unreadable (the message names it).
         pyarrow.ArrowInvalid: a column of a partition file cannot be cast to the contract's type.
     """
     lake.ensure_writable()
-    quarantined = set(lake.quarantined())
-    files = {
-        name: [path for path in lake.partition_files(name) if path.stem not in quarantined] for name in CURRENT_TABLES
-    }
-    con = duckdb.connect()
+    state = lake.read_state(STATE_FILE)
+    known = state["partitions"] if _same_layout(state) else {}
+    found = _partitions(lake)
+    new = {stem for stem, files in found.items() if known.get(stem, {}).get("files") != files}
+    ranges = {stem: _ranges_of(lake, stem) if stem in new else known[stem]["ranges"] for stem in found}
+    reason = "full_rebuild: true in run config" if full_rebuild else _why_full(lake, state)
+    if reason:
+        mode, rows = "full rebuild", {name: {} for name in CURRENT_TABLES}
+        touched = {r for stem in found for r in ranges[stem]}
+    else:
+        rows = {name: _int_keys(state["rows"][name]) for name in CURRENT_TABLES}
+        gone = set(known) - set(found) | new & set(known)  # quarantined, deleted or rewritten since applied
+        if not new and not gone:
+            return CurrentUpdate("unchanged", "no partition added, rewritten or quarantined", _totals(rows), 0, 0)
+        touched = {r for stem in new for r in ranges[stem]} | {r for stem in gone for r in known[stem]["ranges"]}
+        mode = "rebuild" if gone else "merge"
+        reason = (
+            f"{len(gone & new)} partitions rewritten, {len(gone - new)} quarantined or deleted, {len(new - gone)} new"
+            if gone else f"{len(new)} new partitions"
+        )
+    # range -> the partitions to read for it: a merge reads the new ones (and the range's current files)
+    plan = {r: [] for r in touched}
+    for stem in sorted(new if mode == "merge" else found):
+        for r in touched.intersection(ranges[stem]):
+            plan[r].append(stem)
+    written = _write_ranges(lake, plan, from_current=mode == "merge")
+    for name in CURRENT_TABLES:
+        for r in touched:
+            rows[name].pop(r, None)
+        rows[name].update({r: n for r, n in written[name].items() if n})
+    _reconcile_files(lake, rows, old_layout=mode == "full rebuild")
+    lake.write_state(STATE_FILE, {
+        "version": STATE_VERSION,
+        "range_width": RANGE_WIDTH,
+        "partitions": {stem: {"files": found[stem], "ranges": ranges[stem]} for stem in sorted(found)},
+        "rows": {name: {str(r): n for r, n in sorted(rows[name].items())} for name in CURRENT_TABLES},
+    })
+    sources = {stem for stems in plan.values() for stem in stems}
+    return CurrentUpdate(mode, reason, _totals(rows), len(sources), len(touched))
+
+
+def range_path(lake: Lake, table: str, range_index: int) -> Path:
+    """``current/<table>/<first id of the range, 19 digits>.parquet``."""
+    return lake.current_path(table) / _file_name(range_index)
+
+
+def _file_name(range_index: int) -> str:
+    return f"{range_index * RANGE_WIDTH:019d}.parquet"
+
+
+def _partitions(lake: Lake) -> dict[str, str]:
+    """Partition file stems with a ``responses`` file and no quarantine -> fingerprint of their five files."""
+    quarantined = lake.quarantined()
+    found = {}
+    for path in lake.partition_files(KEY_TABLE):
+        if path.stem not in quarantined:
+            stats = [_stat(lake.table_dir(name) / path.name) for name in CURRENT_TABLES]
+            found[path.stem] = " ".join(stats)
+    return found
+
+
+def _stat(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return "-"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _ranges_of(lake: Lake, stem: str) -> list[int]:
+    """Sorted indexes of the ranges a partition's ``responses`` touch (its child rows share the ids): every
+    range from a row group's smallest to its largest id (Parquet statistics: no data read; a range in a gap is
+    rewritten for nothing), or the ranges of its ids when a row group has no statistics."""
+    path = lake.table_dir(KEY_TABLE) / f"{stem}.parquet"
+    metadata = pq.read_metadata(path)
+    column = metadata.schema.names.index(KEY)
+    found = set()
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            ids = pq.read_table(path, columns=[KEY]).column(KEY).to_numpy()
+            return sorted(int(r) for r in np.unique(np.floor_divide(ids, RANGE_WIDTH)))
+        found.update(range(stats.min // RANGE_WIDTH, stats.max // RANGE_WIDTH + 1))
+    return sorted(found)
+
+
+def _why_full(lake: Lake, state: dict | None) -> str | None:
+    """Why the record in ``_state/current.json`` cannot be updated incrementally, or None when it can."""
+    if state is None:
+        return f"no _state/{STATE_FILE} (first build, or a lake written before incremental updates)"
+    if not _same_layout(state):
+        return f"_state/{STATE_FILE} was written with another layout (range width {state.get('range_width')})"
+    expected = _expected(_int_keys(state["rows"][KEY_TABLE]))
+    for name in CURRENT_TABLES:
+        if missing := expected - _files(lake, name):  # an extra file (an update that died) is rewritten or deleted
+            return f"current/{name}/ lacks {len(missing)} range files that _state/{STATE_FILE} records, e.g. {min(missing)}"
+    return None
+
+
+def _same_layout(state: dict | None) -> bool:
+    return state is not None and state.get("version") == STATE_VERSION and state.get("range_width") == RANGE_WIDTH
+
+
+def _int_keys(rows: dict[str, int]) -> dict[int, int]:
+    return {int(r): n for r, n in rows.items()}
+
+
+def _expected(responses: dict[int, int]) -> set[str]:
+    """Names of the range files every table has: of the ranges holding responses, or of range 0 (empty) when
+    there are none."""
+    return {_file_name(r) for r in responses or [0]}
+
+
+def _files(lake: Lake, table: str) -> set[str]:
+    folder = lake.current_path(table)
+    return {path.name for path in folder.glob("*.parquet")} if folder.is_dir() else set()
+
+
+def _totals(rows: dict[str, dict[int, int]]) -> dict[str, int]:
+    return {name: sum(rows[name].values()) for name in CURRENT_TABLES}
+
+
+def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool) -> dict:
+    """Rewrite each range of ``plan`` (range -> partition stems) in every table, one range at a time (memory
+    is bounded by a range, not by the lake), from those partitions' files and, with ``from_current``, the
+    range's current files. Returns {table: {range: rows written}}; a range without responses is not written."""
+    spill = lake.root / TMP_DIR / "duckdb"
+    shutil.rmtree(spill, ignore_errors=True)  # left by an update that was killed
+    con = duckdb.connect(config={
+        "memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 2, "preserve_insertion_order": False,
+        "temp_directory": str(spill),
+    })
+    written = {name: {} for name in CURRENT_TABLES}
     try:
         con.execute("SET TimeZone = 'UTC'")
-        has_responses = bool(files["responses"])
-        if has_responses:
+        for r, stems in sorted(plan.items()):
+            sources = {name: _source(lake, name, r, stems, from_current) for name in CURRENT_TABLES}
+            if sources[KEY_TABLE] is None:
+                continue
             con.execute(
                 f"""
-                CREATE TEMP TABLE winners AS
-                SELECT number_customergauge, max(fetched_at) AS fetched_at
-                FROM (
-                    SELECT number_customergauge, fetched_at
-                    FROM {_read_parquet(files["responses"])}
-                    GROUP BY number_customergauge, fetched_at
-                    HAVING count(*) = 1  -- one page holding a response twice: ambiguous, see module docstring
+                CREATE OR REPLACE TEMP TABLE winners AS
+                SELECT {KEY}, fetched_at, from_current FROM (
+                    SELECT {KEY}, fetched_at, from_current FROM ({sources[KEY_TABLE]})
+                    GROUP BY ALL
+                    HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
                 )
-                GROUP BY number_customergauge
+                QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current) = 1
                 """
             )
-        counts = {}
-        for name in CURRENT_TABLES:
-            counts[name] = _write_current(con, lake, name, files[name] if has_responses else [])
-        return counts
+            for name in CURRENT_TABLES:
+                written[name][r] = _write_range(lake, con, name, r, sources[name])
+        return written
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
-def _write_current(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, files: list) -> int:
-    contract = TABLES[name]
-    schema = contract.arrow_schema
-    with lake.parquet_writer(lake.current_path(name), schema) as writer:
-        if files:
-            key = ", ".join(contract.key)
+def _source(lake: Lake, name: str, r: int, stems: list[str], from_current: bool) -> str | None:
+    """SQL of table ``name``'s rows in range ``r``: those of the partitions ``stems`` and, with
+    ``from_current``, of the range's current file, each row with ``from_current``; None when there is no file."""
+    where = f"{KEY} >= {r * RANGE_WIDTH} AND {KEY} < {(r + 1) * RANGE_WIDTH}"  # Parquet statistics prune
+    current_files = [path for path in [range_path(lake, name, r)] if from_current and path.exists()]
+    partition_files = [path for stem in stems if (path := lake.table_dir(name) / f"{stem}.parquet").exists()]
+    branches = [
+        f"SELECT *, {flag} AS from_current FROM {_read_parquet(files)} WHERE {where}"
+        for files, flag in ((current_files, "true"), (partition_files, "false"))
+        if files
+    ]
+    return " UNION ALL BY NAME ".join(branches) or None
+
+
+def _write_range(lake: Lake, con: duckdb.DuckDBPyConnection, name: str, r: int, source: str | None) -> int:
+    """Write the winners' rows of table ``name`` in range ``r`` in key order to its range file (empty when
+    ``source`` is None); returns the rows written."""
+    schema = TABLES[name].arrow_schema
+    with lake.parquet_writer(range_path(lake, name, r), schema) as writer:
+        if source is not None:
             reader = con.sql(
                 f"""
-                SELECT t.* FROM {_read_parquet(files)} AS t
-                SEMI JOIN winners AS w USING (number_customergauge, fetched_at)
-                QUALIFY row_number() OVER (PARTITION BY {key}) = 1
-                ORDER BY {key}
+                SELECT * EXCLUDE (from_current) FROM ({source})
+                SEMI JOIN winners USING ({KEY}, fetched_at, from_current)
+                ORDER BY {", ".join(TABLES[name].key)}
                 """
             ).to_arrow_reader(BATCH_ROWS)
             for batch in reader:
                 writer.write(_to_contract(name, batch, schema))
         writer.commit()
         return writer.rows
+
+
+def _reconcile_files(lake: Lake, rows: dict[str, dict[int, int]], *, old_layout: bool) -> None:
+    """Give every table exactly the range files ``_expected`` names: an empty one where the lake holds no
+    response, none where a range holds no response. With ``old_layout``, also delete the single files of the
+    layout before range files."""
+    expected = _expected(rows[KEY_TABLE])
+    for name in CURRENT_TABLES:
+        folder = lake.current_path(name)
+        for file in expected - _files(lake, name):
+            lake.write_table(folder / file, TABLES[name].arrow_schema.empty_table())
+        for file in _files(lake, name) - expected:  # no response left in its range, or not a range file
+            (folder / file).unlink()
+        if old_layout:
+            lake.current_path(name).with_suffix(".parquet").unlink(missing_ok=True)
 
 
 def _to_contract(name: str, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:

@@ -27,7 +27,8 @@ Value rules (see the `TABLES` column descriptions):
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from itertools import accumulate, repeat
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from cg_dagster.lib.client import parse_page_body
 from cg_dagster.lib.schemas import (
     ITEM_KEYS,
     OBJECT_KEYS,
@@ -145,6 +147,47 @@ def raw_rows(
     (message names the record's index in `records`; a record without its id must fail the sync, never be
     dropped), a naive or missing `fetched_at`, a bad `cursor_sent` or an unknown `sync_pass`.
     """
+    _check_page_facts(cursor_sent, sync_pass)
+    encode = _fast_json if fast_json else _lossless_json
+    numbers, stamps, texts = [], [], []
+    for index, (record, fetched) in enumerate(_with_fetched_at(records, fetched_at)):
+        numbers.append(_record_number(record, index))
+        stamps.append(fetched)
+        texts.append(encode(record))
+    return _raw_table(numbers, pa.array(stamps, TIMESTAMP_UTC), _string_array(texts), cursor_sent, sync_pass)
+
+
+def raw_rows_from_json(
+    numbers: list[int], texts: Sequence, *, fetched_at: datetime, cursor_sent: int | None, sync_pass: str
+) -> pa.Table:
+    """Build raw_responses rows from records' JSON texts, without decoding them (one page: `Page.numbers`,
+    `Page.record_json`).
+
+    `numbers`: each record's number_customergauge (ints in the int64 range); `texts`: each record's JSON
+    text as `client.split_page_body` gives it (bytes-like; compact UTF-8, strings and numbers as the API wrote
+    them).
+    `record_json` is the text as received, so it is the record exactly (`json.loads(record_json)` gives it
+    back, numbers spelt as sent, e.g. 1E5); a text holding a `\\u` escape is re-encoded as `raw_rows` encodes
+    (orjson, else json), so non-ASCII is kept as is there too. `fetched_at`: one timezone-aware datetime for
+    the page; `cursor_sent`, `sync_pass`: as for `raw_rows`.
+
+    Returns a table with exactly `TABLES["raw_responses"].arrow_schema`.
+    Raises FlattenError for counts that differ, a naive `fetched_at`, a bad `cursor_sent` or an unknown
+    `sync_pass`.
+    """
+    _check_page_facts(cursor_sent, sync_pass)
+    if len(numbers) != len(texts):
+        raise FlattenError(f"{len(numbers)} numbers for {len(texts)} record texts: pass one per record")
+    data = b"".join(texts)
+    escaped = _rows_with_unicode_escapes(data, texts)
+    if escaped:
+        texts = [_unescaped_json(bytes(text)) if row in escaped else text for row, text in enumerate(texts)]
+        data = b"".join(texts)
+    stamps = pa.repeat(pa.scalar(_utc(fetched_at, "fetched_at"), TIMESTAMP_UTC), len(texts))
+    return _raw_table(numbers, stamps, _string_array(texts, data), cursor_sent, sync_pass)
+
+
+def _check_page_facts(cursor_sent: int | None, sync_pass: str) -> None:
     if sync_pass not in SYNC_PASSES:
         raise FlattenError(f"sync_pass must be one of {SYNC_PASSES}, got {sync_pass!r}")
     if cursor_sent is not None and (isinstance(cursor_sent, bool) or not isinstance(cursor_sent, int)):
@@ -152,22 +195,18 @@ def raw_rows(
             "cursor_sent must be the integer cursor sent for the page, or None; "
             f"got {type(cursor_sent).__name__}"
         )
-    encode = _fast_json if fast_json else _lossless_json
-    numbers, stamps, texts = [], [], []
-    for index, (record, fetched) in enumerate(_with_fetched_at(records, fetched_at)):
-        numbers.append(_record_number(record, index))
-        stamps.append(fetched)
-        texts.append(encode(record))
+
+
+def _raw_table(numbers: list[int], stamps: pa.Array, texts: pa.Array, cursor_sent: int | None, sync_pass: str) -> pa.Table:
     count = len(numbers)
-    schema = TABLES["raw_responses"].arrow_schema
     arrays = [
         pa.array(numbers, pa.int64()),
-        pa.array(stamps, TIMESTAMP_UTC),
+        stamps,
         pa.repeat(pa.scalar(sync_pass, pa.string()), count),
         pa.repeat(pa.scalar(cursor_sent, pa.int64()), count),
-        _string_array(texts),
+        texts,
     ]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=TABLES["raw_responses"].arrow_schema)
 
 
 def flatten_records(
@@ -383,10 +422,31 @@ def _fast_json(record: dict) -> bytes:
         return _lossless_json(record)
 
 
-def _string_array(texts: list[bytes]) -> pa.Array:
-    """A string array of UTF-8 texts, built from one joined buffer (no Python str per text)."""
+def _rows_with_unicode_escapes(data: bytes, texts: Sequence) -> set[int]:
+    """Indexes of the JSON `texts` (joined: `data`) holding a `\\u` escape. Exact: in JSON a backslash only
+    occurs in a string, where it starts a two-character escape, so the scan steps over each escape."""
+    rows, ends, at = set(), None, data.find(b"\\")
+    while at != -1:
+        if data[at + 1] == 0x75:  # "u"
+            ends = ends or list(accumulate(map(len, texts)))
+            rows.add(bisect_right(ends, at))
+        at = data.find(b"\\", at + 2)
+    return rows
+
+
+def _unescaped_json(text: bytes) -> bytes:
+    """A record's JSON text re-encoded as `raw_rows` encodes the record it parses to (`\\u` escapes of
+    non-ASCII become the characters; a lone surrogate stays escaped)."""
+    record, orjson_safe = parse_page_body(text)
+    return _fast_json(record) if orjson_safe else _lossless_json(record)
+
+
+def _string_array(texts: Sequence, data: bytes | None = None) -> pa.Array:
+    """A string array of UTF-8 texts (bytes-like), built from one joined buffer (no Python str per text);
+    `data`: the texts already joined."""
     offsets = pa.array([0, *accumulate(map(len, texts))], pa.int32())
-    return pa.StringArray.from_buffers(len(texts), offsets.buffers()[1], pa.py_buffer(b"".join(texts)))
+    data = b"".join(texts) if data is None else data
+    return pa.StringArray.from_buffers(len(texts), offsets.buffers()[1], pa.py_buffer(data))
 
 
 def _with_fetched_at(records: Iterable[Any], fetched_at: Iterable[datetime] | datetime) -> Iterator[tuple]:
@@ -569,10 +629,12 @@ def _utc_instant(text: Any, zone: ZoneInfo) -> datetime | None:
 # valid JSON on one line -- are parsed together by pyarrow.json with an explicit schema and flattened
 # column-wise. pyarrow.json refuses a part holding any other record (a wrong JSON type, an unknown or
 # duplicate key, a lone surrogate, NaN, ...); refused parts are split until the odd records are found.
-# Odd records, and plain ones whose value the Arrow kernels could get differently (no id, a null list
-# item, a date in a DST gap, outside 1900..2036 or shaped but unusual), go through the per-record rules
-# above; their rows are then put back in record order. The result equals the per-record rules' on every
-# input (test_flatten_fast_path.py).
+# Records likely to hold a non-string value in a text field (ids sent as numbers, list or object answers)
+# are first re-encoded with that value as its `_text` (see _with_text_values), which the per-record rules
+# turn into the same rows, so they are plain too. Odd records, and plain ones whose value the Arrow kernels
+# could get differently (no id, a null list item, a date in a DST gap, outside 1900..2036 or shaped but
+# unusual), go through the per-record rules above, from their original text; their rows are then put back
+# in record order. The result equals the per-record rules' on every input (test_flatten_fast_path.py).
 
 _TYPES = {
     "number_customergauge": pa.int64(),
@@ -614,6 +676,20 @@ _TEXT_KEYS = sorted(
 # A text key followed by a number, true/false, a list or an object: what odd records most often hold (ids
 # sent as numbers, structured answers). Only a hint: a key inside a string value can match it too.
 _LIKELY_ODD = '"(?:' + "|".join(_TEXT_KEYS) + r')":[-0-9tf\[{]'
+# The fields whose per-record rule is `_text(value)` (`answer`: also `_answer_number`, the same for a value
+# and its `_text`), by holder: the record ("") and each nested object and list item. Dates are not: their
+# rule reads only strings.
+_TEXT_FIELDS = {
+    "": frozenset(f.name for f in _PLAIN_SCHEMA if f.type == pa.string()) - set(DATE_FIELDS),
+    **{
+        name: frozenset(c.name for c in _PLAIN_SCHEMA.field(name).type if c.type == pa.string())
+        for name in OBJECT_KEYS
+    },
+    **{
+        name: frozenset(c.name for c in _PLAIN_SCHEMA.field(name).type.value_type if c.type == pa.string())
+        for name in ITEM_KEYS
+    },
+}
 _BLOCK_BYTES = 1 << 20
 _PY_SPACE = "".join(chr(code) for code in range(0x10000) if chr(code).isspace())  # what str.strip() strips
 _ARROW_NUMBER_TEXT = r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"  # _NUMBER_TEXT.fullmatch in RE2
@@ -641,9 +717,9 @@ def _flatten_raw_arrow(raw: pa.Table | pa.RecordBatch, system_timezone: str) -> 
     zone = system_zone(system_timezone)
     fetched = fetched.cast(TIMESTAMP_UTC)
     usable = pc.and_(pc.and_(pc.starts_with(texts, "{"), pc.ends_with(texts, "}")), fetched.is_valid())
-    odd = ~_mask(usable) | _mask(pc.match_substring_regex(texts, _LIKELY_ODD))
+    odd = ~_mask(usable)
     try:
-        table = _parse_plain(texts, odd)
+        table = _parse_plain(_plain_texts(texts, odd), odd)
         parts, stats = _plain_parts(table, odd, fetched, zone.key)
     except pa.ArrowException:  # e.g. a zone Arrow's time zone database lacks: Arrow reads no record
         return _flatten_raw_per_record(raw, system_timezone)
@@ -657,7 +733,9 @@ def _flatten_raw_arrow(raw: pa.Table | pa.RecordBatch, system_timezone: str) -> 
 
 
 def _one_chunk(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _mask(values: pa.Array) -> np.ndarray:
@@ -679,6 +757,46 @@ def _arrow_can_read(texts: pa.Array, fetched: pa.Array) -> bool:
         return False
     years = pc.min_max(pc.year(fetched.cast(TIMESTAMP_UTC))).as_py()
     return years["min"] is None or (years["min"] > 1 and years["max"] < 9999)
+
+
+def _plain_texts(texts: pa.Array, odd: np.ndarray) -> pa.Array:
+    """The texts to parse: those likely to hold a non-string text value (_LIKELY_ODD) re-encoded by
+    _with_text_values; one it cannot re-encode is set in `odd`."""
+    hinted = np.flatnonzero(_mask(pc.match_substring_regex(texts, _LIKELY_ODD)) & ~odd)
+    if not len(hinted):
+        return texts
+    encoded = [_with_text_values(text) for text in texts.take(pa.array(hinted)).to_pylist()]
+    done = np.array([text is not None for text in encoded])
+    odd[hinted[~done]] = True
+    replaced = np.zeros(len(texts), bool)
+    replaced[hinted[done]] = True
+    return pc.replace_with_mask(texts, pa.array(replaced), pa.array([t for t in encoded if t], pa.string()))
+
+
+def _with_text_values(text: str) -> str | None:
+    """The record `text` as compact JSON with each non-string value of a text field (_TEXT_FIELDS) replaced
+    by its `_text` (123 -> "123", ["a"] -> '["a"]'): the per-record rules give the same rows and stats for
+    both. None when `text` is not a JSON object or the
+    result would still not be plain (NaN or Infinity; a lone surrogate)."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    for name, keys in _TEXT_FIELDS.items():
+        holder = record.get(name) if name else record
+        for item in holder if isinstance(holder, list) else [holder]:
+            if not isinstance(item, dict):
+                continue
+            for key in keys & item.keys():
+                if not isinstance(item[key], str):
+                    item[key] = _text(item[key])
+    try:
+        encoded = json.dumps(record, ensure_ascii=False, separators=_COMPACT, allow_nan=False)
+    except ValueError:
+        return None
+    return None if not encoded.isascii() and _SURROGATE.search(encoded) else encoded
 
 
 def _parse_plain(texts: pa.Array, odd: np.ndarray) -> pa.Table:

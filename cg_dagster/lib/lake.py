@@ -5,7 +5,7 @@ No Dagster import: the assets call this module, tests can use it alone.
 Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
 
     <root>/<table>/<partition file stem>.parquet   one file per partition, e.g. responses/2026-11-29-0900.parquet
-    <root>/current/<table>.parquet                 latest version of every response (built with DuckDB)
+    <root>/current/<table>/<first id>.parquet      latest version of every response, one file per id range (lib/current.py)
     <root>/_state/raw_responses.cursor.json        the committed head cursor (written after the data)
     <root>/_state/manifests/raw_responses/<stem>.json  sync manifest of a raw partition file (also in its footer)
     <root>/_state/commit.lock                      flock taken while a sync commits
@@ -163,7 +163,8 @@ class Lake:
         return self.table_dir(table) / f"{partition_file_stem(partition_key)}.parquet"
 
     def current_path(self, table: str) -> Path:
-        return self.root / CURRENT_DIR / f"{table}.parquet"
+        """``<root>/current/<table>``: the folder of the table's range files (lib/current.py)."""
+        return self.root / CURRENT_DIR / table
 
     def partition_files(self, table: str) -> list[Path]:
         """Every committed partition file of ``table``, sorted by name (= by partition)."""
@@ -209,7 +210,11 @@ class Lake:
 
     @contextlib.contextmanager
     def parquet_writer(
-        self, target: Path, schema: pa.Schema, key_value_metadata: dict[bytes, bytes] | None = None
+        self,
+        target: Path,
+        schema: pa.Schema,
+        key_value_metadata: dict[bytes, bytes] | None = None,
+        use_dictionary: bool | list[str] = True,
     ) -> Iterator["AtomicParquetWriter"]:
         """Open a streaming Parquet writer whose file appears at ``target`` only when ``commit()`` is called.
 
@@ -219,10 +224,12 @@ class Lake:
                 w.write(table)        # any number of times; memory stays one batch
                 w.commit()            # fsync + atomic rename; without it the temporary file is deleted
 
+        ``use_dictionary``: the columns written with a Parquet dictionary (``pq.ParquetWriter``'s option).
+
         Raises:
             LakeError: if the temporary folder cannot be written.
         """
-        writer = AtomicParquetWriter(self, target, schema, key_value_metadata)
+        writer = AtomicParquetWriter(self, target, schema, key_value_metadata, use_dictionary)
         try:
             yield writer
         finally:
@@ -403,14 +410,23 @@ class AtomicParquetWriter:
     Use through ``Lake.parquet_writer``. ``rows`` counts rows written so far.
     """
 
-    def __init__(self, lake: Lake, target: Path, schema: pa.Schema, key_value_metadata: dict[bytes, bytes] | None):
+    def __init__(
+        self,
+        lake: Lake,
+        target: Path,
+        schema: pa.Schema,
+        key_value_metadata: dict[bytes, bytes] | None,
+        use_dictionary: bool | list[str] = True,
+    ):
         self.target = target
         self.rows = 0
         self._tmp = lake.tmp_path_for(target)
         if key_value_metadata:
             schema = schema.with_metadata({**(schema.metadata or {}), **key_value_metadata})
         self._schema = schema
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._tmp, schema, compression="zstd", use_dictionary=use_dictionary
+        )
         self._committed = False
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:

@@ -5,7 +5,7 @@ No Dagster import. The ``raw_responses`` asset calls ``sync_partition`` and turn
 The commit protocol (data first, cursor second):
 
 1. Read the committed head cursor from the lake (``Lake.read_head``).
-2. Stream every page into a temporary file (one page in memory at a time).
+2. Stream every page into a temporary file (memory: the next page and one row group of RAW_ROW_GROUP_ROWS rows).
 3. Under the lake's commit lock: check the head is unchanged, rename the file (its manifest in the footer)
    into place, write the manifest's sidecar (``Lake.write_manifest``), write the new head
    (then, if the sync re-read the trailing window or loaded everything, the re-read record: lib/lookback.py).
@@ -23,6 +23,7 @@ the same head and fetches the same records again. Which partition a run writes d
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +32,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
-from cg_dagster.lib.flatten import raw_rows
+from cg_dagster.lib.flatten import raw_rows, raw_rows_from_json
 from cg_dagster.lib.lake import HeadCursor, Lake, LakeError, SyncManifest, partition_file_stem, utc_now
 from cg_dagster.lib.lookback import record_reread
 from cg_dagster.lib.schemas import TABLES
 
 RAW_TABLE = "raw_responses"
+RAW_ROW_GROUP_ROWS = 10_000  # rows per Parquet row group of a raw file (~15 MB of sandbox JSON in memory)
+RAW_DICTIONARY_COLUMNS = ["fetched_at", "sync_pass", "cursor_sent"]  # one value per page: a dictionary pays
+PROGRESS_SECONDS = 10.0  # a long sync logs its progress about this often
 log = logging.getLogger("cg_dagster.sync")
+_clock = time.monotonic  # tests replace it to move time forward
 
 
 @dataclass(frozen=True)
@@ -94,14 +99,17 @@ def sync_partition(
         return _skip(lake, params, target, head, partition_key, run_id)
 
     start = None if full_refresh else (head.cursor if head else None)
-    with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
+    with _raw_writer(lake, target) as file:
+        writer = _RowGroups(file)
         # An initial load just read everything: no trailing window to re-read, no numbers to remember.
         seen: set[int] | None = set() if lookback and start is not None else None
-        cursor_end, pages = _copy_pages(client, params, start, writer, "cursor", seen=seen)
+        cursor_end, pages = _copy_pages(client, params, start, writer, _Progress(partition_key, "cursor"), seen=seen)
         rows = writer.rows
         lookback_pages = 0
         if seen is not None:
-            lookback_pages = _copy_pages(client, _with_period(params, lookback), None, writer, "lookback", skip=seen)[1]
+            period = _with_period(params, lookback)
+            lookback_pages = _copy_pages(client, period, None, writer, _Progress(partition_key, "lookback"), skip=seen)[1]
+        writer.flush()
         manifest = SyncManifest(
             mode="sync",
             partition_key=partition_key,
@@ -118,13 +126,13 @@ def sync_partition(
             lookback_rows=writer.rows - rows,
             full_refresh=full_refresh,
         )
-        writer.set_metadata(manifest.footer())
+        file.set_metadata(manifest.footer())
         new_head = HeadCursor(
             cursor=cursor_end, partition_key=partition_key, run_id=run_id, committed_at=utc_now().isoformat()
         )
         with lake.commit_lock():
             lake.assert_head(head)
-            writer.commit()
+            file.commit()
             lake.write_manifest(target, manifest)
             lake.write_head(new_head)
             if manifest.lookback or start is None:  # a re-read, or an initial load: read everything
@@ -212,13 +220,14 @@ def _copy_pages(
     client: CustomerGaugeClient,
     params: SyncParams,
     start: int | None,
-    writer,
-    sync_pass: str,
+    writer: "_RowGroups",
+    progress: "_Progress",
     *,
     seen: set[int] | None = None,
     skip: set[int] | None = None,
 ) -> tuple[int | None, int]:
-    """Stream pages from ``start`` into ``writer``; return (cursor after the last page, pages read).
+    """Stream pages from ``start`` into ``writer`` as rows of ``progress.sync_pass``; return (cursor after the
+    last page, pages read).
 
     ``seen`` collects the number_customergauge of every record written; records whose
     number is in ``skip`` are not written (the trailing-window pass skips what the cursor pass just fetched,
@@ -227,7 +236,7 @@ def _copy_pages(
     cursor, pages = start, 0
     skip_values = pa.array(sorted(skip), pa.int64()) if skip else None
     for page in client.iter_pages(params, start):
-        table = _page_rows(page, sync_pass)
+        table = _page_rows(page, progress.sync_pass)
         numbers = table.column("number_customergauge")
         if skip_values is not None:
             table = table.filter(pc.invert(pc.is_in(numbers, value_set=skip_values)))
@@ -235,12 +244,18 @@ def _copy_pages(
             seen.update(numbers.to_pylist())
         writer.write(table)
         cursor, pages = page.cursor_next, page.number
+        progress.page(table.num_rows, cursor)
     return cursor, pages
 
 
 def _page_rows(page: Page, sync_pass: str) -> pa.Table:
-    """raw_responses rows of one page. ``fetched_at`` is taken once per page, so rows of one fetch share it
-    (the current tables rely on that to tell fetches apart)."""
+    """raw_responses rows of one page: from the records' texts as received where the client could split the
+    body (``Page.record_json``), else from the decoded records. ``fetched_at`` is taken once per page, so rows
+    of one fetch share it (the current tables rely on that to tell fetches apart)."""
+    if page.record_json is not None:
+        return raw_rows_from_json(
+            page.numbers, page.record_json, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass
+        )
     return raw_rows(
         page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass,
         fast_json=page.orjson_safe,
@@ -256,7 +271,7 @@ def _replay_range(client, params: SyncParams, recorded: SyncManifest, writer, co
     before (``committed``, their numbers) are kept: the rest belong to later partitions, except a record
     that newly matches the filter inside the range on that page, which is left to the trailing-window re-read.
     """
-    pages = 0
+    pages, progress = 0, _Progress(recorded.partition_key, "cursor")
     for page in client.iter_pages(params, recorded.cursor_start):
         table = _page_rows(page, "cursor")
         if page.cursor_next > recorded.cursor_end:
@@ -264,6 +279,7 @@ def _replay_range(client, params: SyncParams, recorded: SyncManifest, writer, co
         seen.update(table.column("number_customergauge").to_pylist())
         writer.write(table)
         pages = page.number
+        progress.page(table.num_rows, page.cursor_next)
         if page.cursor_next >= recorded.cursor_end:
             break
     return pages
@@ -281,7 +297,8 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
     params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
     committed = _committed_numbers(target)
-    with lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema) as writer:
+    with _raw_writer(lake, target) as file:
+        writer = _RowGroups(file)
         pages, seen, kept = 0, set(), 0
         if recorded.pages:
             cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
@@ -292,10 +309,12 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
         lookback_pages = 0
         if lookback:
             fetched: set[int] = set()
+            progress = _Progress(recorded.partition_key, "lookback")
             lookback_pages = _copy_pages(
-                client, _with_period(params, lookback), None, writer, "lookback", seen=fetched, skip=seen
+                client, _with_period(params, lookback), None, writer, progress, seen=fetched, skip=seen
             )[1]
             kept += _carry_over(target, "lookback", committed["lookback"] - fetched - seen, writer)
+        writer.flush()
         if kept:
             log.warning("replay of %s: %d committed rows no longer returned by the API kept", recorded.partition_key, kept)
         manifest = dataclasses.replace(
@@ -309,9 +328,9 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
             kept_rows=kept,
             reason=recorded.reason if recorded.mode == "skipped" else f"replay of the range recorded by run {recorded.run_id}",
         )
-        writer.set_metadata(manifest.footer())
+        file.set_metadata(manifest.footer())
         with lake.commit_lock():
-            writer.commit()
+            file.commit()
             lake.write_manifest(target, manifest)
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
 
@@ -365,6 +384,62 @@ def _skip(lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partit
         lake.write_table(target, TABLES[RAW_TABLE].empty_table(), manifest.footer())
         lake.write_manifest(target, manifest)
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
+
+
+def _raw_writer(lake: Lake, target: Path):
+    """The atomic Parquet writer of a raw file: no dictionary for the unique record_json and ids (trying one
+    costs time and gains nothing), one for the columns that hold one value per page."""
+    return lake.parquet_writer(target, TABLES[RAW_TABLE].arrow_schema, use_dictionary=RAW_DICTIONARY_COLUMNS)
+
+
+class _RowGroups:
+    """Collects raw rows into row groups of RAW_ROW_GROUP_ROWS rows before writing them to ``file`` (an
+    ``AtomicParquetWriter``): pages hold 1000 rows at most, and larger row groups make a smaller file that
+    reads faster. Memory: one row group. ``rows`` counts the rows written and pending; call ``flush()``
+    before committing the file."""
+
+    def __init__(self, file):
+        self._file = file
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    @property
+    def rows(self) -> int:
+        return self._file.rows + self._pending_rows
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= RAW_ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._file.write(pa.concat_tables(self._pending))
+        self._pending, self._pending_rows = [], 0
+
+
+class _Progress:
+    """Logs a sync pass's progress through ``cg_dagster.sync`` (so into the Dagster run log) about every
+    PROGRESS_SECONDS: pages, records, records per second since the pass started, and the cursor reached."""
+
+    def __init__(self, partition_key: str, sync_pass: str):
+        self.partition_key, self.sync_pass = partition_key, sync_pass
+        self.pages = self.records = 0
+        self._start = self._logged = _clock()
+
+    def page(self, records: int, cursor: int) -> None:
+        """Count one page of ``records`` rows written, after which the cursor is ``cursor``."""
+        self.pages += 1
+        self.records += records
+        now = _clock()
+        if now - self._logged >= PROGRESS_SECONDS:
+            self._logged = now
+            log.info(
+                "partition %s, %s pass: %d pages, %d records so far, %.0f records/s, cursor %s",
+                self.partition_key, self.sync_pass, self.pages, self.records,
+                self.records / (now - self._start), cursor,
+            )
 
 
 def _with_period(params: SyncParams, period: Period | None) -> SyncParams:

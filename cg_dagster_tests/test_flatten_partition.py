@@ -1,0 +1,126 @@
+"""flatten_partition: the raw file flattened batch by batch gives the five files that flatten_raw gives for the
+whole raw file, dictionary-encoded where it pays; a failure in any batch, or in a write, replaces no file and
+leaves no temporary file. Not timed."""
+
+from datetime import timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import cg_dagster.lib.tables as tables_module
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, flatten_raw, raw_rows
+from cg_dagster.lib.lake import AtomicParquetWriter, Lake, LakeError
+from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.tables import DICTIONARY_COLUMNS, flatten_partition
+from cg_dagster.sandbox.data import EXPANSIONS, generate_records
+from cg_dagster.sandbox.server import _render
+from cg_dagster_tests._fixtures_flatten import FETCHED_AT, odd_page
+
+P = "2026-11-01-10:00"
+PAGE = 250
+
+
+def write_raw(lake: Lake, records: list, bad_row: int | None = None) -> pa.Table:
+    """The raw partition file of `records`, in pages of PAGE rows as the sync writes it; with `bad_row`,
+    that row's record_json is not JSON. Returns the whole raw table."""
+    pages = []
+    for start in range(0, len(records), PAGE):
+        page = raw_rows(
+            records[start : start + PAGE],
+            fetched_at=FETCHED_AT + timedelta(seconds=start),
+            cursor_sent=start,
+            sync_pass="cursor",
+        )
+        pages.append(page)
+    raw = pa.concat_tables(pages)
+    if bad_row is not None:
+        texts = raw.column("record_json").to_pylist()
+        texts[bad_row] = '{"number_customergauge": 1,'
+        raw = raw.set_column(raw.schema.get_field_index("record_json"), "record_json", pa.array(texts, pa.string()))
+    with lake.parquet_writer(lake.partition_path("raw_responses", P), raw.schema) as writer:
+        for batch in raw.to_batches(max_chunksize=PAGE):
+            writer.write(batch)
+        writer.commit()
+    return raw
+
+
+def sandbox_records(count: int) -> list[dict]:
+    records = [_render(rec, frozenset(EXPANSIONS), legacy) for legacy in (False, True)
+               for rec in generate_records(4, count // 2)]
+    return records[: count - 3] + odd_page()
+
+
+def flat_files(lake: Lake) -> dict[str, bytes]:
+    return {name: lake.partition_path(name, P).read_bytes() for name in FLAT_TABLE_NAMES}
+
+
+def test_files_equal_flatten_raw_of_the_whole_raw_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables_module, "RAW_BATCH_ROWS", 300)  # 9 batches
+    lake = Lake(tmp_path)
+    raw = write_raw(lake, sandbox_records(2_600))
+    whole = flatten_raw(raw, system_timezone="Europe/Amsterdam")
+    done = flatten_partition(lake, P, system_timezone="Europe/Amsterdam")
+    assert done.stats == whole.stats and done.stats.records == 2_600
+    for name in FLAT_TABLE_NAMES:
+        written = pq.read_table(done.paths[name])
+        assert written.schema == TABLES[name].arrow_schema, name
+        assert written.to_pylist() == whole.tables[name].to_pylist(), name
+        assert done.rows[name] == whole.tables[name].num_rows > 0, name
+
+
+def test_dictionary_encoding_only_on_the_listed_columns(tmp_path):
+    lake = Lake(tmp_path)
+    write_raw(lake, sandbox_records(400))
+    done = flatten_partition(lake, P)
+    for name in FLAT_TABLE_NAMES:
+        row_group = pq.ParquetFile(done.paths[name]).metadata.row_group(0)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            dictionary = chunk.dictionary_page_offset is not None
+            assert dictionary == (chunk.path_in_schema in DICTIONARY_COLUMNS), (name, chunk.path_in_schema)
+
+
+@pytest.mark.parametrize("bad_row", [5, 1_900])  # in the first batch; in a later one, after writes began
+def test_a_bad_row_replaces_no_file(tmp_path, monkeypatch, bad_row):
+    monkeypatch.setattr(tables_module, "RAW_BATCH_ROWS", 300)
+    lake = Lake(tmp_path)
+    records = sandbox_records(2_000)
+    write_raw(lake, records)
+    flatten_partition(lake, P)
+    before = flat_files(lake)
+    write_raw(lake, records, bad_row=bad_row)
+    start = bad_row - bad_row % 300
+    rows = f"rows {start}..{min(start + 299, 1_999)}: raw row {bad_row % 300}"  # the row in its batch
+    message = f"raw_responses file 2026-11-01-1000.parquet, {rows}: "
+    with pytest.raises(FlattenError, match=message + "record_json is not valid JSON"):
+        flatten_partition(lake, P)
+    assert flat_files(lake) == before
+    assert list((lake.root / "_tmp").iterdir()) == []
+
+
+def test_a_failed_write_is_raised_and_replaces_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables_module, "RAW_BATCH_ROWS", 300)
+    lake = Lake(tmp_path)
+    records = sandbox_records(2_000)
+    write_raw(lake, records)
+    flatten_partition(lake, P)
+    before = flat_files(lake)
+    real, calls = AtomicParquetWriter.write, []
+
+    def failing(self, table):
+        calls.append(self.target.parent.name)
+        if len(calls) == 12:  # the third batch's second table
+            raise LakeError("disk full")
+        real(self, table)
+
+    monkeypatch.setattr(AtomicParquetWriter, "write", failing)
+    with pytest.raises(LakeError, match="disk full"):
+        flatten_partition(lake, P)
+    assert flat_files(lake) == before
+    assert list((lake.root / "_tmp").iterdir()) == []
+
+
+def test_a_missing_raw_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        flatten_partition(Lake(tmp_path), P)
