@@ -77,14 +77,21 @@ def ensure_venv() -> None:
 
 def ensure_dagster_home() -> dict[str, str]:
     """Create DAGSTER_HOME (./.dagster_home unless the environment sets another) with ./dagster.yaml linked
-    in (an existing dagster.yaml there is left alone); return the environment with DAGSTER_HOME set."""
+    in (an existing dagster.yaml there is left alone) and its storage created once; return the environment
+    with DAGSTER_HOME set."""
     home = Path(os.environ.get("DAGSTER_HOME") or DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     if not link.exists() or (link.is_symlink() and link.resolve() != ROOT / "dagster.yaml"):
         link.unlink(missing_ok=True)
         link.symlink_to(ROOT / "dagster.yaml")
-    return {**os.environ, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    stamp = home / ".storage-initialized"
+    if not stamp.exists():  # two first runs creating a fresh SQLite schema at once race ("table runs already exists")
+        create = "import dagster; instance = dagster.DagsterInstance.get(); instance.get_runs(limit=1); instance.dispose()"
+        subprocess.run([str(PYTHON), "-c", create], env=env, cwd=ROOT, check=True)
+        stamp.touch()
+    return env
 
 
 def session_members(session_id: int) -> list[int]:

@@ -47,6 +47,9 @@ defs = dg.Definitions(
             system_timezone=os.environ.get("CUSTOMERGAUGE_SYSTEM_TIMEZONE", "UTC"),
             per_page=_per_page(),
         ),
-        "lake": LakeResource(root=os.environ.get("CG_LAKE_ROOT", "lake")),
+        "lake": LakeResource(
+            root=os.environ.get("CG_LAKE_ROOT", "lake"),
+            system_timezone=os.environ.get("CUSTOMERGAUGE_SYSTEM_TIMEZONE", "UTC"),
+        ),
     },
 )

@@ -75,7 +75,7 @@ def assert_exactly_once(lake: Lake, sandbox: SandboxServer, resent: tuple[int, .
 
 def assert_only_complete_files(lake: Lake, tmp_leftovers: tuple[str, ...] = ()) -> None:
     """Table folders hold complete .parquet files only; ``_tmp/`` holds nothing but ``tmp_leftovers``
-    (names of stray files a killed run may leave until the next write of the same target)."""
+    (names of stray files a killed run leaves until ``Lake.sweep_tmp`` removes them a day later)."""
     for folder in lake.root.iterdir():
         if folder.name.startswith("_"):
             continue

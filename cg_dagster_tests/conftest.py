@@ -47,7 +47,8 @@ def make_resources(sandbox: SandboxServer, lake_root, **overrides) -> dict:
         backoff_factor=0.01,
     )
     settings.update(overrides)
-    return {"customergauge": CustomerGaugeResource(**settings), "lake": LakeResource(root=str(lake_root))}
+    lake = LakeResource(root=str(lake_root), system_timezone=settings.get("system_timezone", "UTC"))
+    return {"customergauge": CustomerGaugeResource(**settings), "lake": lake}
 
 
 def expected_current(sandbox: SandboxServer, system_timezone: str = "UTC") -> dict:

@@ -76,13 +76,13 @@ def test_pages_over_http_carry_the_parser_used(name):
 @pytest.mark.parametrize(
     "raw",
     [
-        page(b"[" * 1010 + b"]" * 1010),
+        page(b"[" * 5000 + b"]" * 5000),  # past json/msgspec recursion limits on 3.11 and 3.12 (3.12 reads 1010)
         b"[" * 100_000 + b"]" * 100_000,
         b'{"data":[' + b"[" * 100_000,
         b"\xff",
         b"",
     ],
-    ids=["nesting-1010", "nesting-100000", "unclosed", "not-utf8", "empty"],
+    ids=["nesting-5000", "nesting-100000", "unclosed", "not-utf8", "empty"],
 )
 def test_a_body_that_neither_parser_reads_is_a_body_error(raw):
     with (

@@ -64,6 +64,18 @@ def test_a_redirected_data_request_is_not_followed(server, location, shown):
     assert token not in str(caught.value) and SECRET not in str(caught.value)
 
 
+def test_a_malformed_location_is_a_redirect_error_that_does_not_echo_it(server):
+    server.faults = SandboxFaults(redirect_to="http://[::1")  # urllib cannot split it: a bare ValueError before
+    server.reset_log()
+    with make_client(server.base_url) as client, pytest.raises(CustomerGaugeRedirectError) as caught:
+        list(client.iter_pages(SyncParams(per_page=100)))
+    assert str(caught.value) == (
+        f"GET {server.base_url}/v7/rest/sync/responses was redirected (302) to a malformed address (Location "
+        "header not a URL): " + DATA_HINT
+    )
+    assert [(e.path, e.status) for e in response_requests(server)] == [("/v7/rest/sync/responses", 302)]
+
+
 def test_a_redirect_without_location_and_an_echoed_token_are_reported_safely():
     answers = [
         (200, page_body([1], 10)),

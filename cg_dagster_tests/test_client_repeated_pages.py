@@ -89,3 +89,20 @@ def test_a_repeating_server_commits_nothing(server, tmp_path):
         lake.partition_path("raw_responses", P1).name
     ]
     assert len(response_requests(server)) == 2
+
+
+def test_a_record_changed_upstream_between_two_pages_is_not_a_repeat():
+    # The adversarial review's input: per_page=1, record 6009 updated and moved to the end after pages 1 and 2
+    # were fetched, so page 3 holds 6009 again, in its new version; then 6024; then the empty page.
+    changed = {"number_customergauge": 6009, "comment": {"original": "changed"}}
+    answers = [
+        (200, page_body([3414], 10)),
+        (200, page_body([6009], 20)),
+        (200, {"data": [changed], "cursor": {"next": 30}}),
+        (200, page_body([6024], 40)),
+        (200, page_body([], ...)),
+    ]
+    with ScriptedAPI(answers) as api, make_client(api.base_url) as client:
+        pages = list(client.iter_pages(SyncParams(per_page=1)))
+    assert [[r["number_customergauge"] for r in page.records] for page in pages] == [[3414], [6009], [6009], [6024]]
+    assert pages[2].records == [changed]

@@ -27,6 +27,7 @@ UNUSABLE = [
     "",
     "Mon, 99 Foo 2026 99:99:99 GMT",
     "1 Jan 99999999999999 00:00:00 GMT",
+    "Mon, 32 Dec 2026 99:00:00 GMT",  # no such day or hour: not rolled into a far-future date (the 120 s cap)
 ]
 
 

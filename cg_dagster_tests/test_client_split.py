@@ -95,7 +95,7 @@ LEFT_TO_PARSE = {
     "record-not-an-object": body(b"[1]"),
     "data-not-a-list": b'{"data":{"number_customergauge":1}}',
     "body-a-list": b'[{"number_customergauge":1}]',
-    "nesting-1010": body(rec(b"[" * 1010 + b"]" * 1010)),
+    "nesting-5000": body(rec(b"[" * 5000 + b"]" * 5000)),  # past both parsers' limits on 3.11 and 3.12 (3.12 reads 1010)
 }
 
 

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from cg_dagster.lib import current as current_module
 from cg_dagster.lib import tables as tables_module
 from cg_dagster.lib.current import CURRENT_TABLES, build_current
 from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, flatten_records
-from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.lake import Lake, LakeError
 from cg_dagster.lib.schemas import TABLES, Column
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition
@@ -128,3 +129,27 @@ def test_a_column_added_to_the_contract_reads_as_null_from_older_partitions(sand
     for row in rows["responses"]:
         del row["loyalty_tier"]
     assert rows == expected_current(sandbox)
+
+
+def test_the_same_fetch_in_two_partition_files_is_one_version_not_an_ambiguity(tmp_path):
+    # The review's input, reduced: a tool copied the 10:00 rows into the 09:00 file (compaction), and a
+    # replay kept their fetched_at, so two files hold the same fetch. Counted across files it looked like
+    # one page holding the response twice, and the response left current (305 -> 300).
+    lake = Lake(tmp_path / "lake")
+    write_partition(lake, "2026-11-01-09:00", [{"number_customergauge": 8, "nps": 6},
+                                               {"number_customergauge": 7, "nps": 9, "tags": [tag("c")]}], T1)
+    write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": 7, "nps": 9, "tags": [tag("c")]}], T1)
+    counts = build_current(lake)
+    assert current(lake, "responses", "number_customergauge", "nps") == [(7, 9), (8, 6)]
+    assert current(lake, "response_tags", "number_customergauge", "label") == [(7, "c")]  # once, not per file
+    assert counts["responses"] == 2 and counts["response_tags"] == 1
+
+
+def test_a_lake_root_duckdb_would_glob_is_refused_naming_the_setting(tmp_path):
+    # The review's input: a lake at .../lake-* read .../lake-old too (99 rows instead of 50).
+    write_partition(Lake(tmp_path / "lake-old"), "2026-11-01-09:00", [{"number_customergauge": 1}], T1)
+    for name in ("lake-*", "lake-?", "lake-[o]ld"):
+        lake = Lake(tmp_path / name)
+        with pytest.raises(LakeError, match=r"DuckDB reads as a glob .*set CG_LAKE_ROOT to a path without"):
+            build_current(lake)
+        assert not lake.root.exists()  # nothing written

@@ -190,7 +190,10 @@ def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tm
     assert "waiting for the sync lease" not in output
     assert raw_numbers(lake, P1) == numbers(sandbox.records())
     assert_exactly_once(lake, sandbox)
-    assert_only_complete_files(lake)  # the rerun's write of the same target removed the leftover
+    # the killed run's temporary file stays until the daily sweep (a write never removes another's: it may be live)
+    assert_only_complete_files(lake, tmp_leftovers=leftovers)
+    assert sorted(lake.sweep_tmp(older_than_seconds=0)) == sorted(leftovers)
+    assert_only_complete_files(lake)
     with dg.instance_for_test() as instance:
         assert raw_metadata(run(instance, make_resources(sandbox, lake.root), P1))["sync_mode"] == "replay"
     assert_current_matches_sandbox(lake, sandbox)

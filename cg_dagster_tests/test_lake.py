@@ -173,3 +173,19 @@ def test_quarantine_markers_are_kept_per_check_until_each_is_released(tmp_path):
     assert lake.quarantined() == {"2026-11-01-1000": ["responses_row_count_matches_raw"]}
     lake.release(P, "responses_row_count_matches_raw")
     assert lake.quarantined() == {} and not marker.parent.exists()
+
+
+def test_two_writers_of_the_same_target_keep_their_own_temporary_files(tmp_path):
+    # The review's input: two runs of the same target; the second's writer removed the first's temporary
+    # file as "stale", and the first failed at its commit with FileNotFoundError.
+    lake = Lake(tmp_path / "lake")
+    path = lake.partition_path("raw_responses", "2026-11-01-10:00")
+    rows = raw_rows([{"number_customergauge": 2}], fetched_at=T, cursor_sent=None, sync_pass="cursor")
+    with lake.parquet_writer(path, rows.schema) as first, lake.parquet_writer(path, rows.schema) as second:
+        first.write(rows)
+        second.write(rows)
+        assert len(list((lake.root / "_tmp").iterdir())) == 2
+        second.commit()
+        first.commit()
+    assert pq.read_table(path)["number_customergauge"].to_pylist() == [2]
+    assert list((lake.root / "_tmp").iterdir()) == []

@@ -3,6 +3,7 @@ with the setting in its error, and a holder's death that frees the lease at once
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import threading
 import pytest
 
 from cg_dagster.lib.lake import Lake
+from cg_dagster.lib import lease as lease_module
 from cg_dagster.lib.lease import FileLease, LeaseTimeoutError
 
 SETTING = "lease_wait_seconds (run config) or CG_LEASE_WAIT_SECONDS"
@@ -93,4 +95,55 @@ def test_the_lease_of_a_process_killed_with_sigkill_is_free_at_once(tmp_path):
     # No wait, no expiry, no daemon: the kernel dropped the dead process's lock.
     assert lease.try_acquire({"run_id": "next"})
     assert lease.holder() == {"run_id": "next"}
+    lease.release()
+
+
+@pytest.mark.parametrize(
+    "record, shown",
+    [
+        ('{"run_id": "x"}', "held by run x (pid ? on ?) since ?"),
+        ("[1,2]", "held by a job that has not recorded itself yet"),
+        ('"text"', "held by a job that has not recorded itself yet"),
+        ('{"run_id":1,"pid":2,"host":3,"since":4}', "held by run 1 (pid 2 on 3) since 4"),
+    ],
+)
+def test_a_holder_record_of_another_shape_is_described_not_a_crash(tmp_path, record, shown):
+    lake = Lake(tmp_path / "lake")
+    with lake.lease("sync").hold("run-A", wait_seconds=0, setting=SETTING):
+        (lake.root / "_state" / "sync.lease.json").write_text(record)  # before: KeyError / TypeError
+        with pytest.raises(LeaseTimeoutError, match=r"\): " + re.escape(shown) + r"\. If that job"):
+            with lake.lease("sync").hold("run-B", wait_seconds=0.1, setting=SETTING, poll_seconds=0.05):
+                pytest.fail("two holders at once")
+
+
+def test_a_release_leaves_the_record_of_the_holder_that_replaced_it(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    a = lake.lease("sync")
+    with a.hold("run-A", wait_seconds=0, setting=SETTING):
+        (lake.root / "_state" / "sync.lease").unlink()
+        c = lake.lease("sync")
+        assert c.try_acquire({"run_id": "run-C", "pid": 1, "host": "h", "since": "t"})
+    # run-A's release left run-C's record in place (before: deleted it, hiding the live holder from waiters)
+    assert lake.lease("sync").holder()["run_id"] == "run-C"
+    c.release()
+    assert lake.lease("sync").holder() is None
+
+
+def test_a_lock_taken_on_a_lease_file_replaced_meanwhile_is_taken_again_on_the_new_file(tmp_path, monkeypatch):
+    lake = Lake(tmp_path / "lake")
+    path = lake.root / "_state" / "sync.lease"
+    real_flock, calls = lease_module.fcntl.flock, []
+
+    def flock_after_replacement(handle, operation):
+        if not calls:  # between our open() and flock(): another process deleted and re-created the file
+            path.unlink()
+            path.touch()
+        calls.append(operation)
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(lease_module.fcntl, "flock", flock_after_replacement)
+    lease = lake.lease("sync")
+    assert lease.try_acquire({"run_id": "run-A", "pid": 1, "host": "h", "since": "t"})
+    assert len(calls) == 2  # the lock on the replaced file was dropped and taken again on the new one
+    assert os.fstat(lease._handle.fileno()).st_ino == path.stat().st_ino
     lease.release()

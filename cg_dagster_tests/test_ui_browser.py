@@ -133,7 +133,7 @@ def check_state(port: int) -> None:
         assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
           ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } } } } } }
       schedulesOrError(repositorySelector: {repositoryName: "__repository__",
-                                            repositoryLocationName: "cg_dagster.definitions"}) {
+                                            repositoryLocationName: "cg_dagster"}) {
         ... on Schedules { results { name scheduleState { status } } } } }""")
     assert state["raw"]["assetPartitionStatuses"]["ranges"] == [{"status": "MATERIALIZED", "startKey": GOOD, "endKey": BAD}]
     assert state["raw"]["internalFreshnessPolicy"] == {"failWindowSeconds": 7200}

@@ -16,12 +16,14 @@ from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, FLAT_TABLES, 
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import freshness_policy, hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
-from cg_dagster.lib.current import CURRENT_TABLES, update_current
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
+from cg_dagster.lib.current import CURRENT_TABLES, update_current
+from cg_dagster.lib.flatten import FlattenError
+from cg_dagster.lib.lake import LakeError
 from cg_dagster.lib.lookback import explain, last_reread, plan_lookback
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import RAW_TABLE, sync_partition
-from cg_dagster.lib.tables import flatten_partition
+from cg_dagster.lib.tables import flatten_partition, stale_partitions
 
 LEASE_WAIT_ENV = "CG_LEASE_WAIT_SECONDS"
 LEASE_WAIT_DEFAULT = 1800  # seconds: far above an hourly sync, well under the hour between scheduled runs
@@ -278,11 +280,18 @@ class CurrentTablesConfig(dg.Config):
 def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfig, lake: LakeResource):
     """Update ``current/<table>/`` for the five flattened tables (see ``lib/current.py``): merge the new
     partitions into the ranges they touch, rebuild the ranges of a rewritten or quarantined one, or rebuild
-    everything (``full_rebuild``, first build)."""
+    everything (``full_rebuild``, first build).
+
+    First every raw partition whose flattened files are missing or older than its raw file (a run killed
+    between the raw commit and the flattening, a raw file rewritten since) is flattened again and judged by
+    the partition checks (quarantine included), so it is in this update; ``reflattened`` lists them. One
+    that cannot be flattened is left out of this update, which still runs, and then fails the step naming
+    it and the error."""
     the_lake = lake.get_lake()
     wait = _env_int(LEASE_WAIT_ENV, LEASE_WAIT_DEFAULT)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
         # one update at a time: two would interleave their file writes
+        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone)
         update = update_current(the_lake, full_rebuild=config.full_rebuild)
     context.log.info(f"current tables: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
     for name in CURRENT_TABLES:
@@ -292,6 +301,7 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
                 "update_mode": update.mode,
                 "update_reason": update.reason,
                 "ranges_rewritten": update.ranges,
+                "reflattened": dg.MetadataValue.json(reflattened),
                 "dagster/row_count": update.rows[name],
                 "dagster/uri": lake_uri(the_lake.current_path(name)),
                 "dagster/column_schema": column_schema(TABLES[name]),
@@ -303,3 +313,25 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
                 ),
             },
         )
+    if failed:
+        raise dg.Failure(
+            f"the current tables were updated without {len(failed)} partitions whose raw file is newer than "
+            f"their flattened files and could not be flattened again: {failed}"
+        )
+
+
+def _flatten_stale(context: dg.AssetExecutionContext, the_lake, system_timezone: str) -> tuple[list[str], dict]:
+    """Flatten again every partition ``stale_partitions`` names and run its checks for their side effect
+    (quarantine); returns (partition keys flattened, {partition key: error} of those that failed)."""
+    done, failed = [], {}
+    for key in stale_partitions(the_lake):
+        try:
+            flat = flatten_partition(the_lake, key, system_timezone=system_timezone)
+        except (FlattenError, LakeError) as error:
+            context.log.error(f"partition {key} could not be flattened again: {error}")
+            failed[key] = str(error)
+            continue
+        list(partition_check_results(the_lake, key, flat, {spec.key for spec in PARTITION_CHECK_SPECS}))
+        context.log.warning(f"partition {key}: raw file newer than its flattened files; flattened again")
+        done.append(key)
+    return done, failed

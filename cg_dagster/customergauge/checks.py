@@ -1,7 +1,9 @@
 """Asset checks on every hourly partition of the flattened tables, computed in the flattening step.
 
 The checks are ``check_specs`` of the ``flattened_tables`` multi-asset (assets.py): that step has just
-written the partition's five files and holds the flattening stats, so it judges them itself and yields an
+written the partition's five files and holds the flattening stats and the key facts of the rows it wrote
+(``lib/tables.py`` ``KeyFacts``, gathered batch by batch as they were written), so it judges them itself,
+without reading a file back (memory: 16 bytes per response, whatever the child tables hold), and yields an
 ``AssetCheckResult`` per check after the materializations (no process, step or instance read per check).
 Each check is partitioned like its asset (``partitions_def`` on the spec; Dagster 1.13 then records the
 evaluation with the step's partition key, ``AssetCheckResult.to_asset_check_evaluation``), so the UI shows
@@ -24,14 +26,14 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 
 import dagster as dg
-import pyarrow.compute as pc
+import numpy as np
 import pyarrow.parquet as pq
 
 from cg_dagster.customergauge.keys import FLAT_KEYS, FLAT_TABLES, RAW_KEY
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import RAW_TABLE
-from cg_dagster.lib.tables import FlattenedPartition
+from cg_dagster.lib.tables import FlattenedPartition, KeyFacts
 
 CHILD_TABLES = tuple(name for name in FLAT_TABLES if name != "responses")
 UNIQUE = "responses_number_customergauge_unique"
@@ -97,17 +99,15 @@ def partition_check_results(
 ) -> Iterator[dg.AssetCheckResult]:
     """The results of the ``selected`` checks on one partition that ``flatten_partition`` just wrote.
 
-    Reads the partition's raw row count from its footer and the key columns of the files in ``done.paths``;
-    unknown fields come from ``done.stats``. Quarantines (or releases) the partition per whole-partition
-    check as a side effect.
+    Reads the partition's raw row count from its footer; the rest comes from what the flattening wrote:
+    ``done.rows``, ``done.facts`` (keys, nps, child rows without a response) and ``done.stats`` (unknown
+    fields). Quarantines (or releases) the partition per whole-partition check as a side effect.
     """
     names = {key.name for key in selected}
-    responses = pq.read_table(done.paths["responses"], columns=["number_customergauge", "fetched_at", "nps"])
     if UNIQUE in names:
-        yield _unique(responses)
+        yield _unique(done.facts)
     if NPS_IN_RANGE in names:
-        nps = responses["nps"]
-        out_of_range = pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
+        out_of_range = done.facts.nps_out_of_range
         yield _judged(lake, partition_key, NPS_IN_RANGE, out_of_range == 0, {"out_of_range": out_of_range})
     if ROW_COUNT in names:
         raw = pq.read_metadata(lake.partition_path(RAW_TABLE, partition_key)).num_rows
@@ -122,31 +122,32 @@ def partition_check_results(
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"unknown_fields": dg.MetadataValue.json(unknown)},
         )
-    parents = responses["number_customergauge"].combine_chunks()
     for table in CHILD_TABLES:
         name = _child_check_name(table)
         if name in names:
-            children = pq.read_table(done.paths[table], columns=["number_customergauge"])["number_customergauge"]
-            orphans = pc.unique(children.filter(pc.invert(pc.is_in(children, value_set=parents))))
+            orphans = done.facts.orphans(table)
             metadata = {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])}
             yield _judged(lake, partition_key, name, len(orphans) == 0, metadata, table)
 
 
-def _unique(responses) -> dg.AssetCheckResult:
-    numbers = responses.group_by("number_customergauge").aggregate(
-        [("fetched_at", "count"), ("fetched_at", "count_distinct")]
+def _unique(facts: KeyFacts) -> dg.AssetCheckResult:
+    """Numbers held by more than one ``responses`` row; ERROR when two of those rows share their fetch."""
+    numbers, fetched_at = facts.responses_keys()
+    ordered = np.sort(numbers)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    pairs, counts = np.unique(
+        np.column_stack([numbers, fetched_at])[np.isin(numbers, repeated)], axis=0, return_counts=True
     )
-    repeated = numbers.filter(pc.greater(numbers["fetched_at_count"], 1))
-    same_fetch = repeated.filter(pc.not_equal(repeated["fetched_at_count"], repeated["fetched_at_count_distinct"]))
+    same_fetch = np.unique(pairs[counts > 1, 0])
     return dg.AssetCheckResult(
         asset_key=FLAT_KEYS["responses"],
         check_name=UNIQUE,
-        passed=repeated.num_rows == 0,
-        severity=dg.AssetCheckSeverity.ERROR if same_fetch.num_rows else dg.AssetCheckSeverity.WARN,
+        passed=repeated.size == 0,
+        severity=dg.AssetCheckSeverity.ERROR if same_fetch.size else dg.AssetCheckSeverity.WARN,
         metadata={
-            "duplicated_numbers": repeated.num_rows,
-            "duplicated_within_one_fetch": same_fetch.num_rows,
-            "examples": dg.MetadataValue.json(repeated["number_customergauge"].to_pylist()[:20]),
+            "duplicated_numbers": repeated.size,
+            "duplicated_within_one_fetch": same_fetch.size,
+            "examples": dg.MetadataValue.json(repeated[:20].tolist()),
         },
     )
 

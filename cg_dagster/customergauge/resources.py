@@ -129,9 +129,15 @@ class CustomerGaugeResource(dg.ConfigurableResource):
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where the Parquet lake lives: a local folder (``CG_LAKE_ROOT``, default ``./lake``)."""
+    """Where the Parquet lake lives: a local folder (``CG_LAKE_ROOT``, default ``./lake``), and the time zone
+    its flattened dates are converted from."""
 
     root: str = Field(default="lake", description="Lake root folder; relative paths resolve against the cwd.")
+    system_timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the CustomerGauge system (CUSTOMERGAUGE_SYSTEM_TIMEZONE), for flattening "
+        "a partition again when the current tables are updated (no API credentials needed).",
+    )
 
     def get_lake(self) -> Lake:
         """The ``Lake`` at ``root`` made absolute (so ``dagster/uri`` metadata is a full ``file://`` URI)."""

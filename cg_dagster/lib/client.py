@@ -17,6 +17,7 @@ Secrets (client secret, access token) never appear in logs, exception messages o
 """
 
 import datetime
+import email.utils
 import hashlib
 import ipaddress
 import json
@@ -391,18 +392,28 @@ def _record_numbers(records: list[dict]) -> frozenset:
     return frozenset(n for record in records if _is_int(n := record.get("number_customergauge")))
 
 
-_PageKey = tuple[int, Optional[int], int, frozenset]  # page number, cursor sent, cursor next, record numbers
+_PageKey = tuple[int, Optional[int], int, frozenset, frozenset]
+"""page number, cursor sent, cursor next, record numbers, digests of the records' texts"""
 
 
-def _page_key(page: Page, numbers: frozenset) -> _PageKey:
-    return page.number, page.cursor_sent, page.cursor_next, numbers
+def _page_key(page: Page) -> _PageKey:
+    """What ``_check_not_repeated`` compares of a page: its record numbers and a digest of each record (its
+    text as received, or the decoded record's ``repr``), both as sets (order does not matter)."""
+    if page.record_json is not None:
+        numbers, texts = frozenset(page.numbers), page.record_json
+    else:
+        numbers, texts = _record_numbers(page.records), [repr(record).encode() for record in page.records]
+    digests = frozenset(hashlib.blake2b(text, digest_size=16).digest() for text in texts)
+    return page.number, page.cursor_sent, page.cursor_next, numbers, digests
 
 
 def _check_not_repeated(page: _PageKey, previous: Optional[_PageKey]) -> None:
-    """Raise CustomerGaugeCursorError when a page holds the same records as the page before it: a server
-    that repeats records under a growing cursor would otherwise be paged forever."""
+    """Raise CustomerGaugeCursorError when a page holds the same records as the page before it, identical in
+    content: a server that repeats records under a growing cursor would otherwise be paged forever. A page
+    with the same responses where one changed (updated upstream and moved to the end between two requests)
+    is new data, not a repeat."""
     numbers = page[3]
-    if previous is None or not numbers or numbers != previous[3]:
+    if previous is None or not numbers or page[3:] != previous[3:]:
         return
     raise CustomerGaugeCursorError(
         "page {} (cursor sent: {}, next: {}) holds the same {} records (number_customergauge) as page {} "
@@ -657,8 +668,12 @@ class _CappedRetry(Retry):
 
     def parse_retry_after(self, retry_after: str) -> float:
         """Seconds to wait (0..MAX_RETRY_AFTER) for whole or fractional seconds or an HTTP date (a past date:
-        0, i.e. the backoff). Raises urllib3's InvalidHeader, ValueError or OverflowError for other text."""
+        0, i.e. the backoff). Raises urllib3's InvalidHeader, ValueError or OverflowError for other text,
+        including a date no calendar has (``Mon, 32 Dec 2026 99:00:00 GMT``: ``email.utils.parsedate_to_datetime``
+        refuses it where urllib3's reading would roll it into a later date)."""
         seconds = _RETRY_AFTER_SECONDS.fullmatch(retry_after)
+        if not seconds:
+            email.utils.parsedate_to_datetime(retry_after)  # ValueError for an impossible date (32 Dec, 99:00)
         return min(float(seconds[1]) if seconds else super().parse_retry_after(retry_after), MAX_RETRY_AFTER)
 
     def get_retry_after(self, response) -> Optional[float]:
@@ -742,7 +757,7 @@ class CustomerGaugeClient:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        session = requests.Session()
+        session = _NoRedirectSession()
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -788,8 +803,7 @@ class CustomerGaugeClient:
                     fetched = pending.result()  # the worker's exception, if any, is raised here
                     if fetched is None:
                         return
-                    page, numbers = fetched
-                    key = _page_key(page, numbers)
+                    page, key = fetched
                     _check_not_repeated(key, previous)
                     pending = None
                     if max_pages is None or page.number < max_pages:
@@ -802,8 +816,8 @@ class CustomerGaugeClient:
 
     def _fetch_page(
         self, params: SyncParams, cursor: Optional[int], number: int
-    ) -> Optional[tuple[Page, frozenset]]:
-        """Request and parse page ``number`` (worker thread): (the Page, its record numbers), or None for the
+    ) -> Optional[tuple[Page, _PageKey]]:
+        """Request and parse page ``number`` (worker thread): (the Page, its ``_page_key``), or None for the
         empty last page."""
         query = params.query(cursor)
         body = self._retry_body(f"page {number}", lambda: self._get_page_body(query))
@@ -814,8 +828,7 @@ class CustomerGaugeClient:
         cursor_next = _next_cursor(body.cursor, number, cursor)
         logger.debug("page %d: cursor sent %s, %d records, next %s", number, cursor, count, cursor_next)
         page = Page(number, cursor, cursor_next, body.record_json, body.numbers, body.decoded)
-        numbers = frozenset(page.numbers) if page.numbers is not None else _record_numbers(page.records)
-        return page, numbers
+        return page, _page_key(page)
 
     def _get_page_body(self, query: list[tuple[str, str]]) -> "_PageBody":
         """One GET of the responses endpoint, with one token refresh on a 401, read by ``split_page_body``,
@@ -951,6 +964,15 @@ class CustomerGaugeClient:
         return _CachedToken(access_token=token, lifetime=lifetime, expires_at=_clock() + lifetime)
 
 
+class _NoRedirectSession(requests.Session):
+    """A session that never follows a redirect nor prepares the request one would lead to: requests does that
+    for ``Response.next`` even with ``allow_redirects=False``, and raises a bare ValueError on a malformed
+    Location (``http://[::1``); the client raises CustomerGaugeRedirectError for every redirect itself."""
+
+    def resolve_redirects(self, *args, **kwargs) -> Iterator[requests.Response]:
+        return iter(())
+
+
 def _redact(text: Optional[str], secret: Optional[str]) -> Optional[str]:
     """``text`` with every occurrence of ``secret`` replaced by "[redacted]" (an API may echo it)."""
     return text.replace(secret, "[redacted]") if text and secret else text
@@ -960,7 +982,10 @@ def _redirect_text(method: str, response: requests.Response, what: str) -> str:
     """"GET <from> was redirected (302) to <to>: ..." with scheme, host and path only: a query string or
     user:password@ may hold secrets. A relative Location is resolved against the request URL."""
     location = response.headers.get("Location")
-    target = _address(urljoin(response.url, location)) if location else "nowhere (no Location header)"
+    try:
+        target = _address(urljoin(response.url, location)) if location else "nowhere (no Location header)"
+    except ValueError:  # e.g. "http://[::1": urllib cannot split it; not echoed, it may hold a secret
+        target = "a malformed address (Location header not a URL)"
     return (
         f"{method} {_address(response.url)} was redirected ({response.status_code}) to {target}: "
         f"redirects are not followed, so {what} is not sent on"

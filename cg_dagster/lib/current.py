@@ -42,8 +42,8 @@ applied twice gives the same rows). Every path gives the same tables as a full r
 (cg_dagster_tests/test_current_incremental.py).
 
 Memory is bounded whatever the lake's age or the partition's size: DuckDB runs with DUCKDB_MEMORY_LIMIT,
-two threads, no insertion order, spilling to ``_tmp/duckdb/``; rows stream to the files in batches of
-BATCH_ROWS.
+one thread (two took 10 MB more at the peak and saved about 5% of the update's time), no insertion order,
+spilling to ``_tmp/duckdb/``; rows stream to the files in batches of BATCH_ROWS.
 
 Partition files are matched by column name (DuckDB ``union_by_name``) and each row is cast to the table's
 contract (lib/schemas.py): a column added to the contract reads as null from files written before it, and a
@@ -52,7 +52,8 @@ file another tool rewrote with other Arrow types (pandas: large strings) reads a
 Partitions a blocking asset check quarantined (``Lake.quarantine``) are left out until the check passes.
 
 A fetch that returned the same number_customergauge twice (one page holding it twice: the blocking check
-``responses_number_customergauge_unique`` fails on that partition) is ambiguous: its child rows cannot be
+``responses_number_customergauge_unique`` fails on that partition; judged within one file, as two files
+holding the same fetch are copies, not an ambiguity) is ambiguous: its child rows cannot be
 told apart, so no version of it is ever used. The response's newest unambiguous version is current instead,
 or it is left out of ``current`` until a later fetch brings it once; the current tables never mix two versions.
 """
@@ -244,7 +245,7 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
     spill = lake.root / TMP_DIR / "duckdb"
     shutil.rmtree(spill, ignore_errors=True)  # left by an update that was killed
     con = duckdb.connect(config={
-        "memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 2, "preserve_insertion_order": False,
+        "memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 1, "preserve_insertion_order": False,
         "temp_directory": str(spill),
     })
     written = {name: {} for name in CURRENT_TABLES}
@@ -257,12 +258,12 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP TABLE winners AS
-                SELECT {KEY}, fetched_at, from_current FROM (
-                    SELECT {KEY}, fetched_at, from_current FROM ({sources[KEY_TABLE]})
+                SELECT {KEY}, fetched_at, from_current, source FROM (
+                    SELECT {KEY}, fetched_at, from_current, source FROM ({sources[KEY_TABLE]})
                     GROUP BY ALL
                     HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
                 )
-                QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current) = 1
+                QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current, source DESC) = 1
                 """
             )
             for name in CURRENT_TABLES:
@@ -275,12 +276,15 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
 
 def _source(lake: Lake, name: str, r: int, stems: list[str], from_current: bool) -> str | None:
     """SQL of table ``name``'s rows in range ``r``: those of the partitions ``stems`` and, with
-    ``from_current``, of the range's current file, each row with ``from_current``; None when there is no file."""
+    ``from_current``, of the range's current file, each row with ``from_current`` and ``source`` (its file's
+    stem: ambiguity is judged within one file, and a fetch two files hold, e.g. after a tool copied rows
+    into another partition file, is taken from one); None when there is no file."""
     where = f"{KEY} >= {r * RANGE_WIDTH} AND {KEY} < {(r + 1) * RANGE_WIDTH}"  # Parquet statistics prune
     current_files = [path for path in [range_path(lake, name, r)] if from_current and path.exists()]
     partition_files = [path for stem in stems if (path := lake.table_dir(name) / f"{stem}.parquet").exists()]
     branches = [
-        f"SELECT *, {flag} AS from_current FROM {_read_parquet(files)} WHERE {where}"
+        f"SELECT * EXCLUDE (filename), {flag} AS from_current, parse_filename(filename, true) AS source "
+        f"FROM {_read_parquet(files)} WHERE {where}"
         for files, flag in ((current_files, "true"), (partition_files, "false"))
         if files
     ]
@@ -295,8 +299,8 @@ def _write_range(lake: Lake, con: duckdb.DuckDBPyConnection, name: str, r: int, 
         if source is not None:
             reader = con.sql(
                 f"""
-                SELECT * EXCLUDE (from_current) FROM ({source})
-                SEMI JOIN winners USING ({KEY}, fetched_at, from_current)
+                SELECT * EXCLUDE (from_current, source) FROM ({source})
+                SEMI JOIN winners USING ({KEY}, fetched_at, from_current, source)
                 ORDER BY {", ".join(TABLES[name].key)}
                 """
             ).to_arrow_reader(BATCH_ROWS)
@@ -337,6 +341,8 @@ def _to_contract(name: str, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Tabl
 
 
 def _read_parquet(paths: list) -> str:
-    """DuckDB ``read_parquet`` of these files, columns matched by name (a file lacking a column gives nulls)."""
+    """DuckDB ``read_parquet`` of these files, columns matched by name (a file lacking a column gives nulls),
+    with each row's ``filename``. DuckDB expands glob characters in these paths: ``Lake.ensure_writable``
+    refuses a lake root holding one, and file names never do."""
     quoted = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
-    return f"read_parquet([{quoted}], union_by_name = true)"
+    return f"read_parquet([{quoted}], union_by_name = true, filename = true)"

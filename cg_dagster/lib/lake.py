@@ -22,7 +22,7 @@ Guarantees (see README, "Guarantees"):
 * A file appears in a table folder only complete: it is written to ``_tmp/`` on the same file system,
   fsynced, then renamed over the target with ``os.replace`` (atomic on POSIX). Re-writing a partition
   replaces its file; a crash leaves the old file (or none) in place and a stray file in ``_tmp/`` that the
-  next write of the same target removes, or the next sync once it is a day old (``sweep_tmp``).
+  next sync removes once it is a day old (``sweep_tmp``; a live writer's file is never removed).
 * A raw partition file's sync manifest (``SyncManifest``: the API range it holds) is written twice: in the
   file's Parquet footer, with the data, and then as a sidecar JSON in ``_state/manifests/``, which a tool
   that rewrites the data file (compaction, DuckDB ``COPY``, pandas) cannot drop. ``read_manifest`` and
@@ -56,8 +56,30 @@ MANIFEST_DIR = "manifests"
 MANIFEST_FOOTER_KEY = b"cg_dagster.sync"
 
 
+GLOB_CHARACTERS = frozenset("*?[]{}")  # DuckDB expands these in every path it reads (lib/current.py)
+UNREADABLE_FIX = (
+    "restore it from a backup, or run raw_responses for this partition with full_refresh: true (which "
+    "replaces it with everything the API returns from the start)"
+)
+
+
 class LakeError(RuntimeError):
     """The lake cannot be used (root not writable, file unreadable). The message names the path and the fix."""
+
+
+def read_parquet_metadata(path: Path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
+    """The Parquet footer of a lake file (row count, schema, key/value metadata).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        LakeError: the file is not readable Parquet (truncated, zero bytes, another format); names it and ``fix``.
+    """
+    try:
+        return pq.read_metadata(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {fix}") from None
 
 
 class CursorConflictError(LakeError):
@@ -144,6 +166,11 @@ def partition_file_stem(partition_key: str) -> str:
     return partition_key.replace(":", "")
 
 
+def partition_key_of(stem: str) -> str:
+    """The partition key of a file stem, ``partition_file_stem`` undone: ``2026-11-29-0900`` -> ``2026-11-29-09:00``."""
+    return f"{stem[:-2]}:{stem[-2:]}"
+
+
 class Lake:
     """A lake rooted at ``root`` (a local path). Cheap to construct; creates folders only when writing."""
 
@@ -177,8 +204,14 @@ class Lake:
         """Create the root's folders and prove a file can be written there.
 
         Raises:
-            LakeError: naming the root and ``CG_LAKE_ROOT`` when the folder cannot be created or written.
+            LakeError: naming the root and ``CG_LAKE_ROOT`` when the folder cannot be created or written,
+                or its path holds a glob character (``*?[]{}``), which DuckDB would expand when it reads files.
         """
+        if glob := sorted(GLOB_CHARACTERS.intersection(str(self.root))):
+            raise LakeError(
+                f"lake root {str(self.root)!r} holds {' '.join(glob)}, which DuckDB reads as a glob (it would read "
+                "other folders' files into the current tables); set CG_LAKE_ROOT to a path without * ? [ ] { }"
+            )
         try:
             for sub in (STATE_DIR, TMP_DIR):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -242,13 +275,11 @@ class Lake:
             writer.commit()
 
     def tmp_path_for(self, target: Path) -> Path:
-        """A fresh temporary path in ``_tmp/`` for ``target``; stale ones for the same target are removed."""
+        """A fresh temporary path in ``_tmp/`` for ``target``. Another writer of the same target may be using
+        its own at the same time, so none is removed here; ``sweep_tmp`` removes those a killed run left."""
         tmp_dir = self.root / TMP_DIR
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        prefix = f"{target.parent.name}__{target.name}."
-        for stale in tmp_dir.glob(prefix + "*"):
-            stale.unlink(missing_ok=True)
-        return tmp_dir / f"{prefix}{uuid.uuid4().hex}.tmp"
+        return tmp_dir / f"{target.parent.name}__{target.name}.{uuid.uuid4().hex}.tmp"
 
     # ---- head cursor -------------------------------------------------------------------------------
 
@@ -281,13 +312,20 @@ class Lake:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def assert_head(self, expected: HeadCursor | None) -> None:
+    def assert_head(self, expected: HeadCursor | None, *, unreadable_ok: bool = False) -> None:
         """Check that the committed head is still ``expected`` (call it holding ``commit_lock()``).
+        ``unreadable_ok``: a corrupt cursor file counts as absent (a ``full_refresh`` that replaces it).
 
         Raises:
             CursorConflictError: the head moved (another sync committed meanwhile); names both heads.
+            LakeError: the cursor file is corrupt and not ``unreadable_ok``.
         """
-        current = self.read_head()
+        try:
+            current = self.read_head()
+        except LakeError:
+            if not unreadable_ok:
+                raise
+            current = None
         if current != expected:
             raise CursorConflictError(
                 f"the head cursor moved during this run: it was {_describe(expected)} when the sync started "
@@ -384,9 +422,10 @@ class Lake:
         rewrote has lost its footer: its sidecar is used. A sidecar whose data file was deleted is returned too.
 
         Raises:
-            LakeError: the footer or the sidecar is not a valid manifest; names the path and the fix.
+            LakeError: the data file is not readable Parquet, or the footer or the sidecar is not a valid
+                manifest; names the path and the fix.
         """
-        text = (pq.read_metadata(data_path).metadata or {}).get(MANIFEST_FOOTER_KEY) if data_path.exists() else None
+        text = (read_parquet_metadata(data_path).metadata or {}).get(MANIFEST_FOOTER_KEY) if data_path.exists() else None
         where = f"the footer of {str(data_path)!r}"
         if text is None:
             sidecar = self.manifest_path(data_path)
@@ -398,10 +437,7 @@ class Lake:
         try:
             return SyncManifest.from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
-            raise LakeError(
-                f"the sync manifest in {where} is corrupt ({exc!r}): restore it from a backup, or run "
-                "raw_responses for this partition with full_refresh: true"
-            ) from None
+            raise LakeError(f"the sync manifest in {where} is corrupt ({exc!r}): {UNREADABLE_FIX}") from None
 
 
 class AtomicParquetWriter:

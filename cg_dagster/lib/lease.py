@@ -105,8 +105,10 @@ class FileLease(Lease):
     """A lease on a local file system: an exclusive ``flock`` on ``path``, which the kernel releases when
     the holding process dies in any way; the holder record is written beside it (``<path>.json``).
 
-    ``flock`` locks belong to an open file, so two holders in one process exclude each other too. Not for
-    network file systems whose ``flock`` is not shared between machines.
+    ``flock`` locks belong to an open file, so two holders in one process exclude each other too. A lock
+    taken on a lease file that was deleted or replaced meanwhile (by hand) locks nothing anyone else sees:
+    ``try_acquire`` then retries on the file now at ``path``. ``release`` removes the holder record only while
+    it is still this holder's. Not for network file systems whose ``flock`` is not shared between machines.
     """
 
     def __init__(self, name: str, path: Path):
@@ -114,18 +116,23 @@ class FileLease(Lease):
         self.path = Path(path)
         self.holder_path = self.path.with_name(self.path.name + ".json")
         self._handle = None
+        self._holder: dict | None = None
 
     def try_acquire(self, holder: dict) -> bool:
         if self._handle is not None:
             raise RuntimeError(f"the {self.name} lease ({self.path}) is already held by this object")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - kept open while held
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._handle = handle
+        while True:
+            handle = open(self.path, "a+")  # noqa: SIM115 - kept open while held
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            if _same_file(handle, self.path):
+                break
+            handle.close()  # locked a file deleted or replaced after we opened it: lock the one at path now
+        self._handle, self._holder = handle, holder
         try:
             tmp = self.holder_path.with_name(f".{self.holder_path.name}.{uuid.uuid4().hex}")
             tmp.write_text(json.dumps(holder) + "\n", encoding="utf-8")
@@ -136,19 +143,33 @@ class FileLease(Lease):
         return True
 
     def holder(self) -> dict | None:
+        """The holder record, or None when it is missing or not a JSON object (written by hand)."""
         try:
-            return json.loads(self.holder_path.read_text(encoding="utf-8"))
+            record = json.loads(self.holder_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
     def release(self) -> None:
-        self.holder_path.unlink(missing_ok=True)
+        if self.holder() == self._holder:  # another holder (of a lease file replaced by hand) keeps its record
+            self.holder_path.unlink(missing_ok=True)
         handle, self._handle = self._handle, None
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
 
+def _same_file(handle, path: Path) -> bool:
+    """True when the open ``handle`` is the file now at ``path`` (same inode and device)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (mine.st_ino, mine.st_dev) == (here.st_ino, here.st_dev)
+
+
 def _describe(holder: dict | None) -> str:
     if not holder:
         return "held by a job that has not recorded itself yet"
-    return f"held by run {holder['run_id']} (pid {holder['pid']} on {holder['host']}) since {holder['since']}"
+    fields = {key: holder.get(key, "?") for key in ("run_id", "pid", "host", "since")}
+    return "held by run {run_id} (pid {pid} on {host}) since {since}".format(**fields)

@@ -22,6 +22,7 @@ the same head and fetches the same records again. Which partition a run writes d
 """
 
 import dataclasses
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -33,11 +34,22 @@ import pyarrow.parquet as pq
 
 from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows, raw_rows_from_json
-from cg_dagster.lib.lake import HeadCursor, Lake, LakeError, SyncManifest, partition_file_stem, utc_now
+from cg_dagster.lib.lake import (
+    UNREADABLE_FIX,
+    HeadCursor,
+    Lake,
+    LakeError,
+    SyncManifest,
+    partition_file_stem,
+    read_parquet_metadata,
+    utc_now,
+)
 from cg_dagster.lib.lookback import record_reread
 from cg_dagster.lib.schemas import TABLES
 
 RAW_TABLE = "raw_responses"
+FLAT_KEY_TABLE = "responses"  # its partition file holds one row per raw row: proof a partition was synced
+FETCHED_AT_STATE = "fetched_at.json"  # _state/: the latest fetched_at this lake committed (_FetchClock)
 RAW_ROW_GROUP_ROWS = 10_000  # rows per Parquet row group of a raw file (~15 MB of sandbox JSON in memory)
 RAW_DICTIONARY_COLUMNS = ["fetched_at", "sync_pass", "cursor_sent"]  # one value per page: a dictionary pays
 PROGRESS_SECONDS = 10.0  # a long sync logs its progress about this often
@@ -73,28 +85,33 @@ def sync_partition(
 
     Idempotent: running it again for the same partition replays the recorded range and rewrites the same
     file; it never moves the head. ``full_refresh`` ignores the head (and any recorded range) and loads from
-    the beginning; it still commits only if no other sync committed meanwhile. Committed rows are never lost:
-    a file that holds rows but has no manifest (a tool rewrote it and its sidecar is gone), or a deleted file
-    whose manifest says it held rows, is refused (``_refuse_to_lose_rows``) except by a ``full_refresh``.
+    the beginning; it still commits only if no other sync committed meanwhile; it also replaces an unreadable
+    cursor file, raw file or manifest of this partition (the fix the errors name). Committed rows are never
+    lost: a file that holds rows but has no manifest (a tool rewrote it and its sidecar is gone), a deleted
+    file whose manifest says it held rows, or a missing or empty one without a manifest whose flattened
+    ``responses`` file holds rows, is refused (``_refuse_to_lose_rows``) except by a ``full_refresh``. Every
+    page's ``fetched_at`` is later than any this lake committed before (``_FetchClock``).
 
     Raises:
         CursorConflictError: another sync committed a new head while this one ran. Nothing committed.
         CustomerGaugeError: from the client (HTTP, auth, cursor, body); nothing committed.
         FlattenError: a record without an integer number_customergauge; nothing committed.
-        LakeError: the lake cannot be written, its cursor file or a manifest is corrupt, or the partition's
-            file holds rows without a manifest or was deleted with rows (names the file and the fix).
+        LakeError: the lake cannot be written, its cursor file, the partition's file or a manifest is
+            unreadable (without ``full_refresh``), or the partition's file holds rows without a manifest or
+            was deleted with rows (names the file and the fix).
     """
     lake.ensure_writable()
     for name in lake.sweep_tmp():
         log.warning("removed %s from the lake's _tmp/: a day old, left by a killed run", name)
     target = lake.partition_path(RAW_TABLE, partition_key)
-    head = recover_lost_head(lake)
-    recorded = lake.read_manifest(target)
+    head = _unless_unreadable(recover_lost_head, lake, full_refresh=full_refresh)
+    recorded = _unless_unreadable(lake.read_manifest, target, full_refresh=full_refresh)
+    clock = _FetchClock(lake)
 
     if not full_refresh:
         _refuse_to_lose_rows(lake, target, recorded)
     if recorded is not None and not full_refresh:
-        return _replay(client, lake, recorded, target, head, run_id)
+        return _replay(client, lake, recorded, target, head, run_id, clock)
     if head is not None and partition_key < head.partition_key and not full_refresh:
         return _skip(lake, params, target, head, partition_key, run_id)
 
@@ -103,12 +120,13 @@ def sync_partition(
         writer = _RowGroups(file)
         # An initial load just read everything: no trailing window to re-read, no numbers to remember.
         seen: set[int] | None = set() if lookback and start is not None else None
-        cursor_end, pages = _copy_pages(client, params, start, writer, _Progress(partition_key, "cursor"), seen=seen)
+        cursor_end, pages = _copy_pages(client, params, start, writer, _Progress(partition_key, "cursor", clock), seen=seen)
         rows = writer.rows
         lookback_pages = 0
         if seen is not None:
             period = _with_period(params, lookback)
-            lookback_pages = _copy_pages(client, period, None, writer, _Progress(partition_key, "lookback"), skip=seen)[1]
+            progress = _Progress(partition_key, "lookback", clock)
+            lookback_pages = _copy_pages(client, period, None, writer, progress, skip=seen)[1]
         writer.flush()
         manifest = SyncManifest(
             mode="sync",
@@ -131,26 +149,48 @@ def sync_partition(
             cursor=cursor_end, partition_key=partition_key, run_id=run_id, committed_at=utc_now().isoformat()
         )
         with lake.commit_lock():
-            lake.assert_head(head)
+            lake.assert_head(head, unreadable_ok=full_refresh)
             file.commit()
             lake.write_manifest(target, manifest)
             lake.write_head(new_head)
+            clock.commit(lake)
             if manifest.lookback or start is None:  # a re-read, or an initial load: read everything
                 record_reread(lake, partition_key=partition_key, run_id=run_id, period=manifest.lookback)
     log.info("partition %s: %d rows in %d pages, cursor %s -> %s", partition_key, rows, pages, start, cursor_end)
     return SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
 
 
+def _unless_unreadable(read, *args, full_refresh: bool):
+    """``read(*args)``; with ``full_refresh``, None when it raises LakeError (the file is unreadable, and the
+    operator asked to replace it: the errors name this as the fix)."""
+    try:
+        return read(*args)
+    except LakeError as error:
+        if not full_refresh:
+            raise
+        log.warning("full_refresh replaces what it cannot read: %s", error)
+        return None
+
+
 def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None) -> None:
     """Raise LakeError naming the file and the fix when materializing ``target`` would lose committed rows:
-    it holds rows but has no manifest (its range is unknown, so a sync or a skip would replace them), or its
+    it holds rows but has no manifest (its range is unknown, so a sync or a skip would replace them), its
     manifest outlived the deleted file (a replay cannot tell which responses of the range's last page, which
-    reaches past the range, were the file's own)."""
+    reaches past the range, were the file's own), or it is gone or empty with no manifest while the
+    partition's flattened ``responses`` file holds rows (proof it was synced: a sync or skip would write it
+    empty and the flattening would then empty the partition)."""
     fix = (
         "Restore the original file and its manifest from a backup, or run raw_responses for this partition with "
         "full_refresh: true (loads every response from the start into it)"
     )
-    rows = pq.read_metadata(target).num_rows if target.exists() else 0
+    rows = read_parquet_metadata(target).num_rows if target.exists() else 0
+    flat = lake.table_dir(FLAT_KEY_TABLE) / target.name
+    if recorded is None and not rows and flat.exists() and (flat_rows := read_parquet_metadata(flat).num_rows):
+        raise LakeError(
+            f"{str(target)!r} is {'empty' if target.exists() else 'missing'} and has no sync manifest "
+            f"({str(lake.manifest_path(target))!r}), but {str(flat)!r} holds {flat_rows} responses flattened from "
+            f"it: the partition was synced, and materializing it would replace them with none. {fix}"
+        )
     if recorded is None and rows:
         raise LakeError(
             f"{str(target)!r} holds {rows} rows but no sync manifest (neither its Parquet footer, which a tool "
@@ -170,10 +210,15 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
 
     A sync renames its file into place, then writes the manifest's sidecar, then the head (all under the
     commit lock). A process killed after the rename leaves a raw file whose manifest (in its footer, and in
-    the sidecar if that write happened) says ``mode: sync`` for a partition newer than the head's partition,
-    which no committed sync can leave. The newest such file's recorded ``cursor_end`` becomes the head, so
-    the next sync does not fetch its responses again; only if it is past the head's cursor. Before that,
-    every raw file whose manifest is only in its footer gets its sidecar (``_write_missing_sidecars``).
+    the sidecar if that write happened) records a range for a partition newer than the head's partition,
+    which no committed sync can leave (nor can a deleted head file: then every file is newer). The newest
+    such file's recorded ``cursor_end`` becomes the head, so the next sync does not fetch its responses
+    again; only if it is past the head's cursor. A replay's manifest keeps its sync's range end, so it
+    counts too. A file that cannot be read is logged and passed over. Before that, every raw file whose
+    manifest is only in its footer gets its sidecar (``_write_missing_sidecars``).
+
+    Raises:
+        LakeError: the cursor file is corrupt (names it and the fix).
     """
     with lake.commit_lock():
         _write_missing_sidecars(lake)
@@ -184,15 +229,18 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
             if head is None or path.stem > partition_file_stem(head.partition_key)
         ]
         for path in reversed(newer):
-            recorded = lake.read_manifest(path)
-            if recorded and recorded.mode == "sync" and _ahead(recorded.cursor_end, head):
+            recorded = _readable_manifest(lake, path)
+            if recorded and recorded.mode in ("sync", "replay") and _ahead(recorded.cursor_end, head):
                 lost = HeadCursor(
                     cursor=recorded.cursor_end,
                     partition_key=recorded.partition_key,
                     run_id=recorded.run_id,
                     committed_at=utc_now().isoformat(),
                 )
-                log.warning("the head write of run %s was lost; rolling the head forward to %s", lost.run_id, lost.cursor)
+                log.warning(
+                    "the head cursor is behind %s, whose manifest (run %s) records cursor %s: the head write was "
+                    "lost or the cursor file deleted; rolling the head forward to it", path.name, lost.run_id, lost.cursor,
+                )
                 lake.write_head(lost)
                 return lost
         return head
@@ -204,8 +252,19 @@ def _write_missing_sidecars(lake: Lake) -> None:
     rewriting the file later cannot lose its manifest. Reads the footers of those files only."""
     sidecars = {path.stem for path in lake.manifest_dir(RAW_TABLE).glob("*.json")}
     for path in lake.partition_files(RAW_TABLE):
-        if path.stem not in sidecars and (manifest := lake.read_manifest(path)) is not None:
+        if path.stem not in sidecars and (manifest := _readable_manifest(lake, path)) is not None:
             lake.write_manifest(path, manifest)
+
+
+def _readable_manifest(lake: Lake, path: Path) -> SyncManifest | None:
+    """``lake.read_manifest(path)`` for a scan of every raw file: an unreadable file or manifest is logged
+    and passed over (None), so that one damaged partition does not stop the syncs of the others; it fails
+    the run only when that partition is materialized."""
+    try:
+        return lake.read_manifest(path)
+    except LakeError as error:
+        log.warning("passed over: %s", error)
+        return None
 
 
 def _ahead(cursor: int | None, head: HeadCursor | None) -> bool:
@@ -236,7 +295,7 @@ def _copy_pages(
     cursor, pages = start, 0
     skip_values = pa.array(sorted(skip), pa.int64()) if skip else None
     for page in client.iter_pages(params, start):
-        table = _page_rows(page, progress.sync_pass)
+        table = _page_rows(page, progress.sync_pass, progress.clock)
         numbers = table.column("number_customergauge")
         if skip_values is not None:
             table = table.filter(pc.invert(pc.is_in(numbers, value_set=skip_values)))
@@ -248,21 +307,57 @@ def _copy_pages(
     return cursor, pages
 
 
-def _page_rows(page: Page, sync_pass: str) -> pa.Table:
+def _page_rows(page: Page, sync_pass: str, clock: "_FetchClock") -> pa.Table:
     """raw_responses rows of one page: from the records' texts as received where the client could split the
     body (``Page.record_json``), else from the decoded records. ``fetched_at`` is taken once per page, so rows
     of one fetch share it (the current tables rely on that to tell fetches apart)."""
+    fetched_at = clock()
     if page.record_json is not None:
         return raw_rows_from_json(
-            page.numbers, page.record_json, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass
+            page.numbers, page.record_json, fetched_at=fetched_at, cursor_sent=page.cursor_sent, sync_pass=sync_pass
         )
     return raw_rows(
-        page.records, fetched_at=utc_now(), cursor_sent=page.cursor_sent, sync_pass=sync_pass,
+        page.records, fetched_at=fetched_at, cursor_sent=page.cursor_sent, sync_pass=sync_pass,
         fast_json=page.orjson_safe,
     )
 
 
-def _replay_range(client, params: SyncParams, recorded: SyncManifest, writer, committed: pa.Array, seen: set[int]) -> int:
+class _FetchClock:
+    """The ``fetched_at`` of each page: ``utc_now()``, but always at least 1 µs after the previous page and
+    after the latest fetched_at the lake committed (``_state/fetched_at.json``; absent: no floor). The host
+    clock can step back (a VM restored, an NTP step); the current tables let the latest fetched_at win, so an
+    older clock must never make a newer fetch (a GDPR anonymisation re-read) lose. ``commit`` records the
+    latest value; call it holding the commit lock, with the data.
+
+    Raises (on construction):
+        LakeError: ``_state/fetched_at.json`` is corrupt; names it and the fix.
+    """
+
+    def __init__(self, lake: Lake):
+        data = lake.read_state(FETCHED_AT_STATE)
+        try:
+            self.last = dt.datetime.fromisoformat(data["fetched_at"]) if data is not None else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LakeError(
+                f"state file {str(lake.root / '_state' / FETCHED_AT_STATE)!r} is corrupt ({exc!r}): delete it "
+                "(the next sync writes it again)"
+            ) from None
+
+    def __call__(self) -> dt.datetime:
+        now = utc_now()
+        if self.last is not None and now <= self.last:
+            now = self.last + dt.timedelta(microseconds=1)
+        self.last = now
+        return now
+
+    def commit(self, lake: Lake) -> None:
+        if self.last is not None:
+            lake.write_state(FETCHED_AT_STATE, {"fetched_at": self.last.isoformat()})
+
+
+def _replay_range(
+    client, params: SyncParams, recorded: SyncManifest, writer, committed: pa.Array, seen: set[int], clock: "_FetchClock"
+) -> int:
     """Re-fetch the cursor pass of a recorded range into ``writer``; return the pages read.
 
     Pages are requested from ``recorded.cursor_start`` until ``cursor.next`` reaches ``recorded.cursor_end``
@@ -271,9 +366,9 @@ def _replay_range(client, params: SyncParams, recorded: SyncManifest, writer, co
     before (``committed``, their numbers) are kept: the rest belong to later partitions, except a record
     that newly matches the filter inside the range on that page, which is left to the trailing-window re-read.
     """
-    pages, progress = 0, _Progress(recorded.partition_key, "cursor")
+    pages, progress = 0, _Progress(recorded.partition_key, "cursor", clock)
     for page in client.iter_pages(params, recorded.cursor_start):
-        table = _page_rows(page, "cursor")
+        table = _page_rows(page, "cursor", clock)
         if page.cursor_next > recorded.cursor_end:
             table = table.filter(pc.is_in(table.column("number_customergauge"), value_set=committed))
         seen.update(table.column("number_customergauge").to_pylist())
@@ -285,7 +380,7 @@ def _replay_range(client, params: SyncParams, recorded: SyncManifest, writer, co
     return pages
 
 
-def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str) -> SyncResult:
+def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str, clock: "_FetchClock") -> SyncResult:
     """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays.
 
     A replay never removes a response from the lake: a response the old file held that the API no longer
@@ -302,14 +397,14 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
         pages, seen, kept = 0, set(), 0
         if recorded.pages:
             cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
-            pages = _replay_range(client, params, recorded, writer, cursor_committed, seen)
+            pages = _replay_range(client, params, recorded, writer, cursor_committed, seen, clock)
         kept += _carry_over(target, "cursor", committed["cursor"] - seen, writer)
         seen |= committed["cursor"]
         rows = writer.rows
         lookback_pages = 0
         if lookback:
             fetched: set[int] = set()
-            progress = _Progress(recorded.partition_key, "lookback")
+            progress = _Progress(recorded.partition_key, "lookback", clock)
             lookback_pages = _copy_pages(
                 client, _with_period(params, lookback), None, writer, progress, seen=fetched, skip=seen
             )[1]
@@ -332,18 +427,32 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
         with lake.commit_lock():
             file.commit()
             lake.write_manifest(target, manifest)
+            clock.commit(lake)
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
 
 
 def _committed_numbers(path: Path) -> dict[str, set[int]]:
     """number_customergauge of a committed raw file's rows, per sync pass (two small columns read); none
-    when the file is gone (one its manifest says was empty: ``_refuse_to_lose_rows``)."""
+    when the file is gone (one its manifest says was empty: ``_refuse_to_lose_rows``).
+
+    Raises:
+        LakeError: the file is unreadable, or a row's sync_pass is neither 'cursor' nor 'lookback' (a tool
+            rewrote the file); names the file and the fix.
+    """
     found: dict[str, set[int]] = {"cursor": set(), "lookback": set()}
     if not path.exists():
         return found
-    table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
+    try:
+        table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {UNREADABLE_FIX}") from None
     numbers = table.column("number_customergauge").to_pylist()
     passes = table.column("sync_pass").to_pylist()
+    if unknown := set(passes) - found.keys():
+        raise LakeError(
+            f"{str(path)!r} holds rows whose sync_pass is {', '.join(sorted(map(repr, unknown)))}, not 'cursor' or "
+            f"'lookback' (a tool rewrote the file?), so a replay cannot tell which rows to keep: {UNREADABLE_FIX}"
+        )
     for number, sync_pass in zip(numbers, passes, strict=True):
         found[sync_pass].add(number)
     return found
@@ -421,10 +530,11 @@ class _RowGroups:
 
 class _Progress:
     """Logs a sync pass's progress through ``cg_dagster.sync`` (so into the Dagster run log) about every
-    PROGRESS_SECONDS: pages, records, records per second since the pass started, and the cursor reached."""
+    PROGRESS_SECONDS: pages, records, records per second since the pass started, and the cursor reached.
+    Carries the sync's ``clock`` (``_FetchClock``) to the pages of the pass."""
 
-    def __init__(self, partition_key: str, sync_pass: str):
-        self.partition_key, self.sync_pass = partition_key, sync_pass
+    def __init__(self, partition_key: str, sync_pass: str, clock: _FetchClock):
+        self.partition_key, self.sync_pass, self.clock = partition_key, sync_pass, clock
         self.pages = self.records = 0
         self._start = self._logged = _clock()
 
