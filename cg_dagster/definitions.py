@@ -17,6 +17,9 @@ import dagster as dg
 from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.customergauge.schedules import hourly_sync_job, hourly_sync_schedule
+from cg_dagster.lib.tables import use_jemalloc_pool
+
+use_jemalloc_pool()  # Arrow's pool for every process that loads the code location (lib/tables.py says why)
 
 
 def _optional(name: str) -> str | None:

@@ -25,13 +25,6 @@ from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import RAW_TABLE
 
 RAW_BATCH_ROWS = 2_500  # 5,000: 35 MB more at the peak, no faster; 1,000: 50% slower
-if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-    # Arrow's pool for the whole process: jemalloc, whose release_unused() (after each batch) purges the
-    # freed memory of every thread. The default mimalloc pool's purges only the calling thread's, and keeps
-    # what the reading and parsing threads freed: 50 MB more at the peak of a 500k-record run, the same
-    # speed (measured with the benchmark's CLI run). ARROW_DEFAULT_MEMORY_POOL set by the user wins.
-    with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
 RAW_COLUMNS = ("record_json", "fetched_at")
 """The raw columns ``flatten_raw`` reads; the others are not read from the file."""
 DICTIONARY_COLUMNS = frozenset(
@@ -194,6 +187,20 @@ def stale_partitions(lake: Lake) -> list[str]:
                 stale.append(partition_key_of(raw.stem))
                 break
     return stale
+
+
+def use_jemalloc_pool() -> None:
+    """Make jemalloc Arrow's pool for this process, unless ARROW_DEFAULT_MEMORY_POOL chooses one.
+
+    A process-wide choice, so the code location makes it (``cg_dagster.definitions``), not this module's
+    import. jemalloc's ``release_unused()`` (after each batch) purges the freed memory of every thread; the
+    default mimalloc pool's purges only the calling thread's and keeps what the reading and parsing threads
+    freed: 50 MB more at the peak of a 500k-record run, the same speed (the benchmark's CLI run). A pyarrow
+    built without jemalloc keeps its default.
+    """
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        with contextlib.suppress(NotImplementedError):
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 def _free_unused_memory() -> None:
