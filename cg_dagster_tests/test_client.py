@@ -5,12 +5,12 @@ pages, JSON parsing and prefetching have their own test_client_*.py files."""
 import datetime
 import logging
 import time
+import traceback
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from cg_dagster.lib import client as client_module
 from cg_dagster.lib.client import (
     WITH_VALUES,
     CustomerGaugeAPIError,
@@ -20,32 +20,19 @@ from cg_dagster.lib.client import (
     CustomerGaugeConfigError,
     CustomerGaugeConnectionError,
     CustomerGaugeCursorError,
+    CustomerGaugeError,
     Period,
     SyncParams,
-    clear_token_cache,
     default_base_urls,
     validate_base_url,
 )
+from cg_dagster.lib.client import auth as client_auth
 from cg_dagster.sandbox import SandboxFaults, SandboxServer
-from cg_dagster_tests._fixtures_client import (
-    CLIENT_ID,
-    SECRET,
-    TOKEN_OK,
-    ScriptedAPI,
-    make_client,
-    page_body,
-    response_requests,
-)
+from cg_dagster_tests._fixtures_client import CLIENT_ID, SECRET, make_client, response_requests
+from cg_dagster_tests._fixtures_http import TOKEN_OK, ScriptedAPI, Trickle, page_body, token_reply
 
 RECORDS = 350
 PER_PAGE = 100
-
-
-@pytest.fixture(autouse=True)
-def _fresh_token_cache():
-    clear_token_cache()
-    yield
-    clear_token_cache()
 
 
 def new_server():
@@ -141,9 +128,7 @@ def test_every_page_sends_identical_parameters_except_cursor(server, client):
 
 def test_filters_and_expansions_are_applied_by_the_api(server, client):
     period = Period("date_creation", datetime.date(2026, 9, 20), datetime.date(2026, 10, 10))
-    params = SyncParams(
-        per_page=PER_PAGE, with_=("tags", "properties"), filter="sandbox-responses", period=period
-    )
+    params = SyncParams(per_page=PER_PAGE, with_=("tags", "properties"), filter="sandbox-responses", period=period)
 
     got = all_records(sync_all(client, params))
 
@@ -238,7 +223,7 @@ def test_token_is_reused_across_pages_and_clients(server):
 
 def test_token_refreshed_when_less_than_60_seconds_remain(server, client, monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(client_module, "_clock", lambda: now[0])
+    monkeypatch.setattr(client_auth, "_clock", lambda: now[0])
     token = client.access_token()
 
     now[0] += 3600 - 61
@@ -262,8 +247,8 @@ def test_short_lived_token_is_refreshed_before_it_expires(server, client):
 
 
 def test_401_refreshes_the_token_and_repeats_the_request(server, client):
-    stale = client_module._CachedToken(access_token="stale-token", lifetime=3600.0, expires_at=1e12)
-    client_module._token_cache[client._cache_key] = stale
+    stale = client_auth._CachedToken(access_token="stale-token", lifetime=3600.0, expires_at=1e12)
+    client_auth._token_cache[client._cache_key] = stale
 
     pages = sync_all(client)
 
@@ -277,10 +262,10 @@ def test_401_refreshes_the_token_and_repeats_the_request(server, client):
 
 def test_missing_expires_in_assumes_3600_seconds(server, client, monkeypatch):
     server.faults.omit_expires_in = True
-    monkeypatch.setattr(client_module, "_clock", lambda: 500.0)
+    monkeypatch.setattr(client_auth, "_clock", lambda: 500.0)
     client.access_token()
 
-    cached = client_module._token_cache[client._cache_key]
+    cached = client_auth._token_cache[client._cache_key]
     assert cached.lifetime == 3600.0
     assert cached.expires_at == 4100.0
 
@@ -330,8 +315,8 @@ def test_transient_faults_still_deliver_every_page_once(server, client, faults, 
 
 
 def test_logs_pages_and_refreshes_but_no_secrets(server, client, caplog):
-    stale = client_module._CachedToken(access_token="stale-token", lifetime=3600.0, expires_at=1e12)
-    client_module._token_cache[client._cache_key] = stale
+    stale = client_auth._CachedToken(access_token="stale-token", lifetime=3600.0, expires_at=1e12)
+    client_auth._token_cache[client._cache_key] = stale
 
     with caplog.at_level(logging.DEBUG, logger="cg_dagster.client"):
         pages = sync_all(client)
@@ -371,9 +356,7 @@ def test_422_message_flattens_laravel_errors(server, client):
 
     error = caught.value
     assert error.status == 422
-    assert str(error).startswith(
-        "GET /v7/rest/sync/responses answered 422: The given data was invalid. (filter: "
-    )
+    assert str(error).startswith("GET /v7/rest/sync/responses answered 422: The given data was invalid. (filter: ")
     assert len(response_requests(server)) == 1  # 422 is not retried
 
 
@@ -480,6 +463,41 @@ def test_api_error_redacts_an_echoed_token():
     assert caught.value.api_message == "debug: Authorization: Bearer [redacted]"
 
 
+def test_access_token_never_appears_in_the_exception_chain():
+    token = "TOKEN-VALUE-123456\n"  # a token the header layer refuses
+    with ScriptedAPI([(200, b'{"data":[]}')], [token_reply(token)]) as api:
+        with pytest.raises(Exception) as raised:
+            list(make_client(api.base_url, max_retries=0).iter_pages(SyncParams()))
+    text = "".join(traceback.format_exception(raised.value))
+    assert "TOKEN-VALUE-123456" not in text
+
+
+def test_token_endpoint_error_code_echoing_the_secret_is_redacted():
+    answer = (400, {"error": f"invalid_client {SECRET}"})
+    with ScriptedAPI([answer], [answer]) as api:
+        with pytest.raises(CustomerGaugeError) as raised:
+            make_client(api.base_url, max_retries=0).access_token()
+    assert SECRET not in str(raised.value)
+
+
+def test_non_latin1_access_token_fails_with_a_project_error():
+    with ScriptedAPI([(200, b'{"data":[]}')], [token_reply("tok€n")]) as api:
+        with pytest.raises(CustomerGaugeError):  # before the fix: UnicodeEncodeError from http.client
+            list(make_client(api.base_url, max_retries=0).iter_pages(SyncParams()))
+
+
+@pytest.mark.slow
+def test_a_trickling_body_does_not_outlive_the_timeout_many_times_over():
+    body = Trickle(b'{"data":[],"cursor":{"next":null}}' + b" " * 40, seconds=0.25)
+    with ScriptedAPI([(200, body)], [token_reply()]) as api:
+        started = time.monotonic()
+        try:
+            list(make_client(api.base_url, timeout=1.0, max_retries=0).iter_pages(SyncParams()))
+        except CustomerGaugeError:
+            pass
+        assert time.monotonic() - started < 5, "timeout=1 s but one page took ~19 s (no overall deadline)"
+
+
 # ---------------------------------------------------------------------------------------------- config
 
 
@@ -519,6 +537,14 @@ def test_validate_base_url_accepts(url, expected):
 )
 def test_validate_base_url_rejects(url, message):
     with pytest.raises(CustomerGaugeConfigError, match=message):
+        validate_base_url(url, "api_base_url")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.example.com:99999", "https://api.example.com:abc", "https://api example.com", "https://[::1"]
+)
+def test_malformed_base_url_is_a_config_error_naming_the_setting(url):
+    with pytest.raises(CustomerGaugeConfigError, match="api_base_url"):
         validate_base_url(url, "api_base_url")
 
 
@@ -614,7 +640,7 @@ def test_repr_hides_secret_and_token(server, client):
         f"CustomerGaugeClient(api_base_url={server.base_url!r}, auth_base_url={server.base_url!r}, "
         f"client_id='sandbox-client')"
     )
-    cached_repr = repr(client_module._token_cache[client._cache_key])
+    cached_repr = repr(client_auth._token_cache[client._cache_key])
     assert token not in cached_repr and SECRET not in text
 
 
@@ -624,7 +650,7 @@ def test_a_long_retry_after_is_capped_so_an_hourly_sync_cannot_stall_for_an_hour
     with CustomerGaugeClient(
         client_id="id", client_secret="s", api_base_url="http://127.0.0.1:9", auth_base_url="http://127.0.0.1:9"
     ) as client:
-        retry = client._session.get_adapter("http://127.0.0.1:9/").max_retries
+        retry = client._transport.session.get_adapter("http://127.0.0.1:9/").max_retries
         assert retry.parse_retry_after("3600") == MAX_RETRY_AFTER == 120.0
         assert retry.parse_retry_after("2") == 2
         assert retry.new(total=1).parse_retry_after("3600") == MAX_RETRY_AFTER  # kept across urllib3's copies

@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from cg_dagster.lib.client import CustomerGaugeBodyError, SyncParams, parse_page_body
-from cg_dagster_tests._fixtures_client import ScriptedAPI, make_client
+from cg_dagster_tests._fixtures_client import make_client
+from cg_dagster_tests._fixtures_http import ScriptedAPI
 
 
 def page(record_json: bytes) -> bytes:

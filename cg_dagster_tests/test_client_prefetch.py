@@ -11,14 +11,8 @@ import pytest
 
 from cg_dagster.lib.client import CustomerGaugeAPIError, SyncParams
 from cg_dagster.sandbox import SandboxFaults, SandboxServer
-from cg_dagster_tests._fixtures_client import (
-    CLIENT_ID,
-    SECRET,
-    ScriptedAPI,
-    make_client,
-    page_body,
-    response_requests,
-)
+from cg_dagster_tests._fixtures_client import CLIENT_ID, SECRET, make_client, response_requests
+from cg_dagster_tests._fixtures_http import ScriptedAPI, page_body
 
 PATIENCE = 10.0  # seconds to wait for a request that must come; only reached when the code is wrong
 
@@ -135,9 +129,7 @@ def test_concurrent_pagings_share_one_token(server):
     def page_all(name):
         with make_client(server.base_url) as client:
             results[name] = [
-                r["number_customergauge"]
-                for p in client.iter_pages(SyncParams(per_page=50))
-                for r in p.records
+                r["number_customergauge"] for p in client.iter_pages(SyncParams(per_page=50)) for r in p.records
             ]
 
     threads = [threading.Thread(target=page_all, args=(name,)) for name in ("a", "b", "c")]

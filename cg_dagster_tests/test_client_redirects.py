@@ -5,21 +5,13 @@ Connected App may use the sync API"."""
 
 import pytest
 
-from cg_dagster.lib.client import CustomerGaugeRedirectError, SyncParams
+from cg_dagster.lib.client import CustomerGaugeError, CustomerGaugeRedirectError, SyncParams
 from cg_dagster.sandbox import SandboxFaults, SandboxServer
-from cg_dagster_tests._fixtures_client import (
-    CLIENT_ID,
-    SECRET,
-    TOKEN_OK,
-    ScriptedAPI,
-    make_client,
-    page_body,
-    response_requests,
-)
+from cg_dagster_tests._fixtures_client import CLIENT_ID, SECRET, make_client, response_requests
+from cg_dagster_tests._fixtures_http import TOKEN_OK, ScriptedAPI, page_body, token_reply
 
 DATA_HINT = (
-    "redirects are not followed, so the access token is not sent on; check api_base_url "
-    "(CUSTOMERGAUGE_API_BASE_URL)"
+    "redirects are not followed, so the access token is not sent on; check api_base_url (CUSTOMERGAUGE_API_BASE_URL)"
 )
 
 
@@ -56,8 +48,7 @@ def test_a_redirected_data_request_is_not_followed(server, location, shown):
         with pytest.raises(CustomerGaugeRedirectError) as caught:
             list(client.iter_pages(SyncParams(per_page=100)))
     assert str(caught.value) == (
-        f"GET {server.base_url}/v7/rest/sync/responses was redirected (302) to {shown.format(port=port)}: "
-        + DATA_HINT
+        f"GET {server.base_url}/v7/rest/sync/responses was redirected (302) to {shown.format(port=port)}: " + DATA_HINT
     )
     assert [(e.path, e.status) for e in response_requests(server)] == [("/v7/rest/sync/responses", 302)]
     assert server.token_requests == 1  # no token refresh: the redirect is not mistaken for a 401
@@ -88,8 +79,7 @@ def test_a_redirect_without_location_and_an_echoed_token_are_reported_safely():
             next(pages)
     assert str(caught.value) == (
         f"GET {api.base_url}/v7/rest/sync/responses was redirected (307) to "
-        "https://evil.example.com/[redacted]/x: "
-        + DATA_HINT
+        "https://evil.example.com/[redacted]/x: " + DATA_HINT
     )
     with (
         ScriptedAPI([(300, {"message": "Multiple Choices"})]) as api,
@@ -123,3 +113,16 @@ def test_a_redirected_token_request_names_both_ends_and_the_auth_setting():
         "redirects are not followed, so the client secret is not sent on; check auth_base_url "
         "(CUSTOMERGAUGE_AUTH_BASE_URL)"
     )
+
+
+def test_token_request_redirect_does_not_send_client_secret_to_another_origin():
+    with ScriptedAPI([token_reply()], [token_reply()]) as thief:
+        other_origin = thief.base_url.replace("127.0.0.1", "localhost")  # different host name, plain http
+        redirect = (307, b"", {"Location": other_origin + "/collect"})
+        with ScriptedAPI([redirect], [redirect]) as auth, make_client(auth.base_url, max_retries=0) as client:
+            try:
+                client.access_token()  # before the fix: succeeded, with the token the other origin handed out
+            except CustomerGaugeError:
+                pass  # refusing the redirect is the fix
+    leaked = [body for body in thief.token_bodies if SECRET.encode() in body]
+    assert leaked == [], "the token POST (with client_secret) was re-sent to the redirect target"

@@ -8,14 +8,8 @@ from cg_dagster.lib.client import CustomerGaugeCursorError, SyncParams
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults, SandboxServer
-from cg_dagster_tests._fixtures_client import (
-    CLIENT_ID,
-    SECRET,
-    ScriptedAPI,
-    make_client,
-    page_body,
-    response_requests,
-)
+from cg_dagster_tests._fixtures_client import CLIENT_ID, SECRET, make_client, response_requests
+from cg_dagster_tests._fixtures_http import ScriptedAPI, page_body
 
 P1, P2 = "2026-11-29-09:00", "2026-11-29-10:00"
 

@@ -13,12 +13,7 @@ from urllib3 import HTTPResponse
 
 from cg_dagster.lib.client import MAX_RETRY_AFTER, CustomerGaugeAPIError, SyncParams
 from cg_dagster.sandbox import SandboxFaults, SandboxServer
-from cg_dagster_tests._fixtures_client import (
-    CLIENT_ID,
-    SECRET,
-    make_client,
-    response_requests,
-)
+from cg_dagster_tests._fixtures_client import CLIENT_ID, SECRET, make_client, response_requests
 
 UNUSABLE = [
     "1m0s",
@@ -119,7 +114,7 @@ def test_repeated_429s_with_an_unusable_value_back_off_and_end_in_the_429(server
 
 def retry_after(client, value):
     """What the client's Retry makes of a 429 carrying ``Retry-After: value``."""
-    retry = client._session.get_adapter("http://127.0.0.1/").max_retries
+    retry = client._transport.session.get_adapter("http://127.0.0.1/").max_retries
     return retry.new(total=1).get_retry_after(HTTPResponse(status=429, headers={"Retry-After": value}))
 
 

@@ -17,12 +17,14 @@ from cg_dagster.lib.client import (
 )
 from cg_dagster.lib.flatten import FlattenError, flatten_raw, raw_rows, raw_rows_from_json
 from cg_dagster.lib.lake import Lake
-from cg_dagster.lib.sync import RAW_TABLE, sync_partition
+from cg_dagster.lib.schemas import RAW_TABLE
+from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox.data import EXPANSIONS, generate_records
 from cg_dagster.sandbox.server import _render
-from cg_dagster_tests._fixtures_client import ScriptedAPI, make_client
+from cg_dagster_tests._fixtures_client import make_client
 from cg_dagster_tests._fixtures_flatten import FETCHED_AT, VENDOR_RECORD, odd_page
-from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET
+from cg_dagster_tests._fixtures_http import ScriptedAPI
+from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET
 
 
 def body(*records: bytes, cursor: bytes = b'{"next":99}') -> bytes:
@@ -42,8 +44,12 @@ SPLIT = {
     "python-separators": json.dumps({"data": [VENDOR_RECORD, *odd_page()], "cursor": {"next": 9}}).encode(),
     "tabs-and-crlf": b'{\t"data" :\r\n [ {"number_customergauge" : 5 ,\t"nps": 7 } ] , "cursor":{"next":6}}',
     "number-spellings": body(rec(b"[1E5,1.50,-0,0.0,1e-7,-0.0,2.5e+3]")),
-    "nps-spellings": body(*(b'{"number_customergauge":%d,"nps":%s}' % (i, v) for i, v in enumerate(
-        [b"10.0", b"1e1", b"-0", b"1E0", b"7.00", b"1e400", b"-1e400", b'"1e1"'], start=1))),
+    "nps-spellings": body(
+        *(
+            b'{"number_customergauge":%d,"nps":%s}' % (i, v)
+            for i, v in enumerate([b"10.0", b"1e1", b"-0", b"1E0", b"7.00", b"1e400", b"-1e400", b'"1e1"'], start=1)
+        )
+    ),
     "huge-ints-elsewhere": body(rec(b"[123456789012345678901234567890,-9223372036854775809]")),
     "escapes": body(rec(b'"a\\/b \\"q\\" \\\\ \\n\\r\\t\\b\\f \\u0000 \\u001f"')),
     "unicode-escapes": body(rec(b'{"comment":{"original":"caf\\u00e9 \\ud83d\\ude00"},"c":"\\u20ac"}')),
@@ -95,7 +101,9 @@ LEFT_TO_PARSE = {
     "record-not-an-object": body(b"[1]"),
     "data-not-a-list": b'{"data":{"number_customergauge":1}}',
     "body-a-list": b'[{"number_customergauge":1}]',
-    "nesting-5000": body(rec(b"[" * 5000 + b"]" * 5000)),  # past both parsers' limits on 3.11 and 3.12 (3.12 reads 1010)
+    "nesting-5000": body(
+        rec(b"[" * 5000 + b"]" * 5000)
+    ),  # past both parsers' limits on 3.11 and 3.12 (3.12 reads 1010)
 }
 
 
@@ -119,7 +127,9 @@ def test_whitespace_between_tokens_is_removed_and_nothing_else(name, ascii):
 
 def test_split_keeps_strings_and_numbers_byte_for_byte_and_drops_only_whitespace():
     raw = b'{ "data" : [ { "number_customergauge" : 7 , "x" : [ 1E5 , 1.50 , "a , b : c \\u00e9\\/" ] } ] }'
-    assert [bytes(text) for text in split_page_body(raw)[0]] == [b'{"number_customergauge":7,"x":[1E5,1.50,"a , b : c \\u00e9\\/"]}']
+    assert [bytes(text) for text in split_page_body(raw)[0]] == [
+        b'{"number_customergauge":7,"x":[1E5,1.50,"a , b : c \\u00e9\\/"]}'
+    ]
 
 
 @pytest.mark.parametrize("raw", INVALID.values(), ids=INVALID.keys())
@@ -178,7 +188,10 @@ def test_raw_rows_from_texts_equal_raw_rows_from_records_but_for_the_spelling(na
 @pytest.mark.parametrize("name", [name for name in SPLIT if name != "empty"])
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Amsterdam"])
 def test_flat_tables_from_texts_as_received_equal_those_from_re_encoded_records(name, zone):
-    fast, slow = flatten_raw(from_json(SPLIT[name]), system_timezone=zone), flatten_raw(from_records(SPLIT[name]), system_timezone=zone)
+    fast, slow = (
+        flatten_raw(from_json(SPLIT[name]), system_timezone=zone),
+        flatten_raw(from_records(SPLIT[name]), system_timezone=zone),
+    )
     assert fast.stats == slow.stats
     for table, rows in slow.tables.items():
         assert fast.tables[table].equals(rows), table
@@ -212,7 +225,9 @@ def test_only_records_with_a_unicode_escape_are_re_encoded_wherever_they_are_on_
 
 
 def test_a_lone_surrogate_escape_stays_an_escape_when_re_encoded():
-    table = raw_rows_from_json([1], [rec(b'"\\ud800 \\u00e9"')], fetched_at=FETCHED_AT, cursor_sent=None, sync_pass="cursor")
+    table = raw_rows_from_json(
+        [1], [rec(b'"\\ud800 \\u00e9"')], fetched_at=FETCHED_AT, cursor_sent=None, sync_pass="cursor"
+    )
     assert table.column("record_json").to_pylist() == ['{"number_customergauge":1,"value":"\\ud800 \\u00e9"}']
 
 
@@ -233,7 +248,10 @@ def test_raw_rows_from_json_bad_arguments_raise(kwargs, message):
 
 def test_a_record_without_an_integer_id_still_fails_the_sync_naming_it(tmp_path):
     """number-float goes to parse_page_body, then raw_rows refuses it as before: nothing is committed."""
-    with ScriptedAPI([(200, LEFT_TO_PARSE["number-float"]), (200, b'{"data":[]}')]) as api, make_client(api.base_url) as client:
+    with (
+        ScriptedAPI([(200, LEFT_TO_PARSE["number-float"]), (200, b'{"data":[]}')]) as api,
+        make_client(api.base_url) as client,
+    ):
         lake = Lake(tmp_path)
         with pytest.raises(FlattenError, match=r"^record 0 has no integer number_customergauge \(got float\)"):
             sync_partition(client, SyncParams(), lake, partition_key="2026-11-02-10:00", run_id="r")
@@ -242,10 +260,15 @@ def test_a_record_without_an_integer_id_still_fails_the_sync_naming_it(tmp_path)
 
 def test_a_synced_raw_file_holds_the_sandbox_records_as_received(sandbox, tmp_path):
     client = CustomerGaugeClient(
-        client_id=SANDBOX_ID, client_secret=SANDBOX_SECRET, api_base_url=sandbox.base_url, auth_base_url=sandbox.base_url
+        client_id=SANDBOX_ID,
+        client_secret=SANDBOX_SECRET,
+        api_base_url=sandbox.base_url,
+        auth_base_url=sandbox.base_url,
     )
     with client:
-        result = sync_partition(client, SyncParams(per_page=100), Lake(tmp_path), partition_key="2026-11-02-10:00", run_id="r")
+        result = sync_partition(
+            client, SyncParams(per_page=100), Lake(tmp_path), partition_key="2026-11-02-10:00", run_id="r"
+        )
     texts = pq.read_table(result.path).column("record_json").to_pylist()
     assert [json.loads(text) for text in texts] == sandbox.records()
     assert texts == [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in sandbox.records()]
