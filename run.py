@@ -2,7 +2,9 @@
 """Project tasks with nothing but Python 3.11 or 3.12: creates .venv, installs the project, then runs a task.
 
     python3 run.py demo        full sync from the sandbox into ./demo_lake, then an incremental sync
-    python3 run.py test [ARGS] the test suite (pytest ARGS)
+    python3 run.py test [ARGS] the test suite (pytest ARGS); --fast: without the slow tests (real processes,
+                               Dagster runs of the asset group), a loop of about half a minute
+    python3 run.py lint        ruff check and ruff format --check (pyproject.toml [tool.ruff]), as CI runs them
     python3 run.py dev         the sandbox plus `dagster dev` (UI on http://127.0.0.1:3000)
     python3 run.py sandbox     the sandbox API alone (python -m cg_dagster.sandbox)
     python3 run.py bench       issue 7's speed and memory figures (scripts/benchmark.py; --quick, --json PATH)
@@ -56,8 +58,10 @@ def ensure_venv() -> None:
     """
     this = f"{sys.version_info.major}.{sys.version_info.minor}"
     if this not in PYTHONS:
-        raise SystemExit(f"run.py: Python {this} is not supported; run it with Python {' or '.join(PYTHONS)} "
-                         f"(e.g. python{PYTHONS[-1]} run.py ...)")
+        raise SystemExit(
+            f"run.py: Python {this} is not supported; run it with Python {' or '.join(PYTHONS)} "
+            f"(e.g. python{PYTHONS[-1]} run.py ...)"
+        )
     made_by = venv_python_version(VENV)
     if made_by not in (None, this):
         print(f"rebuilding {VENV}: it was made by Python {made_by}, this is Python {this}", flush=True)
@@ -88,7 +92,9 @@ def ensure_dagster_home() -> dict[str, str]:
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     stamp = home / ".storage-initialized"
     if not stamp.exists():  # two first runs creating a fresh SQLite schema at once race ("table runs already exists")
-        create = "import dagster; instance = dagster.DagsterInstance.get(); instance.get_runs(limit=1); instance.dispose()"
+        create = (
+            "import dagster; instance = dagster.DagsterInstance.get(); instance.get_runs(limit=1); instance.dispose()"
+        )
         subprocess.run([str(PYTHON), "-c", create], env=env, cwd=ROOT, check=True)
         stamp.touch()
     return env
@@ -136,16 +142,21 @@ def run_task(command: list[str], env: dict[str, str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    tasks = {"demo", "test", "dev", "sandbox", "bench", "init"}
+    tasks = {"demo", "test", "dev", "sandbox", "bench", "init", "lint"}
     if not argv or argv[0] not in tasks:
         print(__doc__)
         return 2
     task, args = argv[0], argv[1:]
     ensure_venv()
+    if task == "lint":  # both run, whatever the first finds
+        checks = [["check", "."], ["format", "--check", "."]]
+        return max(subprocess.run([str(PYTHON), "-m", "ruff", *check], cwd=ROOT).returncode for check in checks)
     env = ensure_dagster_home()
     if task == "init":
         print(f"DAGSTER_HOME {env['DAGSTER_HOME']} is ready (dagster.yaml linked)")
         return 0
+    if task == "test" and "--fast" in args:
+        args = [arg for arg in args if arg != "--fast"] + ["-m", "not slow"]
     commands = {
         "demo": [str(PYTHON), "scripts/demo.py", *args],
         "test": [str(PYTHON), "-m", "pytest", *args],

@@ -16,8 +16,8 @@ from cg_dagster.customergauge.partitions import (
 )
 from cg_dagster.lib.client import CustomerGaugeConfigError
 from cg_dagster.lib.lake import Lake
-from cg_dagster_tests._fixtures_runs import raw_metadata, run
-from cg_dagster_tests.conftest import make_resources
+from cg_dagster_tests._fixtures_runs import ASSETS, NO_LOOKBACK, failure_text, raw_metadata, run
+from cg_dagster_tests._fixtures_sandbox import make_resources
 
 TODAY = dt.date(2026, 11, 30)
 
@@ -88,6 +88,7 @@ def test_bad_freshness_hours_name_the_setting(text):
         freshness_hours({"CG_FRESHNESS_HOURS": text})
 
 
+@pytest.mark.slow
 def test_backfilling_an_hour_before_the_first_sync_requests_nothing(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
@@ -98,3 +99,21 @@ def test_backfilling_an_hour_before_the_first_sync_requests_nothing(sandbox, tmp
     assert sandbox.requests_log == [] and sandbox.token_requests == 0
     assert meta["sync_mode"] == "skipped" and meta["dagster/row_count"] == 0 and meta["pages"] == 0
     assert meta["reason"].startswith("partition 2026-11-01-09:00 is older than 2026-11-02-09:00")
+
+
+@pytest.mark.slow
+def test_a_partition_range_run_is_refused_with_a_project_message(sandbox, tmp_path):
+    """A run over a range (UI backfill with single-run policy, or run tags) once failed on Dagster's internal
+    'Call partition_key_range instead' invariant (advice to the developer) instead of a clear refusal."""
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS, instance=instance, resources=make_resources(sandbox, tmp_path / "lake"), run_config=NO_LOOKBACK,
+            tags={"dagster/asset_partition_range_start": "2026-11-01-10:00",
+                  "dagster/asset_partition_range_end": "2026-11-01-11:00"},
+            raise_on_error=False,
+        )  # fmt: skip
+    assert not result.success
+    text = failure_text(result)
+    assert "DagsterInvariantViolationError" not in text, text[:400]
+    assert "a sync commits one window's cursor at a time" in text
+    assert not (tmp_path / "lake" / "raw_responses").exists()

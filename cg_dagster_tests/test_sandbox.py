@@ -12,6 +12,7 @@ import requests
 
 from cg_dagster.sandbox import SandboxFaults, SandboxServer, generate_records
 from cg_dagster.sandbox.data import VENDOR_EXAMPLE_RECORD
+from cg_dagster.sandbox.server import QueryInvalid, parse_responses_query
 
 RESPONSES = "/v7/rest/sync/responses"
 ALL_WITH = ["selected_drivers", "tags", "questions", "properties"]
@@ -33,15 +34,16 @@ def small():
 
 
 def token(server: SandboxServer) -> str:
-    reply = requests.post(server.base_url + "/oauth2/token", data={
-        "grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"})
+    reply = requests.post(
+        server.base_url + "/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+    )
     assert reply.status_code == 200, reply.text
     return reply.json()["access_token"]
 
 
 def get(server: SandboxServer, access_token: str, params=None) -> requests.Response:
-    return requests.get(server.base_url + RESPONSES, params=params,
-                        headers={"Authorization": f"Bearer {access_token}"})
+    return requests.get(server.base_url + RESPONSES, params=params, headers={"Authorization": f"Bearer {access_token}"})
 
 
 def page_all(server: SandboxServer, params: dict) -> tuple[list[dict], list[int]]:
@@ -58,6 +60,7 @@ def page_all(server: SandboxServer, params: dict) -> tuple[list[dict], list[int]
 
 
 # --- records ------------------------------------------------------------------------------------------
+
 
 def test_generate_records_is_deterministic_per_seed():
     first = generate_records(7, 300)
@@ -80,8 +83,10 @@ def test_first_record_is_the_vendor_example(shared):
     assert first == VENDOR_EXAMPLE_RECORD
     assert first["number_customergauge"] == 3414
     assert first["comment"] == {"original": "Comentário de exemplo", "translation": "Example Comment"}
-    assert first["selected_drivers"][0] == {"primary": "Ordering",
-                                            "secondary": ["Ease of Ordering", "Product Information"]}
+    assert first["selected_drivers"][0] == {
+        "primary": "Ordering",
+        "secondary": ["Ease of Ordering", "Product Information"],
+    }
     assert first["properties"][3] == {"field": "Key Contact", "reference": None}
     body = get(shared, token(shared), {"per_page": 1, "with[]": ALL_WITH}).json()
     assert body == {"data": [VENDOR_EXAMPLE_RECORD], "cursor": {"next": 1000}}
@@ -96,8 +101,14 @@ def _variety_counts(records: list[dict]) -> dict[str, int]:
 
     answers = [q["answer"] for r in records for q in r["questions"]]
     return {
-        "unicode": count(lambda r: r["contact"]["first_name"] == "Zoë" and "Łódź" in r["account"]["name"]
-                         and "東京" in r["comment"]["original"] and "🙂👍" in r["comment"]["original"]),
+        "unicode": count(
+            lambda r: (
+                r["contact"]["first_name"] == "Zoë"
+                and "Łódź" in r["account"]["name"]
+                and "東京" in r["comment"]["original"]
+                and "🙂👍" in r["comment"]["original"]
+            )
+        ),
         "bracket_comment": count(lambda r: (r["comment"]["original"] or "").startswith("[")),
         "long_comment": count(lambda r: len((r["comment"]["original"] or "").encode()) > 60_000),
         "null_email_phone": count(lambda r: r["email"] is None and r["phone"] is None),
@@ -112,15 +123,14 @@ def _variety_counts(records: list[dict]) -> dict[str, int]:
         "null_references": count(lambda r: all(p["reference"] is None for p in r["properties"])),
         "partial": count(lambda r: r["status"] == "partial"),
         "non_response": count(lambda r: r["status"] == "non_response"),
-        "int_numbers": count(lambda r: isinstance(r["account"]["number"], int)
-                             and isinstance(r["number_customer"], int)),
+        "int_numbers": count(
+            lambda r: isinstance(r["account"]["number"], int) and isinstance(r["number_customer"], int)
+        ),
         "zero_date_order": count(lambda r: r["date_order"] == "0000-00-00 00:00:00"),
         "empty_date_order": count(lambda r: r["date_order"] == ""),
         "custom_fields": count(lambda r: "custom_fields" in r),
-        "topic_with_sentiment": count(lambda r: any(t["type"] == "topic" and "sentiment" in t
-                                                    for t in r["tags"])),
-        "tag_without_sentiment": count(lambda r: any(t["type"] == "tag" and "sentiment" not in t
-                                                     for t in r["tags"])),
+        "topic_with_sentiment": count(lambda r: any(t["type"] == "topic" and "sentiment" in t for t in r["tags"])),
+        "tag_without_sentiment": count(lambda r: any(t["type"] == "tag" and "sentiment" not in t for t in r["tags"])),
         "numeric_answer": sum(1 for a in answers if isinstance(a, str) and a.isdigit()),
         "text_answer": sum(1 for a in answers if isinstance(a, str) and not a.isdigit()),
         "list_answer": sum(1 for a in answers if isinstance(a, list)),
@@ -148,6 +158,7 @@ def test_dates_lie_in_the_60_days_before_the_base_date():
 
 
 # --- paging and parameters ----------------------------------------------------------------------------
+
 
 def test_paging_from_no_cursor_returns_every_record_once_in_order(shared):
     rows, cursors = page_all(shared, {"per_page": 300, "with[]": ALL_WITH})
@@ -188,8 +199,9 @@ def test_with_returns_only_the_expansions_asked_for(shared, expansions):
 def test_number_customergauge_returns_only_that_record(shared):
     access_token = token(shared)
     wanted = shared.records()[7]
-    body = get(shared, access_token, {"number_customergauge": wanted["number_customergauge"],
-                                      "with[]": ALL_WITH}).json()
+    body = get(
+        shared, access_token, {"number_customergauge": wanted["number_customergauge"], "with[]": ALL_WITH}
+    ).json()
     assert body["data"] == [wanted]
     assert get(shared, access_token, {"number_customergauge": 1}).json()["data"] == []
 
@@ -215,36 +227,53 @@ def test_period_filter_compares_the_date_part_inclusively(shared):
 
 
 def test_period_filter_on_date_order_skips_zero_and_empty_dates(shared):
-    rows, _ = page_all(shared, {"period[field]": "date_order", "period[start]": "2000-01-01",
-                                "period[end]": "2100-01-01"})
+    rows, _ = page_all(
+        shared, {"period[field]": "date_order", "period[start]": "2000-01-01", "period[end]": "2100-01-01"}
+    )
     assert all(row["date_order"][:4] not in ("0000", "") for row in rows)
     expected = [r for r in shared.records() if r["date_order"] not in ("", "0000-00-00 00:00:00")]
     assert len(rows) == len(expected)
 
 
-@pytest.mark.parametrize("params, errors", [
-    ({"per_page": 0}, {"per_page": ["The per page must be between 1 and 1000."]}),
-    ({"per_page": 1001}, {"per_page": ["The per page must be between 1 and 1000."]}),
-    ({"per_page": "ten"}, {"per_page": ["The per page must be an integer."]}),
-    ({"cursor": "abc"}, {"cursor": ["The cursor must be an integer."]}),
-    ({"number_customergauge": "3414x"},
-     {"number_customergauge": ["The number customergauge must be an integer."]}),
-    ({"with[]": ["tags", "drivers"]}, {"with.1": ["The selected with.1 is invalid."]}),
-    ({"with": "tags"}, {"with": ["The with must be an array."]}),
-    ({"filter": "nope"}, {"filter": ["The selected filter is invalid."]}),
-    ({"period[field]": "date_x", "period[start]": "2026-01-01", "period[end]": "2026-01-02"},
-     {"period.field": ["The selected period.field is invalid."]}),
-    ({"period[field]": "date_sent", "period[start]": "2026-1-5", "period[end]": "2026-02-30"},
-     {"period.start": ["The period.start does not match the format Y-m-d."],
-      "period.end": ["The period.end does not match the format Y-m-d."]}),
-    ({"period[field]": "date_sent", "period[start]": "2026-02-02", "period[end]": "2026-02-01"},
-     {"period.end": ["The period.end must be a date after or equal to period.start."]}),
-    ({"period[field]": "date_sent"},
-     {"period.start": ["The period.start field is required when period.field / period.end is present."],
-      "period.end": ["The period.end field is required when period.field / period.start is present."]}),
-    ({"per_page": -1, "cursor": "x"}, {"per_page": ["The per page must be between 1 and 1000."],
-                                       "cursor": ["The cursor must be an integer."]}),
-])
+@pytest.mark.parametrize(
+    "params, errors",
+    [
+        ({"per_page": 0}, {"per_page": ["The per page must be between 1 and 1000."]}),
+        ({"per_page": 1001}, {"per_page": ["The per page must be between 1 and 1000."]}),
+        ({"per_page": "ten"}, {"per_page": ["The per page must be an integer."]}),
+        ({"cursor": "abc"}, {"cursor": ["The cursor must be an integer."]}),
+        ({"number_customergauge": "3414x"}, {"number_customergauge": ["The number customergauge must be an integer."]}),
+        ({"with[]": ["tags", "drivers"]}, {"with.1": ["The selected with.1 is invalid."]}),
+        ({"with": "tags"}, {"with": ["The with must be an array."]}),
+        ({"filter": "nope"}, {"filter": ["The selected filter is invalid."]}),
+        (
+            {"period[field]": "date_x", "period[start]": "2026-01-01", "period[end]": "2026-01-02"},
+            {"period.field": ["The selected period.field is invalid."]},
+        ),
+        (
+            {"period[field]": "date_sent", "period[start]": "2026-1-5", "period[end]": "2026-02-30"},
+            {
+                "period.start": ["The period.start does not match the format Y-m-d."],
+                "period.end": ["The period.end does not match the format Y-m-d."],
+            },
+        ),
+        (
+            {"period[field]": "date_sent", "period[start]": "2026-02-02", "period[end]": "2026-02-01"},
+            {"period.end": ["The period.end must be a date after or equal to period.start."]},
+        ),
+        (
+            {"period[field]": "date_sent"},
+            {
+                "period.start": ["The period.start field is required when period.field / period.end is present."],
+                "period.end": ["The period.end field is required when period.field / period.start is present."],
+            },
+        ),
+        (
+            {"per_page": -1, "cursor": "x"},
+            {"per_page": ["The per page must be between 1 and 1000."], "cursor": ["The cursor must be an integer."]},
+        ),
+    ],
+)
 def test_bad_parameters_answer_422_laravel_style(shared, params, errors):
     reply = get(shared, token(shared), params)
     assert reply.status_code == 422
@@ -253,8 +282,33 @@ def test_bad_parameters_answer_422_laravel_style(shared, params, errors):
 
 def test_unknown_and_empty_parameters_are_ignored(shared):
     body = get(shared, token(shared), {"per_page": 2, "colour": "blue", "cursor": ""}).json()
-    assert [row["number_customergauge"] for row in body["data"]] == \
-        [r["number_customergauge"] for r in shared.records()[:2]]
+    assert [row["number_customergauge"] for row in body["data"]] == [
+        r["number_customergauge"] for r in shared.records()[:2]
+    ]
+
+
+@pytest.mark.parametrize("name, value", [("per_page", "１００"), ("per_page", "٣"), ("cursor", "１２３")])
+def test_sandbox_refuses_non_ascii_digits_like_php(name, value):
+    """PHP's FILTER_VALIDATE_INT (Laravel 'integer') accepts ASCII digits only; \\d and int() accept any Unicode
+    digit, so a client sending '１００' would pass against the sandbox."""
+    with pytest.raises(QueryInvalid) as raised:
+        parse_responses_query([(name, value)])
+    assert list(raised.value.errors) == [name]
+
+
+def test_sandbox_period_start_with_non_ascii_digits_is_a_format_error():
+    pairs = [("period[field]", "date_creation"), ("period[start]", "２０２３-01-05"), ("period[end]", "2023-01-25")]
+    with pytest.raises(QueryInvalid) as raised:
+        parse_responses_query(pairs)
+    assert raised.value.errors.get("period.start") == ["The period.start does not match the format Y-m-d."]
+
+
+def test_sandbox_with_given_a_named_key_is_validated_not_ignored():
+    """PHP parses with[x]=bogus into with = {"x": "bogus"}; Laravel's with.* rule reports with.x (the sandbox
+    once ignored the key: no error, no expansion)."""
+    with pytest.raises(QueryInvalid) as raised:
+        parse_responses_query([("with[x]", "bogus")])
+    assert "with.x" in raised.value.errors
 
 
 def test_json_is_utf8_without_escapes(shared):
@@ -265,9 +319,12 @@ def test_json_is_utf8_without_escapes(shared):
 
 # --- auth -----------------------------------------------------------------------------------------------
 
+
 def test_token_response_shape(small):
-    reply = requests.post(small.base_url + "/oauth2/token", data={
-        "grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"})
+    reply = requests.post(
+        small.base_url + "/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+    )
     body = reply.json()
     assert sorted(body) == ["access_token", "expires_in", "token_type"]
     assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
@@ -275,16 +332,25 @@ def test_token_response_shape(small):
     assert small.token_requests == 1
 
 
-@pytest.mark.parametrize("form, error", [
-    ({"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "wrong"},
-     "invalid_client"),
-    ({"grant_type": "client_credentials", "client_id": "other", "client_secret": "sandbox-secret"},
-     "invalid_client"),
-    ({"grant_type": "client_credentials", "client_id": "sandbox-client"}, "invalid_client"),
-    ({"grant_type": "password", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
-     "unsupported_grant_type"),
-    ({"client_id": "sandbox-client", "client_secret": "sandbox-secret"}, "unsupported_grant_type"),
-])
+@pytest.mark.parametrize(
+    "form, error",
+    [
+        (
+            {"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "wrong"},
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "client_credentials", "client_id": "other", "client_secret": "sandbox-secret"},
+            "invalid_client",
+        ),
+        ({"grant_type": "client_credentials", "client_id": "sandbox-client"}, "invalid_client"),
+        (
+            {"grant_type": "password", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+            "unsupported_grant_type",
+        ),
+        ({"client_id": "sandbox-client", "client_secret": "sandbox-secret"}, "unsupported_grant_type"),
+    ],
+)
 def test_token_errors(small, form, error):
     reply = requests.post(small.base_url + "/oauth2/token", data=form)
     assert (reply.status_code, reply.json()) == (400, {"error": error})
@@ -294,16 +360,21 @@ def test_token_errors(small, form, error):
 def test_secret_is_redacted_in_log_and_repr(small):
     token(small)
     entry = small.requests_log[-1]
-    assert entry.form == {"grant_type": "client_credentials", "client_id": "sandbox-client",
-                          "client_secret": "<redacted>"}
+    assert entry.form == {
+        "grant_type": "client_credentials",
+        "client_id": "sandbox-client",
+        "client_secret": "<redacted>",
+    }
     assert "sandbox-secret" not in repr(small) + repr(small.requests_log)
 
 
 def test_omit_expires_in(small):
     small.faults.omit_expires_in = True
     access_token = token(small)
-    reply = requests.post(small.base_url + "/oauth2/token", data={
-        "grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"})
+    reply = requests.post(
+        small.base_url + "/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+    )
     assert sorted(reply.json()) == ["access_token", "token_type"]
     assert get(small, access_token, {"per_page": 1}).status_code == 200
 
@@ -325,6 +396,7 @@ def test_expired_token_is_401(small):
 
 
 # --- faults ---------------------------------------------------------------------------------------------
+
 
 def test_fail_every_counts_responses_requests_only(small):
     small.faults.fail_every = 3
@@ -380,12 +452,15 @@ def test_truncate_json_sends_half_a_document(small):
         json.loads(reply.content)
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ("same", {"data": [], "cursor": {"next": 99999}}),
-    ("null", {"data": [], "cursor": {"next": None}}),
-    ("absent", {"data": [], "cursor": {}}),
-    ("no_cursor", {"data": []}),
-])
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("same", {"data": [], "cursor": {"next": 99999}}),
+        ("null", {"data": [], "cursor": {"next": None}}),
+        ("absent", {"data": [], "cursor": {}}),
+        ("no_cursor", {"data": []}),
+    ],
+)
 def test_empty_next_modes(small, mode, expected):
     small.faults.empty_next = mode
     assert get(small, token(small), {"cursor": 99999}).json() == expected
@@ -429,10 +504,14 @@ def test_retry_after_value_is_sent_verbatim(small, value):
 def test_redirect_to_answers_every_responses_request_302_before_the_token_check(small):
     small.faults.redirect_to = "https://proxy.example.com/login?next=/v7"
     for authorization in (token(small), "not-a-token"):
-        reply = requests.get(small.base_url + RESPONSES, headers={"Authorization": f"Bearer {authorization}"},
-                             allow_redirects=False)
+        reply = requests.get(
+            small.base_url + RESPONSES, headers={"Authorization": f"Bearer {authorization}"}, allow_redirects=False
+        )
         assert (reply.status_code, reply.headers["Location"], reply.content) == (
-            302, "https://proxy.example.com/login?next=/v7", b"")
+            302,
+            "https://proxy.example.com/login?next=/v7",
+            b"",
+        )
     assert [entry.status for entry in small.requests_log if entry.path == RESPONSES] == [302, 302]
 
 
@@ -449,10 +528,13 @@ def test_repeat_page_after_repeats_page_n_under_a_growing_cursor(small):
     nexts = [body["cursor"]["next"] for body in bodies]
     assert nexts[2:] == [nexts[1] + 1, nexts[1] + 2]
     small.reset_log()  # restarts the page count
-    assert [r["number_customergauge"] for r in get(small, access_token, {"per_page": 10}).json()["data"]] == expected[:10]
+    assert [r["number_customergauge"] for r in get(small, access_token, {"per_page": 10}).json()["data"]] == expected[
+        :10
+    ]
 
 
 # --- data changes -----------------------------------------------------------------------------------------
+
 
 def test_append_records_come_after_the_last_cursor(small):
     _, cursors = page_all(small, {})
@@ -507,6 +589,7 @@ def test_delete_record(small):
 
 # --- control endpoints, routing, log ---------------------------------------------------------------------
 
+
 def test_control_endpoints(small):
     reply = requests.post(small.base_url + "/_sandbox/append", params={"count": 2})
     expected = [r["number_customergauge"] for r in generate_records(7, 62)[60:]]
@@ -527,8 +610,10 @@ def test_unknown_path_and_wrong_method(small):
 def test_request_log_keeps_order_and_repeats(small):
     access_token = token(small)
     small.reset_log()
-    requests.get(small.base_url + RESPONSES + "?with[]=tags&per_page=2&with%5B%5D=questions",
-                 headers={"Authorization": f"Bearer {access_token}"})
+    requests.get(
+        small.base_url + RESPONSES + "?with[]=tags&per_page=2&with%5B%5D=questions",
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
     [entry] = small.requests_log
     assert (entry.method, entry.path, entry.status, entry.form) == ("GET", RESPONSES, 200, None)
     assert entry.query == [("with[]", "tags"), ("per_page", "2"), ("with[]", "questions")]
@@ -538,15 +623,20 @@ def test_request_log_keeps_order_and_repeats(small):
 
 def test_base_url_before_start_is_an_error():
     with pytest.raises(RuntimeError, match="not started"):
-        SandboxServer(records=1).base_url
+        _ = SandboxServer(records=1).base_url
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_cli_serves_until_sigterm():
-    process = subprocess.Popen([sys.executable, "-m", "cg_dagster.sandbox", "--port", "0", "--records", "5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cg_dagster.sandbox", "--port", "0", "--records", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline().strip()
         assert line.startswith("sandbox listening on http://127.0.0.1:")
@@ -560,9 +650,11 @@ def test_cli_serves_until_sigterm():
             process.kill()
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_non_loopback_host():
-    result = subprocess.run([sys.executable, "-m", "cg_dagster.sandbox", "--host", "0.0.0.0"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "cg_dagster.sandbox", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert "not an IPv4 loopback address" in result.stderr
 

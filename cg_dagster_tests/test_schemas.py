@@ -28,7 +28,11 @@ CHILD_TABLES = {
 
 def test_table_names():
     assert set(TABLES) == {
-        "raw_responses", "responses", "response_drivers", "response_tags", "response_questions",
+        "raw_responses",
+        "responses",
+        "response_drivers",
+        "response_tags",
+        "response_questions",
         "response_properties",
     }
     assert set(FLAT_TABLE_NAMES) == set(TABLES) - {"raw_responses"}
@@ -71,7 +75,10 @@ def test_keys():
         "raw_responses": ("number_customergauge", "sync_pass"),
         "responses": ("number_customergauge",),
         "response_drivers": (
-            "number_customergauge", "driver_source", "driver_position", "secondary_position",
+            "number_customergauge",
+            "driver_source",
+            "driver_position",
+            "secondary_position",
         ),
         "response_tags": ("number_customergauge", "tag_position"),
         "response_questions": ("number_customergauge", "question_position"),
@@ -80,13 +87,15 @@ def test_keys():
 
 
 def test_raw_responses_columns():
-    assert TABLES["raw_responses"].arrow_schema == pa.schema([
-        pa.field("number_customergauge", pa.int64(), nullable=False),
-        pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("sync_pass", pa.string(), nullable=False),
-        pa.field("cursor_sent", pa.int64(), nullable=True),
-        pa.field("record_json", pa.string(), nullable=False),
-    ])
+    assert TABLES["raw_responses"].arrow_schema == pa.schema(
+        [
+            pa.field("number_customergauge", pa.int64(), nullable=False),
+            pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("sync_pass", pa.string(), nullable=False),
+            pa.field("cursor_sent", pa.int64(), nullable=True),
+            pa.field("record_json", pa.string(), nullable=False),
+        ]
+    )
 
 
 def test_typed_response_columns():
@@ -158,6 +167,7 @@ def test_contract_rejects_bad_key_and_repeated_columns():
         TableContract("t", "A row.", (column, column), ("number_customergauge",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=list(PAGES))
 def test_every_partition_file_the_assets_write_has_the_declared_schema(page, tmp_path):
     """The flattened_tables asset run for real on a raw partition holding a normal, an empty and an odd page:
@@ -175,11 +185,15 @@ def test_every_partition_file_the_assets_write_has_the_declared_schema(page, tmp
         raw_rows(PAGES[page], fetched_at=FETCHED_AT, cursor_sent=7, sync_pass="cursor"),
     )
     resources = {
-        "customergauge": CustomerGaugeResource(client_id="id", client_secret="secret", system_timezone="Europe/Amsterdam"),
+        "customergauge": CustomerGaugeResource(
+            client_id="id", client_secret="secret", system_timezone="Europe/Amsterdam"
+        ),
         "lake": LakeResource(root=str(lake.root)),
     }
     with dg.instance_for_test() as instance:
-        assert dg.materialize([flattened_tables], instance=instance, resources=resources, partition_key=partition).success
+        assert dg.materialize(
+            [flattened_tables], instance=instance, resources=resources, partition_key=partition
+        ).success
     for name in ("raw_responses", *FLAT_TABLE_NAMES):
         written = pq.read_schema(lake.partition_path(name, partition))
         assert written.remove_metadata().equals(TABLES[name].arrow_schema.remove_metadata()), name

@@ -28,8 +28,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cg_dagster.customergauge.assets import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, raw_run_config
 from cg_dagster.lib.lake import Lake
+from cg_dagster.sandbox import project_env
+from cg_dagster.settings import LAKE_ROOT as LAKE_ROOT_SETTING
 
 ROOT = Path(__file__).resolve().parent.parent
 LAKE_ROOT = ROOT / "demo_lake"
@@ -37,7 +39,7 @@ RECORDS, APPENDED = 2500, 137
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
 SELECTION = ",".join(key.to_user_string() for key in [RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()])
 # The trailing-window re-read is off in the demo so the incremental sync's count is exactly the appended records.
-RUN_CONFIG = json.dumps({"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1}}}})
+RUN_CONFIG = json.dumps(raw_run_config(lookback_hour=-1))
 
 
 def main() -> int:
@@ -47,21 +49,26 @@ def main() -> int:
     shutil.rmtree(LAKE_ROOT, ignore_errors=True)
     port = _free_port()
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "cg_dagster.sandbox", "--port", str(port), "--records", str(RECORDS),
-         "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cg_dagster.sandbox",
+            "--port",
+            str(port),
+            "--records",
+            str(RECORDS),
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         print(sandbox.stdout.readline().strip(), flush=True)
         base_url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "CUSTOMERGAUGE_CLIENT_ID": CLIENT_ID,
-            "CUSTOMERGAUGE_CLIENT_SECRET": CLIENT_SECRET,
-            "CUSTOMERGAUGE_API_BASE_URL": base_url,
-            "CUSTOMERGAUGE_AUTH_BASE_URL": base_url,
-            "CG_LAKE_ROOT": str(LAKE_ROOT),
-        }
+        env = {**os.environ, **project_env(base_url, CLIENT_ID, CLIENT_SECRET), LAKE_ROOT_SETTING.name: str(LAKE_ROOT)}
         last_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
         initial, incremental = [(last_hour - dt.timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in (1, 0)]
 
@@ -83,9 +90,26 @@ def main() -> int:
 def _materialize(partition: str, env: dict) -> None:
     """Run `dagster asset materialize` for every CustomerGauge asset; on failure print its log and exit 1."""
     done = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cg_dagster.definitions",
-         "--select", SELECTION, "--partition", partition, "--config-json", RUN_CONFIG],
-        check=False, env=env, cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "cg_dagster.definitions",
+            "--select",
+            SELECTION,
+            "--partition",
+            partition,
+            "--config-json",
+            RUN_CONFIG,
+        ],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         print(done.stdout[-5000:], done.stderr[-5000:], sep="\n", file=sys.stderr)
@@ -109,16 +133,22 @@ def _report(first: int, second: int, served: int, appended: int) -> int:
         f"select count(*), count(distinct number_customergauge) from read_parquet('{glob}', union_by_name = true)"
     ).fetchall()[0]
     files = len(list(Lake(LAKE_ROOT).current_path("responses").glob("*.parquet")))
-    print(f"{'current/responses':<22}{current[0]:>8}   (one row per response: {current[1]} distinct, {files} range files)")
+    print(
+        f"{'current/responses':<22}{current[0]:>8}   (one row per response: {current[1]} distinct, {files} range files)"
+    )
     head = Lake(LAKE_ROOT).read_head()
     instance = dg.DagsterInstance.get()
     dagster_cursor = instance.get_latest_materialization_event(RAW_KEY).asset_materialization.metadata["cursor"].value
     update = instance.get_latest_materialization_event(CURRENT_KEYS["responses"]).asset_materialization.metadata
     update_mode = update["update_mode"].value
-    print(f"second update of the current tables: {update_mode} ({update['update_reason'].value}), "
-          f"{update['ranges_rewritten'].value} of {files} ranges rewritten")
-    print(f"\nstored cursor: {head.cursor} in {LAKE_ROOT.name}/_state/raw_responses.cursor.json; "
-          f"{dagster_cursor} in the metadata of raw_responses' latest materialization")
+    print(
+        f"second update of the current tables: {update_mode} ({update['update_reason'].value}), "
+        f"{update['ranges_rewritten'].value} of {files} ranges rewritten"
+    )
+    print(
+        f"\nstored cursor: {head.cursor} in {LAKE_ROOT.name}/_state/raw_responses.cursor.json; "
+        f"{dagster_cursor} in the metadata of raw_responses' latest materialization"
+    )
     problems = []
     if first + second != served:
         problems.append(f"the lake holds {first + second} raw responses but the sandbox served {served}")

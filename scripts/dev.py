@@ -19,7 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-SANDBOX_PORT_ENV, UI_PORT_ENV = "CG_SANDBOX_PORT", "CG_DAGSTER_PORT"
+from cg_dagster.lib.client import CustomerGaugeConfigError
+from cg_dagster.sandbox import project_env
+from cg_dagster.settings import CLIENT_ID, DAGSTER_PORT, LAKE_ROOT, SANDBOX_PORT, Setting
+
 DEMO_LAKE = Path(__file__).resolve().parent.parent / "demo_lake"
 STOP_SECONDS = 20  # dagster dev stops its services in 5-15 s
 
@@ -40,26 +43,28 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def busy_ports(ports: dict[str, str]) -> list[str]:
-    """Errors for the ports (setting name -> port text) that are malformed or in use, one per port."""
-    errors = []
-    for setting, text in ports.items():
-        if not text.isdigit() or not 0 < int(text) < 65536:
-            errors.append(f"{setting}={text!r} is not a TCP port: set a number from 1 to 65535")
-        elif port_in_use(int(text)):
+def read_ports(settings: list[Setting]) -> tuple[dict[str, str], list[str]]:
+    """The port of each setting (name -> port as text), and errors for the ports that are malformed or in
+    use, one per port."""
+    ports, errors = {}, []
+    for setting in settings:
+        try:
+            port = setting.integer(minimum=1, maximum=65535)
+        except CustomerGaugeConfigError as error:
+            errors.append(str(error))
+            continue
+        if port_in_use(port):
             errors.append(
-                f"port {text} on 127.0.0.1 is already in use (another `run.py dev`?): stop that program or "
-                f"set {setting} to a free port"
+                f"port {port} on 127.0.0.1 is already in use (another `run.py dev`?): stop that program or "
+                f"set {setting.name} to a free port"
             )
-    return errors
+        ports[setting.name] = str(port)
+    return ports, errors
 
 
 def main() -> int:
-    real_account = bool(os.environ.get("CUSTOMERGAUGE_CLIENT_ID"))
-    ports = {UI_PORT_ENV: os.environ.get(UI_PORT_ENV, "3000")}
-    if not real_account:
-        ports[SANDBOX_PORT_ENV] = os.environ.get(SANDBOX_PORT_ENV, "8765")
-    errors = busy_ports(ports)
+    real_account = bool(CLIENT_ID.text())
+    ports, errors = read_ports([DAGSTER_PORT] if real_account else [DAGSTER_PORT, SANDBOX_PORT])
     for error in errors:
         print(f"run.py dev: {error}; nothing was started", file=sys.stderr, flush=True)
     if errors:
@@ -76,8 +81,8 @@ def main() -> int:
         if real_account:
             print("CUSTOMERGAUGE_CLIENT_ID is set: using that CustomerGauge account, no sandbox", flush=True)
         else:
-            env = _with_sandbox(env, ports[SANDBOX_PORT_ENV], started)
-        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", ports[UI_PORT_ENV]]
+            env = _with_sandbox(env, ports[SANDBOX_PORT.name], started)
+        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", ports[DAGSTER_PORT.name]]
         started.append(subprocess.Popen(command, env=env, process_group=0))
         return started[-1].wait()
     except (KeyboardInterrupt, Stop) as reason:
@@ -94,20 +99,14 @@ def main() -> int:
 def _with_sandbox(env: dict, port: str, started: list) -> dict:
     """Start the sandbox API on ``port`` (appended to ``started``); the environment pointed at it."""
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "cg_dagster.sandbox", "--port", port], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "cg_dagster.sandbox", "--port", port],
+        stdout=subprocess.PIPE,
+        text=True,
         process_group=0,
     )
     started.append(sandbox)
     print(sandbox.stdout.readline().strip(), flush=True)
-    base_url = f"http://127.0.0.1:{port}"
-    return {
-        **env,
-        "CUSTOMERGAUGE_CLIENT_ID": "sandbox-client",
-        "CUSTOMERGAUGE_CLIENT_SECRET": "sandbox-secret",
-        "CUSTOMERGAUGE_API_BASE_URL": base_url,
-        "CUSTOMERGAUGE_AUTH_BASE_URL": base_url,
-        "CG_LAKE_ROOT": env.get("CG_LAKE_ROOT", str(DEMO_LAKE)),
-    }
+    return {**env, **project_env(f"http://127.0.0.1:{port}"), LAKE_ROOT.name: LAKE_ROOT.text(env) or str(DEMO_LAKE)}
 
 
 def _stop_group(process: subprocess.Popen) -> None:

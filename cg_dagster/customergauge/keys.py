@@ -1,19 +1,26 @@
-"""Dagster names of the CustomerGauge assets: group, asset keys and the raw asset's op name.
+"""Dagster names of the CustomerGauge assets: group, asset keys, the raw asset's op name and its run config,
+the sync runs' tags.
 
-One home for them, imported by the assets, the checks and the schedule (assets.py re-exports them). Table
-names come from the table contract (``lib/flatten.py``, ``lib/current.py``, ``lib/sync.py``).
+One home for them, imported by the assets, the checks, the schedule, the scripts and the tests. Table names
+come from the table contract (``lib/schemas.py``).
 """
 
 import dagster as dg
 
-from cg_dagster.lib.current import CURRENT_TABLES
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
-from cg_dagster.lib.sync import RAW_TABLE
+from cg_dagster.lib.schemas import CURRENT_TABLES, FLAT_TABLE_NAMES, RAW_TABLE
 
 GROUP = "customergauge"
 KEY_PREFIX = "customergauge"
 RAW_KEY = dg.AssetKey([KEY_PREFIX, RAW_TABLE])
-FLAT_TABLES = FLAT_TABLE_NAMES
-FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLES}
+FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLE_NAMES}
 CURRENT_KEYS = {name: dg.AssetKey([KEY_PREFIX, f"current_{name}"]) for name in CURRENT_TABLES}
 RAW_OP = f"{KEY_PREFIX}__{RAW_TABLE}"  # the op of raw_responses: run config goes under ops.<RAW_OP>.config
+# Carried by every run of the hourly sync job (schedule ticks, backfills): deploy/dagster.yaml's run queue
+# starts at most one run with this tag key at a time (tag_concurrency_limits).
+SYNC_RUN_TAGS = {"customergauge/sync": "true"}
+
+
+def raw_run_config(**config) -> dict:
+    """Run config of a run that materializes ``raw_responses``: ``config`` (fields of ``RawResponsesConfig``,
+    e.g. ``lookback_hour=-1``) under ``ops.<RAW_OP>.config``."""
+    return {"ops": {RAW_OP: {"config": config}}}

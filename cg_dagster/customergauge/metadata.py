@@ -37,7 +37,9 @@ def column_lineage(contract: TableContract, raw_key: dg.AssetKey) -> dg.TableCol
         if column.name in raw_columns:
             deps = [dg.TableColumnDep(asset_key=raw_key, column_name=column.name)]
         else:
-            deps = [dg.TableColumnDep(asset_key=raw_key, column_name=f"{RAW_JSON_COLUMN}.{path}") for path in column.source]
+            deps = [
+                dg.TableColumnDep(asset_key=raw_key, column_name=f"{RAW_JSON_COLUMN}.{path}") for path in column.source
+            ]
         if deps:
             deps_by_column[column.name] = deps
     return dg.TableColumnLineage(deps_by_column=deps_by_column)

@@ -1,6 +1,7 @@
 """Partitions and freshness of the CustomerGauge assets: one hourly partition is one sync window.
 
-The grid starts at ``CG_PARTITIONS_START`` (UTC, ``YYYY-MM-DD`` or ``YYYY-MM-DD-HH:00``). Unset, it starts
+The grid starts at ``CG_PARTITIONS_START`` (UTC, ``YYYY-MM-DD`` or ``YYYY-MM-DD-HH:00``; parsed in
+``cg_dagster/settings.py``, like every setting). Unset, it starts
 at 00:00 UTC of the day before this Dagster instance first loaded the code: that day is recorded in
 ``$DAGSTER_HOME/cg_partitions_start`` on the first load and read from there ever after, so every process of
 the deployment (webserver, daemon, run workers, CLI) builds the same grid, and it never moves on its own
@@ -19,32 +20,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from cg_dagster.lib.client import CustomerGaugeConfigError
+from cg_dagster.settings import FRESHNESS_HOURS, PARTITIONS_START
+from cg_dagster.settings import parse_partitions_start as parse_start
 
-START_ENV = "CG_PARTITIONS_START"
 START_RECORD = "cg_partitions_start"  # in DAGSTER_HOME
-FRESHNESS_ENV = "CG_FRESHNESS_HOURS"
-KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly keys, e.g. 2026-11-29-09:00 (UTC)
-
-
-def parse_start(text: str, source: str = START_ENV) -> str:
-    """The partition key of a start given as ``YYYY-MM-DD`` (00:00 UTC) or ``YYYY-MM-DD-HH:00``.
-
-    Raises:
-        CustomerGaugeConfigError: anything else, or a start not on a whole hour; the message names ``source``.
-    """
-    value = text.strip()
-    for fmt in ("%Y-%m-%d", KEY_FORMAT):
-        try:
-            start = dt.datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-        if start.minute == 0:
-            return start.strftime(KEY_FORMAT)
-    raise CustomerGaugeConfigError(
-        f"{source}={text!r} is not the start of an hourly partition: give a UTC day (2026-11-29) or hour "
-        "(2026-11-29-09:00)"
-    )
 
 
 def partitions_start(environ: dict | None = None, today: dt.date | None = None) -> str:
@@ -56,8 +35,9 @@ def partitions_start(environ: dict | None = None, today: dt.date | None = None) 
         CustomerGaugeConfigError: a malformed setting or record (names which).
     """
     environ = os.environ if environ is None else environ
-    if environ.get(START_ENV, "").strip():
-        return parse_start(environ[START_ENV])
+    start = PARTITIONS_START.text(environ)
+    if start:
+        return parse_start(start)
     today = today or dt.datetime.now(dt.UTC).date()
     default = (today - dt.timedelta(days=1)).isoformat()
     if not environ.get("DAGSTER_HOME"):
@@ -80,14 +60,7 @@ def freshness_hours(environ: dict | None = None) -> float:
     Raises:
         CustomerGaugeConfigError: not a number of hours above 0 and at most a year.
     """
-    text = (os.environ if environ is None else environ).get(FRESHNESS_ENV, "").strip() or "2"
-    try:
-        hours = float(text)
-    except ValueError:
-        hours = 0.0
-    if not 0 < hours <= 24 * 366:
-        raise CustomerGaugeConfigError(f"{FRESHNESS_ENV}={text!r} must be a number of hours from 0 to 8784, e.g. 2")
-    return hours
+    return FRESHNESS_HOURS.number(environ, above=0, maximum=24 * 366)
 
 
 hourly_partitions = dg.HourlyPartitionsDefinition(start_date=partitions_start())

@@ -18,12 +18,14 @@ from cg_dagster.lib.client import (
 )
 from cg_dagster.lib.flatten import FlattenError, system_zone
 from cg_dagster.lib.lake import Lake
+from cg_dagster.settings import PER_PAGE
 
 
 class CustomerGaugeResource(dg.ConfigurableResource):
     """CustomerGauge v7 sync API settings and a client factory.
 
-    Bound in ``cg_dagster.definitions`` from the environment (``CUSTOMERGAUGE_*``). Every setting is
+    Bound in ``cg_dagster.definitions`` from the environment (``CUSTOMERGAUGE_*``, cg_dagster/settings.py;
+    ``per_page`` unset reads ``CUSTOMERGAUGE_PER_PAGE`` when a sync starts, not at load). Every setting is
     validated by ``validate()`` before a sync sends its first request; a bad one raises
     ``CustomerGaugeConfigError`` naming the setting and the fix. ``repr()`` masks the client secret.
 
@@ -35,7 +37,9 @@ class CustomerGaugeResource(dg.ConfigurableResource):
     region: str = Field(default="eu", description="CustomerGauge region: eu, us or au.")
     client_id: str = Field(description="OAuth2 client id of the Connected App.")
     client_secret: str = Field(description="OAuth2 client secret of the Connected App (never logged).")
-    per_page: int = Field(default=1000, description="Responses per page, 1..1000 (vendor page).")
+    per_page: Optional[int] = Field(
+        default=None, description="Responses per page, 1..1000 (vendor page); unset: CUSTOMERGAUGE_PER_PAGE, else 1000."
+    )
     with_: list[str] = Field(
         default=list(WITH_VALUES),
         description="with[] expansions: any of selected_drivers, tags, questions, properties.",
@@ -49,7 +53,11 @@ class CustomerGaugeResource(dg.ConfigurableResource):
         default="UTC",
         description="IANA time zone of the CustomerGauge system; the API's dates carry no zone (vendor page).",
     )
-    timeout_seconds: float = Field(default=60.0, description="Seconds to connect and for each read of every HTTP request; a whole body must arrive within 3x this.")
+    timeout_seconds: float = Field(
+        default=60.0,
+        description="Seconds to connect and for each read of every HTTP request; a whole body must arrive "
+        "within 3x this.",
+    )
     max_retries: int = Field(default=5, description="Retries of 429/5xx/connection errors per request.")
     backoff_factor: float = Field(default=1.0, description="Exponential backoff factor between retries, seconds.")
 
@@ -77,9 +85,11 @@ class CustomerGaugeResource(dg.ConfigurableResource):
         """The query parameters every page of a sync sends (validated ``SyncParams``).
 
         Raises:
-            CustomerGaugeConfigError: per_page outside 1..1000, unknown with[] value, bad period.
+            CustomerGaugeConfigError: per_page outside 1..1000 (or CUSTOMERGAUGE_PER_PAGE not a whole number),
+                unknown with[] value, bad period.
         """
-        return SyncParams(per_page=self.per_page, with_=tuple(self.with_), filter=self.filter, period=period)
+        per_page = PER_PAGE.integer() if self.per_page is None else self.per_page
+        return SyncParams(per_page=per_page, with_=tuple(self.with_), filter=self.filter, period=period)
 
     def validate(self) -> None:
         """Check every setting without sending a request.
@@ -141,4 +151,6 @@ class LakeResource(dg.ConfigurableResource):
 
     def get_lake(self) -> Lake:
         """The ``Lake`` at ``root`` made absolute (so ``dagster/uri`` metadata is a full ``file://`` URI)."""
-        return Lake(Path(self.root).expanduser().resolve())
+        return Lake(
+            self.root if "://" in self.root else Path(self.root).expanduser().resolve()
+        )  # s3://: lib/storage.py

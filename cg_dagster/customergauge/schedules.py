@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, SYNC_RUN_TAGS
 
 hourly_sync_job = dg.define_asset_job(
     name="customergauge_hourly_sync",
@@ -10,6 +10,7 @@ hourly_sync_job = dg.define_asset_job(
     description=(
         "Sync one window of CustomerGauge responses into the lake, flatten it, and rebuild the current tables."
     ),
+    tags=SYNC_RUN_TAGS,
 )
 
 # The 10:05 tick requests the 09:00 partition (the last complete hour). Running by default: a connector

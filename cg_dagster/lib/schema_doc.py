@@ -16,7 +16,8 @@ END = "<!-- END TABLES -->"
 
 
 def markdown() -> str:
-    """One Markdown table per lake table: column, Arrow type (with NOT NULL), meaning, source field in the API record."""
+    """One Markdown table per lake table: column, Arrow type (with NOT NULL), meaning, source field in the API
+    record."""
     parts = []
     for contract in TABLES.values():
         parts.append(f"### `{contract.name}`\n\n{contract.description} Key: `{', '.join(contract.key)}`.\n")

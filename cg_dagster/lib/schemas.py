@@ -297,9 +297,7 @@ RESPONSE_TAGS = TableContract(
     description="One row per manual tag or text-analytics topic of a response.",
     columns=(
         _number_customergauge("of the response"),
-        Column(
-            "tag_position", pa.int32(), False, "0-based position of the item in the tags list.", ("tags[]",)
-        ),
+        Column("tag_position", pa.int32(), False, "0-based position of the item in the tags list.", ("tags[]",)),
         _text("label", "The tag or topic label.", "tags[].label"),
         _text("tag_type", "Item kind as sent: 'tag' (manual) or 'topic' (text analytics).", "tags[].type"),
         _text("sentiment", "Sentiment of a topic, e.g. 'mixed'; null when not sent.", "tags[].sentiment"),
@@ -390,3 +388,10 @@ TABLES: dict[str, TableContract] = {
         RESPONSE_PROPERTIES,
     )
 }
+
+# Table names, from the contract above: import them from here, never type them out again.
+RAW_TABLE = RAW_RESPONSES.name  # the sync writes it: one file per hourly partition, each record as received
+KEY_TABLE = RESPONSES.name  # one row per response; the child tables' rows point to it by number_customergauge
+FLAT_TABLE_NAMES = tuple(name for name in TABLES if name != RAW_TABLE)  # flattened from a raw file, key table first
+CHILD_TABLES = tuple(name for name in FLAT_TABLE_NAMES if name != KEY_TABLE)
+CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table (latest version of every response) per flattened table

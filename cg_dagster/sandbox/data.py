@@ -102,8 +102,7 @@ PROPERTY_VALUES = {
 }
 
 
-def generate_records(seed: int, count: int, start_key: int = 1000,
-                     base_date: date | None = None) -> list[dict]:
+def generate_records(seed: int, count: int, start_key: int = 1000, base_date: date | None = None) -> list[dict]:
     """Return ``count`` deterministic records for ``seed``, in cursor order.
 
     Shape: list of dicts with the vendor example's keys (all four expansions) plus ``_pos`` (int, the
@@ -183,12 +182,11 @@ class RecordGenerator:
             "locale": locale,
             "follow_up": {"requested": rng.random() < 0.2, "details": str(rng.randint(10**9, 10**10 - 1))},
             "tags": [dict(tag) for tag in rng.sample(TAGS, rng.randint(1, 3))],
-            "questions": [_random_question(rng, title)
-                          for title in rng.sample(QUESTION_TITLES, rng.randint(1, 2))],
-            "selected_drivers": [_driver(rng, primary)
-                                 for primary in rng.sample(sorted(DRIVERS), rng.randint(1, 2))],
-            "properties": [{"field": field, "reference": rng.choice(values)}
-                           for field, values in PROPERTY_VALUES.items()],
+            "questions": [_random_question(rng, title) for title in rng.sample(QUESTION_TITLES, rng.randint(1, 2))],
+            "selected_drivers": [_driver(rng, primary) for primary in rng.sample(sorted(DRIVERS), rng.randint(1, 2))],
+            "properties": [
+                {"field": field, "reference": rng.choice(values)} for field, values in PROPERTY_VALUES.items()
+            ],
             "_pos": pos,
         }
 
@@ -206,11 +204,11 @@ def _driver(rng: random.Random, primary: str) -> dict:
 
 # --- variety: each function edits one record in place --------------------------------------------
 
+
 def _unicode_text(record: dict, rng: random.Random) -> None:
     record["contact"] = {"first_name": "Zoë", "last_name": "Wójcik"}
     record["account"]["name"] = "Łódź Logistics 東京"
-    record["comment"] = {"original": "東京への配送は速かった 🙂👍",
-                         "translation": "Delivery to Tokyo was fast 🙂👍"}
+    record["comment"] = {"original": "東京への配送は速かった 🙂👍", "translation": "Delivery to Tokyo was fast 🙂👍"}
 
 
 def _bracket_comment(record: dict, rng: random.Random) -> None:
@@ -308,9 +306,24 @@ def _all_drivers(record: dict, rng: random.Random) -> None:
 
 
 VARIETIES = [
-    _unicode_text, _bracket_comment, _long_comment, _null_contact_details, _null_translation, _null_nps,
-    _zero_nps, _empty_lists, _drivers_without_secondary, _null_segments, _partial, _non_response,
-    _integer_numbers, _zero_date_order, _empty_date_order, _custom_fields, _structured_answers, _all_drivers,
+    _unicode_text,
+    _bracket_comment,
+    _long_comment,
+    _null_contact_details,
+    _null_translation,
+    _null_nps,
+    _zero_nps,
+    _empty_lists,
+    _drivers_without_secondary,
+    _null_segments,
+    _partial,
+    _non_response,
+    _integer_numbers,
+    _zero_date_order,
+    _empty_date_order,
+    _custom_fields,
+    _structured_answers,
+    _all_drivers,
 ]
 COMMON_VARIETIES = [variety for variety in VARIETIES if variety is not _long_comment]
 VARIETY_RATE = 0.2

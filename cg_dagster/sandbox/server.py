@@ -22,6 +22,7 @@ from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from cg_dagster import settings
 from cg_dagster.sandbox.data import EXPANSIONS, RecordGenerator
 
 TOKEN_PATH = "/oauth2/token"
@@ -33,6 +34,21 @@ DEFAULT_PER_PAGE = 1000
 """Page size when ``per_page`` is absent: not on the vendor page, which pages with 1000 and allows 1..1000."""
 MAX_PER_PAGE = 1000
 MAX_APPEND = 100_000
+CLIENT_ID, CLIENT_SECRET = "sandbox-client", "sandbox-secret"  # the credentials it accepts unless told others
+
+
+def project_env(base_url: str, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET) -> dict[str, str]:
+    """The environment variables that point cg_dagster at a sandbox at ``base_url`` (``http://host:port``):
+    its credentials and both base URLs (names from cg_dagster/settings.py). Merge it into a process's
+    environment; ``CG_LAKE_ROOT`` and the rest are the caller's."""
+    return {
+        settings.CLIENT_ID.name: client_id,
+        settings.CLIENT_SECRET.name: client_secret,
+        settings.API_BASE_URL.name: base_url,
+        settings.AUTH_BASE_URL.name: base_url,
+    }
+
+
 PERIOD_FIELDS = ("date_creation", "date_order", "date_sent", "date_survey_response")
 PERIOD_KEYS = ("field", "start", "end")
 FAIL_STATUSES = (500, 502, 503, 504)
@@ -147,10 +163,20 @@ class SandboxServer:
     brief. ``client_secret`` never appears in the repr or the request log.
     """
 
-    def __init__(self, *, seed: int = 7, records: int = 2500, client_id: str = "sandbox-client",
-                 client_secret: str = "sandbox-secret", host: str = "127.0.0.1", port: int = 0,
-                 faults: SandboxFaults | None = None, start_key: int = 1000,
-                 base_date: date | None = None, verbose: bool = False):
+    def __init__(
+        self,
+        *,
+        seed: int = 7,
+        records: int = 2500,
+        client_id: str = CLIENT_ID,
+        client_secret: str = CLIENT_SECRET,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: SandboxFaults | None = None,
+        start_key: int = 1000,
+        base_date: date | None = None,
+        verbose: bool = False,
+    ):
         self.faults = faults if faults is not None else SandboxFaults()
         self.requests_log: list[RequestLogEntry] = []
         self.token_requests = 0
@@ -188,6 +214,10 @@ class SandboxServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    def project_env(self) -> dict[str, str]:
+        """``project_env`` for this running server and its credentials."""
+        return project_env(self.base_url, self._client_id, self._client_secret)
+
     def start(self) -> "SandboxServer":
         """Bind and serve in a daemon thread; returns self. OSError if the port is taken."""
         if self._httpd is not None:
@@ -196,8 +226,9 @@ class SandboxServer:
         httpd.daemon_threads = True
         httpd.sandbox = self
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="cg-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="cg-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -254,12 +285,15 @@ class SandboxServer:
     def anonymise_record(self, number_customergauge: int) -> dict:
         """GDPR-anonymise a record in place (same position): names and comment.original become
         "Anonymised"; email, phone and comment.translation become null. Returns it; KeyError if unknown."""
-        return self.update_record(number_customergauge, {
-            "contact": {"first_name": "Anonymised", "last_name": "Anonymised"},
-            "email": None,
-            "phone": None,
-            "comment": {"original": "Anonymised", "translation": None},
-        })
+        return self.update_record(
+            number_customergauge,
+            {
+                "contact": {"first_name": "Anonymised", "last_name": "Anonymised"},
+                "email": None,
+                "phone": None,
+                "comment": {"original": "Anonymised", "translation": None},
+            },
+        )
 
     def delete_record(self, number_customergauge: int) -> None:
         """Remove a record; KeyError if number_customergauge is unknown."""
@@ -309,8 +343,9 @@ class SandboxServer:
 
     # --- HTTP handling (called from the handler threads) ---------------------------------------------
 
-    def _handle(self, method: str, path: str, query: list[tuple[str, str]], authorization: str | None,
-                body: bytes) -> _Reply:
+    def _handle(
+        self, method: str, path: str, query: list[tuple[str, str]], authorization: str | None, body: bytes
+    ) -> _Reply:
         form = None
         if path == TOKEN_PATH and method == "POST":
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -448,13 +483,15 @@ class SandboxServer:
 
 # --- query validation (Laravel style) ---------------------------------------------------------------
 
+
 def parse_responses_query(pairs: list[tuple[str, str]], *, legacy_drivers: bool = False) -> ResponsesQuery:
     """Validate the responses endpoint's query parameters (vendor page) like Laravel would.
 
     ``pairs``: decoded (key, value) pairs. Repeated scalar keys: the last wins (PHP). Empty values count
     as absent (Laravel turns "" into null). Unknown keys are ignored. Integers and dates take ASCII digits
-    only (PHP). ``with[]``, ``with[0]`` or ``with[name]`` values (errors keyed ``with.<index or name>``) must be selected_drivers, tags, questions or properties (``drivers`` too when
-    ``legacy_drivers``). Raises QueryInvalid with one message list per bad field.
+    only (PHP). ``with[]``, ``with[0]`` or ``with[name]`` values (errors keyed ``with.<index or name>``) must
+    be selected_drivers, tags, questions or properties (``drivers`` too when ``legacy_drivers``). Raises
+    QueryInvalid with one message list per bad field.
     """
     scalars: dict[str, str] = {}
     with_values: list[tuple[str, str]] = []  # (PHP array key, value): with[] -> 0, 1, ...; with[x] -> x
@@ -478,8 +515,9 @@ def parse_responses_query(pairs: list[tuple[str, str]], *, legacy_drivers: bool 
     return parsed
 
 
-def _integer_param(params: dict, name: str, errors: dict, low: int | None = None,
-                   high: int | None = None) -> int | None:
+def _integer_param(
+    params: dict, name: str, errors: dict, low: int | None = None, high: int | None = None
+) -> int | None:
     value = params.get(name)
     if value is None or value == "":
         return None
@@ -542,6 +580,7 @@ def _is_ymd(value: str) -> bool:
 
 
 # --- records to JSON --------------------------------------------------------------------------------
+
 
 def _record_filter(query: ResponsesQuery):
     """Predicate for cursor, filter and period (number_customergauge is looked up, not scanned)."""
@@ -608,8 +647,12 @@ def _deep_merge(target: dict, changes: dict) -> None:
 
 
 def _fault_for(count: int, faults: SandboxFaults) -> str | None:
-    for name, every in (("fail", faults.fail_every), ("rate_limit", faults.rate_limit_every),
-                        ("drop_body", faults.drop_body_every), ("truncate_json", faults.truncate_json_every)):
+    for name, every in (
+        ("fail", faults.fail_every),
+        ("rate_limit", faults.rate_limit_every),
+        ("drop_body", faults.drop_body_every),
+        ("truncate_json", faults.truncate_json_every),
+    ):
         if every and count % every == 0:
             return name
     return None
@@ -644,8 +687,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
-            reply = sandbox._handle(method, url.path, parse_qsl(url.query, keep_blank_values=True),
-                                    self.headers.get("Authorization"), body)
+            reply = sandbox._handle(
+                method, url.path, parse_qsl(url.query, keep_blank_values=True), self.headers.get("Authorization"), body
+            )
         except Exception:
             traceback.print_exc(file=sys.stderr)
             reply = _server_error(500)
