@@ -2,6 +2,7 @@
 whole raw file, dictionary-encoded where it pays; a failure in any batch, or in a write, replaces no file and
 leaves no temporary file. Not timed."""
 
+import threading
 from datetime import timedelta
 
 import pyarrow as pa
@@ -46,8 +47,11 @@ def write_raw(lake: Lake, records: list, bad_row: int | None = None) -> pa.Table
 
 
 def sandbox_records(count: int) -> list[dict]:
-    records = [_render(rec, frozenset(EXPANSIONS), legacy) for legacy in (False, True)
-               for rec in generate_records(4, count // 2)]
+    records = [
+        _render(rec, frozenset(EXPANSIONS), legacy)
+        for legacy in (False, True)
+        for rec in generate_records(4, count // 2)
+    ]
     return records[: count - 3] + odd_page()
 
 
@@ -67,6 +71,32 @@ def test_files_equal_flatten_raw_of_the_whole_raw_file(tmp_path, monkeypatch):
         assert written.schema == TABLES[name].arrow_schema, name
         assert written.to_pylist() == whole.tables[name].to_pylist(), name
         assert done.rows[name] == whole.tables[name].num_rows > 0, name
+
+
+def test_batches_flattened_at_once_are_written_in_file_order(tmp_path, monkeypatch):
+    # The first batch finishes after the second: its rows still come first, byte for byte as one thread writes.
+    monkeypatch.setattr(tables_module, "RAW_BATCH_ROWS", 300)
+    lake = Lake(tmp_path)
+    raw = write_raw(lake, sandbox_records(2_000))
+    monkeypatch.setattr(tables_module, "FLATTEN_THREADS", 1)
+    flatten_partition(lake, P)
+    one_thread = flat_files(lake)
+    first, second = (raw["record_json"][row].as_py() for row in (0, 300))
+    second_done, real = threading.Event(), tables_module.flatten_raw
+
+    def first_batch_last(batch, **options):
+        if batch["record_json"][0].as_py() == first:
+            assert second_done.wait(60), "the second batch was not flattened while the first one was"
+        flat = real(batch, **options)
+        if batch["record_json"][0].as_py() == second:
+            second_done.set()
+        return flat
+
+    monkeypatch.setattr(tables_module, "FLATTEN_THREADS", 2)
+    monkeypatch.setattr(tables_module, "flatten_raw", first_batch_last)
+    done = flatten_partition(lake, P)
+    assert second_done.is_set() and done.stats.records == 2_000
+    assert flat_files(lake) == one_thread
 
 
 def test_dictionary_encoding_only_on_the_listed_columns(tmp_path):

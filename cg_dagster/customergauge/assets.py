@@ -7,39 +7,27 @@ Every asset writes its own Parquet file per partition into the lake and returns 
 
 import contextlib
 import datetime as dt
-import os
+from typing import Optional
 
 import dagster as dg
 
 from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS, partition_check_results
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, FLAT_TABLES, GROUP, RAW_KEY
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, GROUP, RAW_KEY
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import freshness_policy, hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
-from cg_dagster.lib.current import CURRENT_TABLES, update_current
+from cg_dagster.lib.current import update_current
 from cg_dagster.lib.flatten import FlattenError
 from cg_dagster.lib.lake import LakeError
 from cg_dagster.lib.lookback import explain, last_reread, plan_lookback
-from cg_dagster.lib.schemas import TABLES
-from cg_dagster.lib.sync import RAW_TABLE, sync_partition
+from cg_dagster.lib.schemas import CURRENT_TABLES, FLAT_TABLE_NAMES, RAW_TABLE, TABLES
+from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition, stale_partitions
+from cg_dagster.settings import LEASE_WAIT_SECONDS, LOOKBACK_DAYS, LOOKBACK_FIELD, LOOKBACK_HOUR
 
-LEASE_WAIT_ENV = "CG_LEASE_WAIT_SECONDS"
-LEASE_WAIT_DEFAULT = 1800  # seconds: far above an hourly sync, well under the hour between scheduled runs
+LEASE_WAIT_ENV = LEASE_WAIT_SECONDS.name
 LEASE_WAIT_SETTING = f"lease_wait_seconds (run config of raw_responses) or {LEASE_WAIT_ENV}"
-
-
-def _env_int(name: str, default: int) -> int:
-    """An integer setting from the environment; raises CustomerGaugeConfigError naming the variable."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise CustomerGaugeConfigError(f"{name}={value!r} is not an integer: set it to a whole number or unset it") from None
-
 
 MAX_LOOKBACK_DAYS = 3660  # ten years: a longer re-read is a full refresh
 
@@ -53,17 +41,32 @@ class RawResponsesConfig(dg.Config):
     re-reads in this run whether due or not. It re-reads ``lookback_days`` days up to the partition's date
     through ``period[lookback_field]`` so records that changed after they were synced (api-notes.md: partial
     -> response 10-30 days later, GDPR anonymisation) arrive again. ``lease_wait_seconds``: how long to wait
-    for another run's sync of the same lake before failing (lib/lease.py). Defaults come from
+    for another run's sync of the same lake before failing (lib/lease.py). Unset (None), they come from
     CG_LOOKBACK_HOUR (2), CG_LOOKBACK_DAYS (35), CG_LOOKBACK_FIELD (date_survey_response) and
-    CG_LEASE_WAIT_SECONDS (1800), so scheduled and manual runs agree; run config overrides them per run.
+    CG_LEASE_WAIT_SECONDS (1800) when the run starts (``resolved``; cg_dagster/settings.py), so scheduled
+    and manual runs agree and a malformed variable fails the run, not the code location's load.
     """
 
     full_refresh: bool = False
-    lookback_hour: int = _env_int("CG_LOOKBACK_HOUR", 2)
-    lookback_days: int = _env_int("CG_LOOKBACK_DAYS", 35)
-    lookback_field: str = os.environ.get("CG_LOOKBACK_FIELD", "date_survey_response")
+    lookback_hour: Optional[int] = None
+    lookback_days: Optional[int] = None
+    lookback_field: Optional[str] = None
     force_lookback: bool = False
-    lease_wait_seconds: int = _env_int(LEASE_WAIT_ENV, LEASE_WAIT_DEFAULT)
+    lease_wait_seconds: Optional[int] = None
+
+    def resolved(self) -> "RawResponsesConfig":
+        """This config with every unset field read from its environment variable (or that one's default).
+
+        Raises:
+            CustomerGaugeConfigError: a variable that is not a whole number, naming it.
+        """
+        env = {
+            "lookback_hour": LOOKBACK_HOUR.integer,
+            "lookback_days": LOOKBACK_DAYS.integer,
+            "lookback_field": LOOKBACK_FIELD.text,
+            "lease_wait_seconds": LEASE_WAIT_SECONDS.integer,
+        }
+        return self.model_copy(update={name: read() for name, read in env.items() if getattr(self, name) is None})
 
     def lookback_period(self, partition_start: dt.datetime) -> Period | None:
         """The ``period[...]`` a re-read in the partition starting at ``partition_start`` covers, or None
@@ -72,31 +75,33 @@ class RawResponsesConfig(dg.Config):
 
         Raises:
             CustomerGaugeConfigError: lookback_hour outside -1..23, lookback_days outside
-                1..MAX_LOOKBACK_DAYS, unknown field, lease_wait_seconds below 0.
+                1..MAX_LOOKBACK_DAYS, unknown field, lease_wait_seconds below 0, a malformed variable.
         """
-        if self.lease_wait_seconds < 0:
+        config = self.resolved()
+        if config.lease_wait_seconds < 0:
             raise CustomerGaugeConfigError(
-                f"lease_wait_seconds must be 0 or more ({LEASE_WAIT_ENV} or run config), got {self.lease_wait_seconds}"
+                f"lease_wait_seconds must be 0 or more ({LEASE_WAIT_ENV} or run config), "
+                f"got {config.lease_wait_seconds}"
             )
-        if not -1 <= self.lookback_hour <= 23:
+        if not -1 <= config.lookback_hour <= 23:
             raise CustomerGaugeConfigError(
                 f"lookback_hour must be an hour 0..23 (or -1 to turn the re-read off; CG_LOOKBACK_HOUR or run "
-                f"config), got {self.lookback_hour}"
+                f"config), got {config.lookback_hour}"
             )
-        if not 1 <= self.lookback_days <= MAX_LOOKBACK_DAYS:
+        if not 1 <= config.lookback_days <= MAX_LOOKBACK_DAYS:
             raise CustomerGaugeConfigError(
                 f"lookback_days must be from 1 to {MAX_LOOKBACK_DAYS} (CG_LOOKBACK_DAYS or run config), "
-                f"got {self.lookback_days}"
+                f"got {config.lookback_days}"
             )
-        if self.lookback_field not in PERIOD_FIELDS:
+        if config.lookback_field not in PERIOD_FIELDS:
             raise CustomerGaugeConfigError(
-                f"lookback_field {self.lookback_field!r} is not a period field (CG_LOOKBACK_FIELD or run config): "
+                f"lookback_field {config.lookback_field!r} is not a period field (CG_LOOKBACK_FIELD or run config): "
                 f"use one of {', '.join(PERIOD_FIELDS)}"
             )
-        if self.lookback_hour == -1 and not self.force_lookback:
+        if config.lookback_hour == -1 and not config.force_lookback:
             return None
         end = partition_start.date()
-        return Period(field=self.lookback_field, start=end - dt.timedelta(days=self.lookback_days), end=end)
+        return Period(field=config.lookback_field, start=end - dt.timedelta(days=config.lookback_days), end=end)
 
 
 @dg.asset(
@@ -122,13 +127,16 @@ def raw_responses(
     """Sync one window of responses into ``raw_responses/<partition>.parquet`` (see ``lib/sync.py``), holding
     the lake's sync lease (``lib/lease.py``) so two runs never page the API from the same head at once."""
     _require_one_partition(context)
+    config = config.resolved()
     partition_start = context.partition_time_window.start
     period = config.lookback_period(partition_start)
     params = customergauge.sync_params()
     client = customergauge.get_client()  # validates every setting before any request or write
     the_lake = lake.get_lake()
     dagster_cursor = _latest_cursor_metadata(context)
-    lease = the_lake.lease("sync").hold(context.run_id, wait_seconds=config.lease_wait_seconds, setting=LEASE_WAIT_SETTING)
+    lease = the_lake.lease("sync").hold(
+        context.run_id, wait_seconds=config.lease_wait_seconds, setting=LEASE_WAIT_SETTING
+    )
     with contextlib.closing(client), lease:
         plan = plan_lookback(
             last_reread(the_lake), partition_start, period, hour=config.lookback_hour, force=config.force_lookback
@@ -212,7 +220,7 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
             ),
             metadata={"dagster/column_schema": column_schema(TABLES[name])},
         )
-        for name in FLAT_TABLES
+        for name in FLAT_TABLE_NAMES
     ],
     check_specs=PARTITION_CHECK_SPECS,
     partitions_def=hourly_partitions,
@@ -234,8 +242,10 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
     done = flatten_partition(the_lake, context.partition_key, system_timezone=customergauge.system_timezone)
     stats = done.stats
     if stats.unknown_fields:
-        context.log.warning(f"fields the contract does not know (kept in raw_responses): {sorted(stats.unknown_fields)}")
-    for name in FLAT_TABLES:
+        context.log.warning(
+            f"fields the contract does not know (kept in raw_responses): {sorted(stats.unknown_fields)}"
+        )
+    for name in FLAT_TABLE_NAMES:
         metadata = {
             "dagster/row_count": done.rows[name],
             "dagster/uri": lake_uri(done.paths[name]),
@@ -288,7 +298,7 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
     that cannot be flattened is left out of this update, which still runs, and then fails the step naming
     it and the error."""
     the_lake = lake.get_lake()
-    wait = _env_int(LEASE_WAIT_ENV, LEASE_WAIT_DEFAULT)
+    wait = LEASE_WAIT_SECONDS.integer(minimum=0)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
         # one update at a time: two would interleave their file writes
         reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone)

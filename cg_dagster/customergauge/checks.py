@@ -27,15 +27,13 @@ from collections.abc import Set as AbstractSet
 
 import dagster as dg
 import numpy as np
-import pyarrow.parquet as pq
 
-from cg_dagster.customergauge.keys import FLAT_KEYS, FLAT_TABLES, RAW_KEY
+from cg_dagster.customergauge.keys import FLAT_KEYS, RAW_KEY
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.lib.lake import Lake
-from cg_dagster.lib.sync import RAW_TABLE
+from cg_dagster.lib.schemas import CHILD_TABLES, RAW_TABLE
 from cg_dagster.lib.tables import FlattenedPartition, KeyFacts
 
-CHILD_TABLES = tuple(name for name in FLAT_TABLES if name != "responses")
 UNIQUE = "responses_number_customergauge_unique"
 NPS_IN_RANGE = "responses_nps_in_range"
 ROW_COUNT = "responses_row_count_matches_raw"
@@ -110,7 +108,7 @@ def partition_check_results(
         out_of_range = done.facts.nps_out_of_range
         yield _judged(lake, partition_key, NPS_IN_RANGE, out_of_range == 0, {"out_of_range": out_of_range})
     if ROW_COUNT in names:
-        raw = pq.read_metadata(lake.partition_path(RAW_TABLE, partition_key)).num_rows
+        raw = lake.parquet_file(lake.partition_path(RAW_TABLE, partition_key)).metadata.num_rows  # local or s3://
         flat = done.rows["responses"]
         yield _judged(lake, partition_key, ROW_COUNT, raw == flat, {"raw_rows": raw, "responses_rows": flat})
     if NO_UNKNOWN_FIELDS in names:

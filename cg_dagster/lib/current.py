@@ -42,8 +42,11 @@ applied twice gives the same rows). Every path gives the same tables as a full r
 (cg_dagster_tests/test_current_incremental.py).
 
 Memory is bounded whatever the lake's age or the partition's size: DuckDB runs with DUCKDB_MEMORY_LIMIT,
-one thread (two took 10 MB more at the peak and saved about 5% of the update's time), no insertion order,
-spilling to ``_tmp/duckdb/``; rows stream to the files in batches of BATCH_ROWS.
+one thread (two took 10 MB more at the peak and saved about 5% of the update's time), no insertion
+order, spilling to ``_tmp/duckdb/``; rows stream to the files in batches of BATCH_ROWS. The footers of the files
+read are cached for the update (``parquet_metadata_cache``: every range's queries read the same partition files;
+about 15% of a first load's time). Two ranges written at once, by two threads and DuckDB cursors, took a third
+less time on two free cores but 50-60 MB more at the peak: past the 400 MB a 500k-record run must stay within.
 
 Partition files are matched by column name (DuckDB ``union_by_name``) and each row is cast to the table's
 contract (lib/schemas.py): a column added to the contract reads as null from files written before it, and a
@@ -65,13 +68,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
-from cg_dagster.lib.lake import TMP_DIR, Lake, LakeError
-from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.lake import Lake, LakeError
+from cg_dagster.lib.schemas import CURRENT_TABLES, TABLES
 
-CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table per flattened table
 RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's density (ids ~3 apart)
 BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
 DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
@@ -134,7 +134,8 @@ def update_current(lake: Lake, *, full_rebuild: bool = False) -> CurrentUpdate:
         mode = "rebuild" if gone else "merge"
         reason = (
             f"{len(gone & new)} partitions rewritten, {len(gone - new)} quarantined or deleted, {len(new - gone)} new"
-            if gone else f"{len(new)} new partitions"
+            if gone
+            else f"{len(new)} new partitions"
         )
     # range -> the partitions to read for it: a merge reads the new ones (and the range's current files)
     plan = {r: [] for r in touched}
@@ -147,12 +148,15 @@ def update_current(lake: Lake, *, full_rebuild: bool = False) -> CurrentUpdate:
             rows[name].pop(r, None)
         rows[name].update({r: n for r, n in written[name].items() if n})
     _reconcile_files(lake, rows, old_layout=mode == "full rebuild")
-    lake.write_state(STATE_FILE, {
-        "version": STATE_VERSION,
-        "range_width": RANGE_WIDTH,
-        "partitions": {stem: {"files": found[stem], "ranges": ranges[stem]} for stem in sorted(found)},
-        "rows": {name: {str(r): n for r, n in sorted(rows[name].items())} for name in CURRENT_TABLES},
-    })
+    lake.write_state(
+        STATE_FILE,
+        {
+            "version": STATE_VERSION,
+            "range_width": RANGE_WIDTH,
+            "partitions": {stem: {"files": found[stem], "ranges": ranges[stem]} for stem in sorted(found)},
+            "rows": {name: {str(r): n for r, n in sorted(rows[name].items())} for name in CURRENT_TABLES},
+        },
+    )
     sources = {stem for stems in plan.values() for stem in stems}
     return CurrentUpdate(mode, reason, _totals(rows), len(sources), len(touched))
 
@@ -169,20 +173,13 @@ def _file_name(range_index: int) -> str:
 def _partitions(lake: Lake) -> dict[str, str]:
     """Partition file stems with a ``responses`` file and no quarantine -> fingerprint of their five files."""
     quarantined = lake.quarantined()
+    listed = {name: lake.stats(lake.table_dir(name)) for name in CURRENT_TABLES}  # one listing per folder
     found = {}
     for path in lake.partition_files(KEY_TABLE):
         if path.stem not in quarantined:
-            stats = [_stat(lake.table_dir(name) / path.name) for name in CURRENT_TABLES]
+            stats = [stat.version if (stat := listed[name].get(path.name)) else "-" for name in CURRENT_TABLES]
             found[path.stem] = " ".join(stats)
     return found
-
-
-def _stat(path: Path) -> str:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return "-"
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _ranges_of(lake: Lake, stem: str) -> list[int]:
@@ -190,13 +187,13 @@ def _ranges_of(lake: Lake, stem: str) -> list[int]:
     range from a row group's smallest to its largest id (Parquet statistics: no data read; a range in a gap is
     rewritten for nothing), or the ranges of its ids when a row group has no statistics."""
     path = lake.table_dir(KEY_TABLE) / f"{stem}.parquet"
-    metadata = pq.read_metadata(path)
+    metadata = lake.parquet_file(path).metadata
     column = metadata.schema.names.index(KEY)
     found = set()
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
         if stats is None or not stats.has_min_max:
-            ids = pq.read_table(path, columns=[KEY]).column(KEY).to_numpy()
+            ids = lake.read_table(path, columns=[KEY]).column(KEY).to_numpy()
             return sorted(int(r) for r in np.unique(np.floor_divide(ids, RANGE_WIDTH)))
         found.update(range(stats.min // RANGE_WIDTH, stats.max // RANGE_WIDTH + 1))
     return sorted(found)
@@ -211,7 +208,10 @@ def _why_full(lake: Lake, state: dict | None) -> str | None:
     expected = _expected(_int_keys(state["rows"][KEY_TABLE]))
     for name in CURRENT_TABLES:
         if missing := expected - _files(lake, name):  # an extra file (an update that died) is rewritten or deleted
-            return f"current/{name}/ lacks {len(missing)} range files that _state/{STATE_FILE} records, e.g. {min(missing)}"
+            return (
+                f"current/{name}/ lacks {len(missing)} range files that _state/{STATE_FILE} records, "
+                f"e.g. {min(missing)}"
+            )
     return None
 
 
@@ -230,8 +230,7 @@ def _expected(responses: dict[int, int]) -> set[str]:
 
 
 def _files(lake: Lake, table: str) -> set[str]:
-    folder = lake.current_path(table)
-    return {path.name for path in folder.glob("*.parquet")} if folder.is_dir() else set()
+    return {path.name for path in lake.files(lake.current_path(table))}
 
 
 def _totals(rows: dict[str, dict[int, int]]) -> dict[str, int]:
@@ -242,15 +241,21 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
     """Rewrite each range of ``plan`` (range -> partition stems) in every table, one range at a time (memory
     is bounded by a range, not by the lake), from those partitions' files and, with ``from_current``, the
     range's current files. Returns {table: {range: rows written}}; a range without responses is not written."""
-    spill = lake.root / TMP_DIR / "duckdb"
+    spill = lake.scratch_dir("duckdb")  # local even for a lake on object storage
     shutil.rmtree(spill, ignore_errors=True)  # left by an update that was killed
-    con = duckdb.connect(config={
-        "memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 1, "preserve_insertion_order": False,
-        "temp_directory": str(spill),
-    })
+    con = duckdb.connect(
+        config={
+            "memory_limit": DUCKDB_MEMORY_LIMIT,
+            "threads": 1,
+            "preserve_insertion_order": False,
+            "temp_directory": str(spill),
+        }
+    )
     written = {name: {} for name in CURRENT_TABLES}
     try:
+        lake.register(con)  # object storage: DuckDB reads s3:// paths through the lake's fsspec filesystem
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET parquet_metadata_cache = true")  # each range's queries read the same partition files
         for r, stems in sorted(plan.items()):
             sources = {name: _source(lake, name, r, stems, from_current) for name in CURRENT_TABLES}
             if sources[KEY_TABLE] is None:
@@ -280,8 +285,8 @@ def _source(lake: Lake, name: str, r: int, stems: list[str], from_current: bool)
     stem: ambiguity is judged within one file, and a fetch two files hold, e.g. after a tool copied rows
     into another partition file, is taken from one); None when there is no file."""
     where = f"{KEY} >= {r * RANGE_WIDTH} AND {KEY} < {(r + 1) * RANGE_WIDTH}"  # Parquet statistics prune
-    current_files = [path for path in [range_path(lake, name, r)] if from_current and path.exists()]
-    partition_files = [path for stem in stems if (path := lake.table_dir(name) / f"{stem}.parquet").exists()]
+    current_files = [path for path in [range_path(lake, name, r)] if from_current and lake.exists(path)]
+    partition_files = [path for stem in stems if lake.exists(path := lake.table_dir(name) / f"{stem}.parquet")]
     branches = [
         f"SELECT * EXCLUDE (filename), {flag} AS from_current, parse_filename(filename, true) AS source "
         f"FROM {_read_parquet(files)} WHERE {where}"
@@ -320,9 +325,9 @@ def _reconcile_files(lake: Lake, rows: dict[str, dict[int, int]], *, old_layout:
         for file in expected - _files(lake, name):
             lake.write_table(folder / file, TABLES[name].arrow_schema.empty_table())
         for file in _files(lake, name) - expected:  # no response left in its range, or not a range file
-            (folder / file).unlink()
+            lake.delete(folder / file)
         if old_layout:
-            lake.current_path(name).with_suffix(".parquet").unlink(missing_ok=True)
+            lake.delete(lake.current_path(name).with_suffix(".parquet"))
 
 
 def _to_contract(name: str, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:

@@ -3,7 +3,8 @@
 Pure code: no I/O, no Dagster. `flatten_records` applies the rules below record by record; `flatten_raw`
 reads most records column-wise with pyarrow instead, with exactly the same result. A record is one item
 of the `data` list of a `GET /v7/rest/sync/responses` page, as decoded by `json.loads` (shape: vendor
-page example, plus the variants in api-notes.md). Every output table has exactly `TABLES[name].arrow_schema` (schemas.py).
+page example, plus the variants in api-notes.md). Every output table has exactly
+`TABLES[name].arrow_schema` (schemas.py).
 
 Value rules (see the `TABLES` column descriptions):
 - Text columns keep strings byte for byte (never stripped or parsed); a non-string value is rendered
@@ -43,6 +44,7 @@ import pyarrow.json as pa_json
 
 from cg_dagster.lib.client import parse_page_body
 from cg_dagster.lib.schemas import (
+    FLAT_TABLE_NAMES,
     ITEM_KEYS,
     OBJECT_KEYS,
     RECORD_KEYS,
@@ -51,13 +53,6 @@ from cg_dagster.lib.schemas import (
     TableContract,
 )
 
-FLAT_TABLE_NAMES = (
-    "responses",
-    "response_drivers",
-    "response_tags",
-    "response_questions",
-    "response_properties",
-)
 SYNC_PASSES = ("cursor", "lookback")
 DATE_FIELDS = ("date_creation", "date_order", "date_sent", "date_survey_response")
 
@@ -192,12 +187,13 @@ def _check_page_facts(cursor_sent: int | None, sync_pass: str) -> None:
         raise FlattenError(f"sync_pass must be one of {SYNC_PASSES}, got {sync_pass!r}")
     if cursor_sent is not None and (isinstance(cursor_sent, bool) or not isinstance(cursor_sent, int)):
         raise FlattenError(
-            "cursor_sent must be the integer cursor sent for the page, or None; "
-            f"got {type(cursor_sent).__name__}"
+            f"cursor_sent must be the integer cursor sent for the page, or None; got {type(cursor_sent).__name__}"
         )
 
 
-def _raw_table(numbers: list[int], stamps: pa.Array, texts: pa.Array, cursor_sent: int | None, sync_pass: str) -> pa.Table:
+def _raw_table(
+    numbers: list[int], stamps: pa.Array, texts: pa.Array, cursor_sent: int | None, sync_pass: str
+) -> pa.Table:
     count = len(numbers)
     arrays = [
         pa.array(numbers, pa.int64()),
@@ -337,9 +333,7 @@ def _driver_rows(record: dict, number: int, fetched_at: datetime, unknown: set[s
             rows.append((number, position, primary, None, None, source, extra, fetched_at))
         for secondary_position, secondary in enumerate(secondaries):
             secondary_driver = _text(secondary)
-            rows.append(
-                (number, position, primary, secondary_position, secondary_driver, source, extra, fetched_at)
-            )
+            rows.append((number, position, primary, secondary_position, secondary_driver, source, extra, fetched_at))
     for position, item in enumerate(_items(record, "drivers", number)):
         label = _text(item.get("label"))
         extra = _extra_json(item, "drivers", unknown)
@@ -650,9 +644,7 @@ def _plain_field(path: str, key: str) -> pa.Field:
 
 def _plain_key(key: str) -> pa.Field:
     if key in OBJECT_KEYS:
-        return pa.field(
-            key, pa.struct([_plain_field(f"{key}.{name}", name) for name in sorted(OBJECT_KEYS[key])])
-        )
+        return pa.field(key, pa.struct([_plain_field(f"{key}.{name}", name) for name in sorted(OBJECT_KEYS[key])]))
     if key in ITEM_KEYS:
         item = pa.struct([_plain_field(f"{key}[].{name}", name) for name in sorted(ITEM_KEYS[key])])
         return pa.field(key, pa.list_(item))
@@ -665,13 +657,7 @@ _PLAIN_PARSE = pa_json.ParseOptions(explicit_schema=_PLAIN_SCHEMA, unexpected_fi
 _TEXT_KEYS = sorted(
     {f.name for f in _PLAIN_SCHEMA if f.type == pa.string()}
     | {c.name for f in _PLAIN_SCHEMA if pa.types.is_struct(f.type) for c in f.type if c.type == pa.string()}
-    | {
-        c.name
-        for f in _PLAIN_SCHEMA
-        if pa.types.is_list(f.type)
-        for c in f.type.value_type
-        if c.type == pa.string()
-    }
+    | {c.name for f in _PLAIN_SCHEMA if pa.types.is_list(f.type) for c in f.type.value_type if c.type == pa.string()}
 )
 # A text key followed by a number, true/false, a list or an object: what odd records most often hold (ids
 # sent as numbers, structured answers). Only a hint: a key inside a string value can match it too.
@@ -682,8 +668,7 @@ _LIKELY_ODD = '"(?:' + "|".join(_TEXT_KEYS) + r')":[-0-9tf\[{]'
 _TEXT_FIELDS = {
     "": frozenset(f.name for f in _PLAIN_SCHEMA if f.type == pa.string()) - set(DATE_FIELDS),
     **{
-        name: frozenset(c.name for c in _PLAIN_SCHEMA.field(name).type if c.type == pa.string())
-        for name in OBJECT_KEYS
+        name: frozenset(c.name for c in _PLAIN_SCHEMA.field(name).type if c.type == pa.string()) for name in OBJECT_KEYS
     },
     **{
         name: frozenset(c.name for c in _PLAIN_SCHEMA.field(name).type.value_type if c.type == pa.string())
@@ -746,9 +731,7 @@ def _mask(values: pa.Array) -> np.ndarray:
 def _arrow_can_read(texts: pa.Array, fetched: pa.Array) -> bool:
     """Whether the columns are as the sync writes them: record_json valid UTF-8 text, fetched_at microsecond
     timestamps with a zone in Python's date range. Otherwise the per-record path reads (and refuses) them."""
-    timestamps = (
-        pa.types.is_timestamp(fetched.type) and fetched.type.unit == "us" and fetched.type.tz is not None
-    )
+    timestamps = pa.types.is_timestamp(fetched.type) and fetched.type.unit == "us" and fetched.type.tz is not None
     if texts.type != pa.string() or not timestamps:
         return False
     try:
@@ -805,9 +788,7 @@ def _parse_plain(texts: pa.Array, odd: np.ndarray) -> pa.Table:
     set in `odd`."""
     offset_bits = np.concatenate([np.zeros(texts.offset, bool), ~odd])  # validity bitmap: odd texts null
     validity = pa.py_buffer(np.packbits(offset_bits, bitorder="little"))
-    plain = pa.Array.from_buffers(
-        pa.string(), len(texts), [validity, *texts.buffers()[1:]], offset=texts.offset
-    )
+    plain = pa.Array.from_buffers(pa.string(), len(texts), [validity, *texts.buffers()[1:]], offset=texts.offset)
     tables = []
     pending = [(0, len(texts))]
     while pending:
@@ -965,17 +946,13 @@ def _answer_numbers(answers: pa.Array) -> pa.Array:
     return pc.if_else(pc.is_finite(numbers), numbers, pa.scalar(None, pa.float64()))
 
 
-def _per_record_parts(
-    texts: pa.Array, fetched: pa.Array, rows: np.ndarray, zone: ZoneInfo
-) -> tuple[FlatTables, dict]:
+def _per_record_parts(texts: pa.Array, fetched: pa.Array, rows: np.ndarray, zone: ZoneInfo) -> tuple[FlatTables, dict]:
     """The rows at `rows` by the per-record rules, in order, raising as they do; with the record row of each
     table row, per table."""
     index = pa.array(rows, pa.int64())
     flattener = _Flattener(zone)
     owners = {name: [] for name in FLAT_TABLE_NAMES}
-    for row, text, stamp in zip(
-        rows, texts.take(index).to_pylist(), fetched.take(index).to_pylist(), strict=True
-    ):
+    for row, text, stamp in zip(rows, texts.take(index).to_pylist(), fetched.take(index).to_pylist(), strict=True):
         record = _parse_record_json(text, int(row))
         before = {name: len(flattener.rows[name]) for name in FLAT_TABLE_NAMES}
         flattener.add(int(row), record, _utc(stamp, f"fetched_at[{row}]"))

@@ -1,18 +1,21 @@
 """The Parquet lake: where files go, how they are written atomically, and where the cursor is committed.
 
-No Dagster import: the assets call this module, tests can use it alone.
+No Dagster import: the assets call this module, tests can use it alone. The root is a local folder or an
+object store (``s3://bucket/prefix``): every file access goes through the root's ``Storage``
+(lib/storage.py), so the code above this module is the same for both.
 
 Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
 
     <root>/<table>/<partition file stem>.parquet   one file per partition, e.g. responses/2026-11-29-0900.parquet
-    <root>/current/<table>/<first id>.parquet      latest version of every response, one file per id range (lib/current.py)
+    <root>/current/<table>/<first id>.parquet      latest version of every response, one file per id range
+                                                   (lib/current.py)
     <root>/_state/raw_responses.cursor.json        the committed head cursor (written after the data)
     <root>/_state/manifests/raw_responses/<stem>.json  sync manifest of a raw partition file (also in its footer)
     <root>/_state/commit.lock                      flock taken while a sync commits
     <root>/_state/sync.lease, current.lease        flock held for a whole sync / rebuild (lib/lease.py; holder in .json)
     <root>/_state/lookback.json                    the last completed trailing-window re-read (lib/lookback.py)
     <root>/_state/quarantine/<stem>/<check>.json   a blocking check failed on that partition: kept out of current
-    <root>/_tmp/                                   files being written; renamed into place when complete
+    <root>/_tmp/                                   files being written; renamed into place when complete (local)
 
 Readers glob ``<root>/<table>/*.parquet``; nothing but complete files is ever there. ``_state`` and ``_tmp``
 start with ``_`` so Spark and Hive skip them too.
@@ -22,21 +25,23 @@ Guarantees (see README, "Guarantees"):
 * A file appears in a table folder only complete: it is written to ``_tmp/`` on the same file system,
   fsynced, then renamed over the target with ``os.replace`` (atomic on POSIX). Re-writing a partition
   replaces its file; a crash leaves the old file (or none) in place and a stray file in ``_tmp/`` that the
-  next sync removes once it is a day old (``sweep_tmp``; a live writer's file is never removed).
+  next sync removes once it is a day old (``sweep_tmp``; a live writer's file is never removed). On object
+  storage an object is uploaded whole to its key (a PUT is atomic) and an aborted upload is discarded.
 * A raw partition file's sync manifest (``SyncManifest``: the API range it holds) is written twice: in the
   file's Parquet footer, with the data, and then as a sidecar JSON in ``_state/manifests/``, which a tool
   that rewrites the data file (compaction, DuckDB ``COPY``, pandas) cannot drop. ``read_manifest`` and
   ``write_manifest`` are its only readers and writers.
-* The head cursor is committed after the data it covers, under an exclusive ``flock``, and only if the head
+* The head cursor is committed after the data it covers, under the commit lock, and only if the head
   is still the one the sync started from (compare-and-swap): two overlapping syncs cannot both commit.
+  Local: an exclusive ``flock``. Object storage: the lock is an ``ObjectLease`` on ``_state/commit.lock``, and
+  the head is written with ``If-Match`` the ETag of the head last read (``If-None-Match: *`` when there was
+  none), so a head that moved since fails the write (HTTP 412) even when the lock's holder outlived its TTL.
 """
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -45,10 +50,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cg_dagster.lib.lease import FileLease, Lease
+from cg_dagster.lib.lease import FileLease, Lease, ObjectLease
+from cg_dagster.lib.storage import FileStat, LakeError, PreconditionFailed, arrow_location, open_storage
 
 STATE_DIR = "_state"
-TMP_DIR = "_tmp"
 CURRENT_DIR = "current"
 HEAD_FILE = "raw_responses.cursor.json"
 QUARANTINE_DIR = "quarantine"
@@ -63,19 +68,16 @@ UNREADABLE_FIX = (
 )
 
 
-class LakeError(RuntimeError):
-    """The lake cannot be used (root not writable, file unreadable). The message names the path and the fix."""
-
-
-def read_parquet_metadata(path: Path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
-    """The Parquet footer of a lake file (row count, schema, key/value metadata).
+def read_parquet_metadata(path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
+    """The Parquet footer of a lake file (row count, schema, key/value metadata); ``path`` local or remote.
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
         LakeError: the file is not readable Parquet (truncated, zero bytes, another format); names it and ``fix``.
     """
     try:
-        return pq.read_metadata(path)
+        where, filesystem = arrow_location(path)
+        return pq.read_metadata(where, filesystem=filesystem)
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
@@ -171,11 +173,22 @@ def partition_key_of(stem: str) -> str:
     return f"{stem[:-2]}:{stem[-2:]}"
 
 
+_UNREAD = object()  # Lake._head_etag before this object read the head
+
+
 class Lake:
-    """A lake rooted at ``root`` (a local path). Cheap to construct; creates folders only when writing."""
+    """A lake rooted at ``root``: a local path, or ``s3://bucket/prefix`` (lib/storage.py; ``gs://``, ``abfs://``
+    read and write but cannot commit). Cheap to construct; creates folders only when writing. ``root`` is a
+    ``Path`` or a ``UPath``; its ``str`` holds no secret.
+
+    Raises (on construction):
+        LakeError: the root's store is unknown or its fsspec package is not installed (names it).
+    """
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.storage = open_storage(root)
+        self.root = self.storage.root
+        self._head_etag = _UNREAD  # object storage: the ETag of the head this object last read (None: absent)
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
@@ -195,8 +208,44 @@ class Lake:
 
     def partition_files(self, table: str) -> list[Path]:
         """Every committed partition file of ``table``, sorted by name (= by partition)."""
-        folder = self.table_dir(table)
-        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        return self.storage.files(self.table_dir(table))
+
+    # ---- file access (through the root's Storage, lib/storage.py) ----------------------------------
+
+    def exists(self, path) -> bool:
+        """True when there is a file at ``path``."""
+        return self.storage.exists(path)
+
+    def files(self, folder, suffix: str = ".parquet") -> list:
+        """The files directly in ``folder`` whose name ends with ``suffix``, sorted by name ([] without the folder)."""
+        return self.storage.files(folder, suffix)
+
+    def stats(self, folder, suffix: str = ".parquet") -> dict[str, FileStat]:
+        """{name: ``FileStat`` (size, mtime_ns, version)} of those files, in one listing."""
+        return self.storage.stats(folder, suffix)
+
+    def delete(self, path) -> None:
+        """Delete the file at ``path`` (no error when there is none)."""
+        self.storage.delete(path)
+
+    def parquet_file(self, path, **options) -> pq.ParquetFile:
+        """``pq.ParquetFile`` of a lake file (``options`` as pyarrow's, e.g. ``pre_buffer=False``)."""
+        where, filesystem = self.storage.arrow(path)
+        return pq.ParquetFile(where, filesystem=filesystem, **options)
+
+    def read_table(self, path, **options) -> pa.Table:
+        """``pq.read_table`` of a lake file (``options``: columns, filters, schema ...)."""
+        where, filesystem = self.storage.arrow(path)
+        return pq.read_table(where, filesystem=filesystem, **options)
+
+    def register(self, con) -> None:
+        """Let the DuckDB connection ``con`` read ``str(path)`` of this lake's files (an fsspec filesystem
+        registered on it for object storage; nothing for a local lake)."""
+        self.storage.register(con)
+
+    def scratch_dir(self, name: str) -> Path:
+        """A local folder for spill files of this lake (``_tmp/<name>`` of a local lake)."""
+        return self.storage.scratch_dir(name)
 
     # ---- checks ------------------------------------------------------------------------------------
 
@@ -213,31 +262,22 @@ class Lake:
                 "other folders' files into the current tables); set CG_LAKE_ROOT to a path without * ? [ ] { }"
             )
         try:
-            for sub in (STATE_DIR, TMP_DIR):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            probe = self.root / TMP_DIR / f".probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            self.storage.probe()
         except OSError as exc:
+            where = (
+                "a bucket and prefix these credentials can write (AWS_* variables or ~/.aws; AWS_ENDPOINT_URL for "
+                "an S3-compatible store)"
+                if self.storage.remote
+                else "a folder this process can create and write"
+            )
             raise LakeError(
-                f"lake root {str(self.root)!r} is not writable ({exc.strerror or exc}); set CG_LAKE_ROOT "
-                "to a folder this process can create and write"
+                f"lake root {str(self.root)!r} is not writable ({exc.strerror or exc}); set CG_LAKE_ROOT to {where}"
             ) from None
 
     def sweep_tmp(self, older_than_seconds: float = 86_400) -> list[str]:
         """Delete files in ``_tmp/`` not modified for ``older_than_seconds`` (default a day: left by killed
-        runs; no write takes that long). Returns their names."""
-        tmp_dir = self.root / TMP_DIR
-        if not tmp_dir.is_dir():
-            return []
-        cutoff = time.time() - older_than_seconds
-        swept = []
-        for path in tmp_dir.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    swept.append(path.name)
-        return swept
+        runs; no write takes that long). Returns their names. An object-storage lake has no ``_tmp/`` files."""
+        return self.storage.sweep_tmp(older_than_seconds)
 
     # ---- atomic Parquet writes ---------------------------------------------------------------------
 
@@ -274,13 +314,6 @@ class Lake:
             writer.write(table)
             writer.commit()
 
-    def tmp_path_for(self, target: Path) -> Path:
-        """A fresh temporary path in ``_tmp/`` for ``target``. Another writer of the same target may be using
-        its own at the same time, so none is removed here; ``sweep_tmp`` removes those a killed run left."""
-        tmp_dir = self.root / TMP_DIR
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        return tmp_dir / f"{target.parent.name}__{target.name}.{uuid.uuid4().hex}.tmp"
-
     # ---- head cursor -------------------------------------------------------------------------------
 
     def read_head(self) -> HeadCursor | None:
@@ -290,10 +323,18 @@ class Lake:
             LakeError: if the cursor file exists but is not valid JSON of the expected shape.
         """
         path = self.root / STATE_DIR / HEAD_FILE
-        try:
-            return HeadCursor.from_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if self.storage.remote:
+            found = self.storage.read_versioned(path)
+            self._head_etag = found[1] if found else None
+            text = found[0] if found else None
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                text = None
+                text = self.storage.read_bytes(path)
+        if text is None:
             return None
+        try:
+            return HeadCursor.from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
             raise LakeError(
                 f"cursor file {str(path)!r} is corrupt ({exc!r}); restore it or run raw_responses with "
@@ -302,15 +343,16 @@ class Lake:
 
     @contextlib.contextmanager
     def commit_lock(self) -> Iterator[None]:
-        """Exclusive ``flock`` on ``_state/commit.lock`` for the duration of a commit (blocks until free)."""
-        state = self.root / STATE_DIR
-        state.mkdir(parents=True, exist_ok=True)
-        with open(state / "commit.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
+        """Held for the duration of a commit; blocks until free. Local: an exclusive ``flock`` on
+        ``_state/commit.lock``. Object storage: an ``ObjectLease`` on that object (a dead holder's expires after
+        ``CG_LEASE_TTL_SECONDS``); the head write is conditional besides (``write_head``)."""
+        if not self.storage.remote:
+            with self.storage.flock():
                 yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        lock = self.lease("commit", self.root / STATE_DIR / "commit.lock")
+        with lock.hold(f"commit-{uuid.uuid4().hex[:12]}", wait_seconds=float("inf"), setting="", poll_seconds=0.2):
+            yield
 
     def assert_head(self, expected: HeadCursor | None, *, unreadable_ok: bool = False) -> None:
         """Check that the committed head is still ``expected`` (call it holding ``commit_lock()``).
@@ -334,8 +376,30 @@ class Lake:
             )
 
     def write_head(self, head: HeadCursor) -> None:
-        """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place."""
-        self._write_json(self.root / STATE_DIR / HEAD_FILE, asdict(head))
+        """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place.
+
+        On object storage the write is conditional on the head this object last read (``read_head``,
+        ``assert_head``): ``If-Match`` its ETag, or ``If-None-Match: *`` when there was none (unconditional
+        only if this object never read the head).
+
+        Raises:
+            CursorConflictError: the head changed since it was read (HTTP 412/409); nothing was written.
+        """
+        path = self.root / STATE_DIR / HEAD_FILE
+        if not self.storage.remote:
+            self._write_json(path, asdict(head))
+            return
+        body = _json_bytes(asdict(head))
+        if self._head_etag is _UNREAD:
+            self.storage.write_bytes(path, body)
+            return
+        try:
+            self._head_etag = self.storage.put_if(path, body, self._head_etag)
+        except PreconditionFailed:
+            raise CursorConflictError(
+                f"the head cursor {str(path)!r} was written by another sync after this run read it (its conditional "
+                "write failed). Nothing was committed; run again to sync from the new head"
+            ) from None
 
     def read_state(self, name: str) -> dict | None:
         """``_state/<name>`` as JSON (e.g. ``lookback.json``, lib/lookback.py), or None when absent.
@@ -345,7 +409,7 @@ class Lake:
         """
         path = self.root / STATE_DIR / name
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(self.storage.read_bytes(path))
         except FileNotFoundError:
             return None
         except ValueError as exc:
@@ -355,24 +419,25 @@ class Lake:
         """Write ``_state/<name>`` atomically; with a commit, call it holding ``commit_lock()``."""
         self._write_json(self.root / STATE_DIR / name, data)
 
-    def lease(self, name: str) -> Lease:
-        """The lease ``name`` ("sync", "current") of this lake: a ``flock`` on ``_state/<name>.lease``
-        (lib/lease.py), released when its holder's process dies.
+    def lease(self, name: str, path=None) -> Lease:
+        """The lease ``name`` ("sync", "current") of this lake, at ``_state/<name>.lease`` (or ``path``)
+        (lib/lease.py): local, a ``flock`` released when its holder's process dies; object storage, an
+        ``ObjectLease`` (conditional writes, heartbeat, taken over after ``CG_LEASE_TTL_SECONDS``).
 
         Raises:
-            LakeError: the lake is not writable (``ensure_writable``).
+            LakeError: the lake is not writable (``ensure_writable``), its store has no conditional writes
+                (not S3), or ``CG_LEASE_TTL_SECONDS`` is invalid.
         """
         self.ensure_writable()
-        return FileLease(name, self.root / STATE_DIR / f"{name}.lease")
+        path = path or self.root / STATE_DIR / f"{name}.lease"
+        if not self.storage.remote:
+            return FileLease(name, path)
+        self.storage.require_conditional()
+        return ObjectLease(name, path, self.storage)
 
-    def _write_json(self, path: Path, data: dict) -> None:
-        """Write ``data`` as JSON to ``path`` atomically and durably (temporary file, fsync, rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp_path_for(path)
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+    def _write_json(self, path, data: dict) -> None:
+        """Write ``data`` as JSON to ``path`` atomically and durably (local: temporary file, fsync, rename)."""
+        self.storage.write_bytes(path, _json_bytes(data))
 
     # ---- quarantine ----------------------------------------------------------------------------------
 
@@ -385,16 +450,15 @@ class Lake:
     def release(self, partition_key: str, check_name: str) -> None:
         """Remove the marker of ``check_name`` on a partition (no-op when there is none)."""
         folder = self.root / STATE_DIR / QUARANTINE_DIR / partition_file_stem(partition_key)
-        (folder / f"{check_name}.json").unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only once empty
+        self.storage.delete(folder / f"{check_name}.json")
+        if not self.storage.remote:  # object stores have no folders
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only once empty
 
     def quarantined(self) -> dict[str, list[str]]:
         """Quarantined partition file stems -> names of the checks that failed there."""
-        root = self.root / STATE_DIR / QUARANTINE_DIR
-        if not root.is_dir():
-            return {}
-        found = {folder.name: sorted(p.stem for p in folder.glob("*.json")) for folder in root.iterdir() if folder.is_dir()}
+        folders = self.storage.folders(self.root / STATE_DIR / QUARANTINE_DIR)
+        found = {folder.name: [p.stem for p in self.storage.files(folder, ".json")] for folder in folders}
         return {stem: checks for stem, checks in found.items() if checks}
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -425,13 +489,14 @@ class Lake:
             LakeError: the data file is not readable Parquet, or the footer or the sidecar is not a valid
                 manifest; names the path and the fix.
         """
-        text = (read_parquet_metadata(data_path).metadata or {}).get(MANIFEST_FOOTER_KEY) if data_path.exists() else None
+        exists = self.exists(data_path)
+        text = (read_parquet_metadata(data_path).metadata or {}).get(MANIFEST_FOOTER_KEY) if exists else None
         where = f"the footer of {str(data_path)!r}"
         if text is None:
             sidecar = self.manifest_path(data_path)
             where = repr(str(sidecar))
             try:
-                text = sidecar.read_bytes()
+                text = self.storage.read_bytes(sidecar)
             except FileNotFoundError:
                 return None
         try:
@@ -456,14 +521,17 @@ class AtomicParquetWriter:
     ):
         self.target = target
         self.rows = 0
-        self._tmp = lake.tmp_path_for(target)
+        self._file = lake.storage.open_atomic(target)
         if key_value_metadata:
             schema = schema.with_metadata({**(schema.metadata or {}), **key_value_metadata})
         self._schema = schema
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp, schema, compression="zstd", use_dictionary=use_dictionary
-        )
-        self._committed = False
+        try:
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+                self._file.sink, schema, compression="zstd", use_dictionary=use_dictionary
+            )
+        except BaseException:
+            self._file.abort()
+            raise
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
         """Append rows; ``table`` must have the writer's schema (field names, types, nullability)."""
@@ -478,22 +546,18 @@ class AtomicParquetWriter:
         self._writer.add_key_value_metadata({k.decode(): v.decode() for k, v in key_value_metadata.items()})
 
     def commit(self) -> None:
-        """Close the file, fsync it and rename it over the target (atomic). The target folder is created."""
+        """Close the file and put it at the target whole (local: fsync and rename; the target folder is
+        created. Object storage: the upload completes)."""
         self._writer.close()
         self._writer = None
-        _fsync_file(self._tmp)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, self.target)
-        _fsync_dir(self.target.parent)
-        self._committed = True
+        self._file.commit()
 
     def abort(self) -> None:
-        """Drop the temporary file unless committed (idempotent)."""
+        """Drop the temporary file (the upload) unless committed (idempotent)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if not self._committed:
-            self._tmp.unlink(missing_ok=True)
+        self._file.abort()
 
 
 def utc_now() -> dt.datetime:
@@ -507,14 +571,5 @@ def _describe(head: HeadCursor | None) -> str:
     return f"{head.cursor} (partition {head.partition_key}, run {head.run_id})"
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()

@@ -10,9 +10,9 @@ The lease only keeps two jobs from doing the same work at once; correctness does
 sync's commit is a compare-and-set of the head cursor (``Lake.assert_head``), which also refuses a sync
 that ran without the lease.
 
-``Lease`` is the interface; ``FileLease`` the local-lake implementation (``Lake.lease``). A lease for
-object storage, where no lock dies with its process, implements the same three methods with an expiry, a
-heartbeat and conditional writes (README, issue 9).
+``Lease`` is the interface; ``FileLease`` the local-lake implementation (``Lake.lease``). On object storage
+(lib/storage.py), where no lock dies with its process, ``ObjectLease`` holds an object created with
+``If-None-Match: *``, renewed by a heartbeat with ``If-Match`` and taken over once its expiry has passed.
 """
 
 import abc
@@ -23,14 +23,19 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from cg_dagster.lib.storage import LakeError, PreconditionFailed
+
 log = logging.getLogger("cg_dagster.lease")
 
 POLL_SECONDS = 1.0
+TTL_SETTING = "CG_LEASE_TTL_SECONDS"
+DEFAULT_TTL_SECONDS = 120.0
 
 
 class LeaseTimeoutError(RuntimeError):
@@ -156,6 +161,125 @@ class FileLease(Lease):
         handle, self._handle = self._handle, None
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+class ObjectLease(Lease):
+    """A lease on object storage: the object ``path`` (e.g. ``_state/sync.lease``) holding the holder record
+    and ``expires`` (Unix seconds, the holder's clock: hosts must keep NTP time to well under the TTL).
+
+    * take: create the object with ``If-None-Match: *`` (one of two racing creators wins: HTTP 412);
+    * keep: a heartbeat thread rewrites it every ``ttl_seconds / 3`` with a later expiry, ``If-Match`` the ETag
+      of its last write, so a holder alive and reachable never expires;
+    * take over: a lease whose ``expires`` has passed (its holder died: ``kill -9``, lost machine) is
+      replaced ``If-Match`` the ETag read, so of two takers one wins;
+    * release: deleted ``If-Match`` our ETag: a lease another holder took over after ours expired stays his.
+
+    A holder that stalls past its expiry (a paused VM) loses the lease to a taker; its heartbeat then fails
+    and logs an error. Correctness does not rest on the lease: the commit is a conditional write of the head.
+    ``storage`` is the lake's ``ObjectStorage`` (``read_versioned``, ``put_if``, ``delete_if``).
+    ``ttl_seconds`` defaults to ``CG_LEASE_TTL_SECONDS`` (120).
+
+    Raises (on construction):
+        LakeError: ``CG_LEASE_TTL_SECONDS`` is not a number of seconds >= 3.
+    """
+
+    def __init__(self, name: str, path, storage, ttl_seconds: float | None = None):
+        super().__init__(name, str(path))
+        self.path, self.storage = path, storage
+        self.ttl = ttl_seconds if ttl_seconds is not None else lease_ttl_seconds()
+        self._etag: str | None = None
+        self._record: dict | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def try_acquire(self, holder: dict) -> bool:
+        if self._etag is not None:
+            raise RuntimeError(f"the {self.name} lease ({self.location}) is already held by this object")
+        record = {**holder, "expires": time.time() + self.ttl}
+        body = json.dumps(record).encode()
+        try:
+            etag = self.storage.put_if(self.path, body, None)
+        except PreconditionFailed:
+            current = self.storage.read_versioned(self.path)
+            if current is None or not _expired(current[0]):
+                return False  # held (or released a moment ago: the next try takes it)
+            try:
+                etag = self.storage.put_if(self.path, body, current[1])
+            except PreconditionFailed:
+                return False  # another taker was first, or the holder renewed just now
+            log.warning(
+                "took over the %s lease (%s) from a holder that let it expire: %s",
+                self.name,
+                self.location,
+                _describe(_parse(current[0])),
+            )
+        self._etag, self._record = etag, record
+        self._stop.clear()
+        self._heartbeat = threading.Thread(target=self._renew, name=f"lease-{self.name}", daemon=True)
+        self._heartbeat.start()
+        return True
+
+    def holder(self) -> dict | None:
+        """The holder record (with ``expires``), or None when there is no lease object or it is not JSON."""
+        current = self.storage.read_versioned(self.path)
+        return _parse(current[0]) if current else None
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        with self._lock:
+            etag, self._etag = self._etag, None
+        if etag is not None:
+            with contextlib.suppress(PreconditionFailed):  # taken over meanwhile: the record is the new holder's
+                self.storage.delete_if(self.path, etag)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with self._lock:
+                if self._etag is None:
+                    return
+                record = {**self._record, "expires": time.time() + self.ttl}
+                try:
+                    self._etag = self.storage.put_if(self.path, json.dumps(record).encode(), self._etag)
+                except PreconditionFailed:
+                    log.error("lost the %s lease (%s): taken over after it expired", self.name, self.location)
+                    return
+                except Exception as error:  # noqa: BLE001 - a network blip: the next beat retries, before expiry
+                    log.warning("could not renew the %s lease (%s): %s", self.name, self.location, error)
+                    continue
+                self._record = record
+
+
+def lease_ttl_seconds() -> float:
+    """``CG_LEASE_TTL_SECONDS`` (default 120): how long an object-storage lease outlives its last heartbeat.
+
+    Raises:
+        LakeError: the setting is not a number >= 3; names it and the fix.
+    """
+    text = os.environ.get(TTL_SETTING, "").strip()
+    try:
+        ttl = float(text) if text else DEFAULT_TTL_SECONDS
+    except ValueError:
+        ttl = -1.0
+    if not ttl >= 3:
+        raise LakeError(f"{TTL_SETTING}={text!r} is not a number of seconds >= 3: set it to e.g. 120, or unset it")
+    return ttl
+
+
+def _parse(body: bytes) -> dict | None:
+    try:
+        record = json.loads(body)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _expired(body: bytes) -> bool:
+    """True when the lease record's ``expires`` has passed, or it holds none (not written by a holder)."""
+    expires = (_parse(body) or {}).get("expires")
+    return not isinstance(expires, int | float) or expires < time.time()
 
 
 def _same_file(handle, path: Path) -> bool:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows, raw_rows_from_json
@@ -45,9 +44,8 @@ from cg_dagster.lib.lake import (
     utc_now,
 )
 from cg_dagster.lib.lookback import record_reread
-from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.schemas import RAW_TABLE, TABLES
 
-RAW_TABLE = "raw_responses"
 FLAT_KEY_TABLE = "responses"  # its partition file holds one row per raw row: proof a partition was synced
 FETCHED_AT_STATE = "fetched_at.json"  # _state/: the latest fetched_at this lake committed (_FetchClock)
 RAW_ROW_GROUP_ROWS = 10_000  # rows per Parquet row group of a raw file (~15 MB of sandbox JSON in memory)
@@ -120,7 +118,9 @@ def sync_partition(
         writer = _RowGroups(file)
         # An initial load just read everything: no trailing window to re-read, no numbers to remember.
         seen: set[int] | None = set() if lookback and start is not None else None
-        cursor_end, pages = _copy_pages(client, params, start, writer, _Progress(partition_key, "cursor", clock), seen=seen)
+        cursor_end, pages = _copy_pages(
+            client, params, start, writer, _Progress(partition_key, "cursor", clock), seen=seen
+        )
         rows = writer.rows
         lookback_pages = 0
         if seen is not None:
@@ -183,11 +183,12 @@ def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None
         "Restore the original file and its manifest from a backup, or run raw_responses for this partition with "
         "full_refresh: true (loads every response from the start into it)"
     )
-    rows = read_parquet_metadata(target).num_rows if target.exists() else 0
+    target_exists = lake.exists(target)
+    rows = read_parquet_metadata(target).num_rows if target_exists else 0
     flat = lake.table_dir(FLAT_KEY_TABLE) / target.name
-    if recorded is None and not rows and flat.exists() and (flat_rows := read_parquet_metadata(flat).num_rows):
+    if recorded is None and not rows and lake.exists(flat) and (flat_rows := read_parquet_metadata(flat).num_rows):
         raise LakeError(
-            f"{str(target)!r} is {'empty' if target.exists() else 'missing'} and has no sync manifest "
+            f"{str(target)!r} is {'empty' if target_exists else 'missing'} and has no sync manifest "
             f"({str(lake.manifest_path(target))!r}), but {str(flat)!r} holds {flat_rows} responses flattened from "
             f"it: the partition was synced, and materializing it would replace them with none. {fix}"
         )
@@ -197,7 +198,7 @@ def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None
             f"that rewrote the file dropped, nor {str(lake.manifest_path(target))!r}), so the range it covers is "
             f"unknown and a sync would replace these rows. {fix}"
         )
-    if recorded is not None and recorded.rows + recorded.lookback_rows and not target.exists():
+    if recorded is not None and recorded.rows + recorded.lookback_rows and not target_exists:
         raise LakeError(
             f"{str(target)!r} was deleted, but its manifest {str(lake.manifest_path(target))!r} says it held "
             f"{recorded.rows + recorded.lookback_rows} rows of cursors {recorded.cursor_start} to "
@@ -239,7 +240,10 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
                 )
                 log.warning(
                     "the head cursor is behind %s, whose manifest (run %s) records cursor %s: the head write was "
-                    "lost or the cursor file deleted; rolling the head forward to it", path.name, lost.run_id, lost.cursor,
+                    "lost or the cursor file deleted; rolling the head forward to it",
+                    path.name,
+                    lost.run_id,
+                    lost.cursor,
                 )
                 lake.write_head(lost)
                 return lost
@@ -250,7 +254,7 @@ def _write_missing_sidecars(lake: Lake) -> None:
     """Give every raw file whose manifest is only in its footer a sidecar (files of a lake written before
     sidecars existed, or of a commit that died between its data rename and its sidecar write), so that a tool
     rewriting the file later cannot lose its manifest. Reads the footers of those files only."""
-    sidecars = {path.stem for path in lake.manifest_dir(RAW_TABLE).glob("*.json")}
+    sidecars = {path.stem for path in lake.files(lake.manifest_dir(RAW_TABLE), ".json")}
     for path in lake.partition_files(RAW_TABLE):
         if path.stem not in sidecars and (manifest := _readable_manifest(lake, path)) is not None:
             lake.write_manifest(path, manifest)
@@ -317,7 +321,10 @@ def _page_rows(page: Page, sync_pass: str, clock: "_FetchClock") -> pa.Table:
             page.numbers, page.record_json, fetched_at=fetched_at, cursor_sent=page.cursor_sent, sync_pass=sync_pass
         )
     return raw_rows(
-        page.records, fetched_at=fetched_at, cursor_sent=page.cursor_sent, sync_pass=sync_pass,
+        page.records,
+        fetched_at=fetched_at,
+        cursor_sent=page.cursor_sent,
+        sync_pass=sync_pass,
         fast_json=page.orjson_safe,
     )
 
@@ -356,7 +363,13 @@ class _FetchClock:
 
 
 def _replay_range(
-    client, params: SyncParams, recorded: SyncManifest, writer, committed: pa.Array, seen: set[int], clock: "_FetchClock"
+    client,
+    params: SyncParams,
+    recorded: SyncManifest,
+    writer,
+    committed: pa.Array,
+    seen: set[int],
+    clock: "_FetchClock",
 ) -> int:
     """Re-fetch the cursor pass of a recorded range into ``writer``; return the pages read.
 
@@ -380,7 +393,9 @@ def _replay_range(
     return pages
 
 
-def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str, clock: "_FetchClock") -> SyncResult:
+def _replay(
+    client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str, clock: "_FetchClock"
+) -> SyncResult:
     """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays.
 
     A replay never removes a response from the lake: a response the old file held that the API no longer
@@ -391,14 +406,14 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
     """
     params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
-    committed = _committed_numbers(target)
+    committed = _committed_numbers(lake, target)
     with _raw_writer(lake, target) as file:
         writer = _RowGroups(file)
         pages, seen, kept = 0, set(), 0
         if recorded.pages:
             cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
             pages = _replay_range(client, params, recorded, writer, cursor_committed, seen, clock)
-        kept += _carry_over(target, "cursor", committed["cursor"] - seen, writer)
+        kept += _carry_over(lake, target, "cursor", committed["cursor"] - seen, writer)
         seen |= committed["cursor"]
         rows = writer.rows
         lookback_pages = 0
@@ -408,10 +423,12 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
             lookback_pages = _copy_pages(
                 client, _with_period(params, lookback), None, writer, progress, seen=fetched, skip=seen
             )[1]
-            kept += _carry_over(target, "lookback", committed["lookback"] - fetched - seen, writer)
+            kept += _carry_over(lake, target, "lookback", committed["lookback"] - fetched - seen, writer)
         writer.flush()
         if kept:
-            log.warning("replay of %s: %d committed rows no longer returned by the API kept", recorded.partition_key, kept)
+            log.warning(
+                "replay of %s: %d committed rows no longer returned by the API kept", recorded.partition_key, kept
+            )
         manifest = dataclasses.replace(
             recorded,
             mode="replay" if recorded.mode != "skipped" else "skipped",
@@ -421,7 +438,9 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
             lookback_pages=lookback_pages,
             lookback_rows=writer.rows - rows,
             kept_rows=kept,
-            reason=recorded.reason if recorded.mode == "skipped" else f"replay of the range recorded by run {recorded.run_id}",
+            reason=recorded.reason
+            if recorded.mode == "skipped"
+            else f"replay of the range recorded by run {recorded.run_id}",
         )
         file.set_metadata(manifest.footer())
         with lake.commit_lock():
@@ -431,7 +450,7 @@ def _replay(client, lake: Lake, recorded: SyncManifest, target: Path, head, run_
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
 
 
-def _committed_numbers(path: Path) -> dict[str, set[int]]:
+def _committed_numbers(lake: Lake, path: Path) -> dict[str, set[int]]:
     """number_customergauge of a committed raw file's rows, per sync pass (two small columns read); none
     when the file is gone (one its manifest says was empty: ``_refuse_to_lose_rows``).
 
@@ -440,10 +459,10 @@ def _committed_numbers(path: Path) -> dict[str, set[int]]:
             rewrote the file); names the file and the fix.
     """
     found: dict[str, set[int]] = {"cursor": set(), "lookback": set()}
-    if not path.exists():
+    if not lake.exists(path):
         return found
     try:
-        table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
+        table = lake.read_table(path, columns=["number_customergauge", "sync_pass"])
     except (OSError, pa.ArrowException) as exc:
         raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {UNREADABLE_FIX}") from None
     numbers = table.column("number_customergauge").to_pylist()
@@ -458,11 +477,11 @@ def _committed_numbers(path: Path) -> dict[str, set[int]]:
     return found
 
 
-def _carry_over(path: Path, sync_pass: str, numbers: set[int], writer) -> int:
+def _carry_over(lake: Lake, path: Path, sync_pass: str, numbers: set[int], writer) -> int:
     """Copy the committed rows of ``sync_pass`` whose number is in ``numbers`` from ``path``; return the count."""
     if not numbers:
         return 0
-    rows = pq.read_table(
+    rows = lake.read_table(
         path,
         filters=[("sync_pass", "=", sync_pass), ("number_customergauge", "in", sorted(numbers))],
         schema=TABLES[RAW_TABLE].arrow_schema,
@@ -471,7 +490,9 @@ def _carry_over(path: Path, sync_pass: str, numbers: set[int], writer) -> int:
     return rows.num_rows
 
 
-def _skip(lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partition_key: str, run_id: str) -> SyncResult:
+def _skip(
+    lake: Lake, params: SyncParams, target: Path, head: HeadCursor, partition_key: str, run_id: str
+) -> SyncResult:
     """Write an empty, schema-valid file for a never-synced partition older than the head's partition."""
     manifest = SyncManifest(
         mode="skipped",
@@ -547,8 +568,12 @@ class _Progress:
             self._logged = now
             log.info(
                 "partition %s, %s pass: %d pages, %d records so far, %.0f records/s, cursor %s",
-                self.partition_key, self.sync_pass, self.pages, self.records,
-                self.records / (now - self._start), cursor,
+                self.partition_key,
+                self.sync_pass,
+                self.pages,
+                self.records,
+                self.records / (now - self._start),
+                cursor,
             )
 
 

@@ -9,15 +9,17 @@ commit and the flattening, a raw file rewritten or restored since), ``stale_part
 current tables' update flattens it again first (assets.py), so no raw partition is left out of ``current``.
 """
 
+import collections
 import contextlib
 import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, FlattenStats, flatten_raw
 from cg_dagster.lib.lake import Lake, LakeError, partition_key_of, read_parquet_metadata
@@ -25,6 +27,7 @@ from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import RAW_TABLE
 
 RAW_BATCH_ROWS = 2_500  # 5,000: 35 MB more at the peak, no faster; 1,000: 50% slower
+FLATTEN_THREADS = 2  # batches flattened at once (pyarrow.json, Arrow compute and Parquet release the GIL)
 RAW_COLUMNS = ("record_json", "fetched_at")
 """The raw columns ``flatten_raw`` reads; the others are not read from the file."""
 DICTIONARY_COLUMNS = frozenset(
@@ -110,11 +113,12 @@ class FlattenedPartition:
 def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = "UTC") -> FlattenedPartition:
     """Write ``<table>/<partition>.parquet`` for the five flat tables from ``raw_responses/<partition>.parquet``.
 
-    Memory holds one batch of RAW_BATCH_ROWS raw rows (RAW_COLUMNS only) and its flat rows at a time, plus
-    ``KeyFacts``' 16 bytes per response. The raw file is read without pre-buffering (pyarrow's pre-buffer keeps
-    every row group's column chunks read so far until the reader ends: memory grows with the file), and freed
-    memory goes back to the system before the first batch and after each (``_free_unused_memory``). Every
-    file has exactly its table's declared schema, even when empty.
+    FLATTEN_THREADS batches of RAW_BATCH_ROWS raw rows (RAW_COLUMNS only) are flattened at once, in threads,
+    while the flat rows of the batch before them are written in file order, so memory holds FLATTEN_THREADS
+    batches and their flat rows, plus ``KeyFacts``' 16 bytes per response. The raw file is read without
+    pre-buffering (pyarrow's pre-buffer keeps every row group's column chunks read so far until the reader ends:
+    memory grows with the file), and freed memory goes back to the system before the first batch and after each
+    (``_free_unused_memory``). Every file has exactly its table's declared schema, even when empty.
 
     Never replaces a ``responses`` file with one of fewer rows unless the raw file's manifest records a
     ``full_refresh`` (a replay keeps every committed row, so fewer rows mean a raw file emptied or cut by hand).
@@ -128,10 +132,10 @@ def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = 
     """
     raw_path = lake.partition_path(RAW_TABLE, partition_key)
     read_parquet_metadata(raw_path)  # a clear LakeError for a damaged file
-    raw = pq.ParquetFile(raw_path, pre_buffer=False)
+    raw = lake.parquet_file(raw_path, pre_buffer=False)
     _free_unused_memory()  # what the sync step freed
     responses = lake.partition_path("responses", partition_key)
-    before = read_parquet_metadata(responses).num_rows if responses.exists() else 0
+    before = read_parquet_metadata(responses).num_rows if lake.exists(responses) else 0
     stats, facts = FlattenStats(), KeyFacts()
     with contextlib.ExitStack() as stack:
         writers = {
@@ -144,11 +148,14 @@ def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = 
             )
             for name in FLAT_TABLE_NAMES
         }
-        for batch in raw.iter_batches(batch_size=RAW_BATCH_ROWS, columns=list(RAW_COLUMNS)):
+        pool = ThreadPoolExecutor(FLATTEN_THREADS, thread_name_prefix="flatten")
+        stack.callback(pool.shutdown, cancel_futures=True)  # on an error, batches not started are dropped
+        batches = raw.iter_batches(batch_size=RAW_BATCH_ROWS, columns=list(RAW_COLUMNS))
+        for count, future in _in_flight(pool, batches, system_timezone):
             try:
-                flat = flatten_raw(batch, system_timezone=system_timezone)
+                flat = future.result()
             except FlattenError as error:
-                rows = f"rows {stats.records}..{stats.records + batch.num_rows - 1}"
+                rows = f"rows {stats.records}..{stats.records + count - 1}"
                 raise FlattenError(f"{RAW_TABLE} file {raw_path.name}, {rows}: {error}") from None
             stats.merge(flat.stats)
             facts.add(flat.tables)
@@ -174,17 +181,31 @@ def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = 
     )
 
 
+def _in_flight(
+    pool: ThreadPoolExecutor, batches: Iterable[pa.RecordBatch], system_timezone: str
+) -> Iterator[tuple[int, Future]]:
+    """``(rows of the batch, future of its FlatTables)`` for each batch, in order: each batch is handed to
+    ``pool`` as soon as fewer than FLATTEN_THREADS are being flattened, so the caller writes one batch while
+    the next are flattened."""
+    pending = collections.deque()
+    for batch in batches:
+        pending.append((batch.num_rows, pool.submit(flatten_raw, batch, system_timezone=system_timezone)))
+        if len(pending) == FLATTEN_THREADS:
+            yield pending.popleft()
+    yield from pending
+
+
 def stale_partitions(lake: Lake) -> list[str]:
     """Keys of the partitions whose raw file is newer than one of its five flattened files, or lacks one
     (modification times: a flattening writes its files after reading the raw file). Costs six ``stat`` calls
     per partition, no read."""
     stale = []
-    for raw in lake.partition_files(RAW_TABLE):
-        raw_time = raw.stat().st_mtime_ns
+    listed = {name: lake.stats(lake.table_dir(name)) for name in (RAW_TABLE, *FLAT_TABLE_NAMES)}  # one listing each
+    for raw_name, raw in sorted(listed[RAW_TABLE].items()):
         for name in FLAT_TABLE_NAMES:
-            flat = lake.table_dir(name) / raw.name
-            if not flat.exists() or flat.stat().st_mtime_ns < raw_time:
-                stale.append(partition_key_of(raw.stem))
+            flat = listed[name].get(raw_name)
+            if flat is None or flat.mtime_ns < raw.mtime_ns:
+                stale.append(partition_key_of(raw_name.removesuffix(".parquet")))
                 break
     return stale
 

@@ -1,0 +1,362 @@
+"""The lake on object storage (issue 9, items 1 and 2): the same runs on a local lake and on ``s3://`` (moto
+server on loopback), commits by conditional writes, the lease by an object with an expiry."""
+
+import collections
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cg_dagster.lib.client import CustomerGaugeClient, SyncParams
+from cg_dagster.lib.current import CURRENT_TABLES, update_current
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
+from cg_dagster.lib.lake import CursorConflictError, HeadCursor, Lake, LakeError
+from cg_dagster.lib.lease import ObjectLease
+from cg_dagster.lib.storage import PreconditionFailed
+from cg_dagster.lib.sync import sync_partition
+from cg_dagster.sandbox import SandboxFaults
+from cg_dagster_tests._fixtures_runs import (
+    NO_LOOKBACK,
+    PROJECT,
+    cli_env,
+    dagster_home,
+    numbers,
+    raw_metadata,
+    raw_numbers,
+    responses_statuses,
+    run,
+    start_materialize,
+)
+from cg_dagster_tests._fixtures_s3 import DUMMY_CREDENTIALS, lake_root, s3_root, s3_server  # noqa: F401 (fixtures)
+from cg_dagster_tests._fixtures_sandbox import (
+    SANDBOX_ID,
+    SANDBOX_SECRET,
+    assert_current_matches_sandbox,
+    make_resources,
+    read_current,
+)
+from cg_dagster_tests._fixtures_sync import PausingClient
+
+P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
+CLI_TIMEOUT = 90
+pytestmark = pytest.mark.slow
+
+
+def assert_exactly_once(lake: Lake, sandbox, resent=()) -> None:
+    """Every sandbox response in exactly one cursor-pass row of the raw partitions (read through the lake)."""
+    found = []
+    for path in lake.partition_files("raw_responses"):
+        table = lake.read_table(path, columns=["number_customergauge", "sync_pass"]).to_pylist()
+        found += [row["number_customergauge"] for row in table if row["sync_pass"] == "cursor"]
+    got, want = collections.Counter(found), collections.Counter(numbers(sandbox.records()) + list(resent))
+    assert got == want, {"missing": want - got, "extra": got - want}
+
+
+def assert_complete_files(lake: Lake) -> None:
+    """Every table folder holds complete Parquet files only (a readable footer each) and ``_tmp/`` nothing."""
+    for table in ("raw_responses", *FLAT_TABLE_NAMES):
+        for path in lake.partition_files(table):
+            lake.parquet_file(path).metadata  # noqa: B018 - raises on a partial file
+    for name in CURRENT_TABLES:
+        assert lake.files(lake.current_path(name)), name
+    assert lake.files(lake.root / "_tmp", "") == []
+
+
+def client_for(sandbox) -> CustomerGaugeClient:
+    return CustomerGaugeClient(
+        client_id=SANDBOX_ID, client_secret=SANDBOX_SECRET, api_base_url=sandbox.base_url,
+        auth_base_url=sandbox.base_url, backoff_factor=0.01,
+    )  # fmt: skip
+
+
+# ---- the storage layer -------------------------------------------------------------------------------------
+
+
+def test_moto_honours_the_s3_preconditions_the_commit_and_lease_rest_on(s3_root):
+    lake = Lake(s3_root)
+    storage, path = lake.storage, lake.root / "_state" / "probe.json"
+    first = storage.put_if(path, b"1", None)  # If-None-Match: *
+    with pytest.raises(PreconditionFailed):
+        storage.put_if(path, b"2", None)
+    second = storage.put_if(path, b"3", first)  # If-Match
+    with pytest.raises(PreconditionFailed):
+        storage.put_if(path, b"4", first)  # stale ETag
+    assert storage.read_versioned(path) == (b"3", second)
+    with pytest.raises(PreconditionFailed):
+        storage.delete_if(path, first)
+    storage.delete_if(path, second)
+    assert storage.read_versioned(path) is None
+    with pytest.raises(PreconditionFailed):
+        storage.put_if(path, b"5", second)  # If-Match on a deleted object
+
+
+def test_the_root_chooses_the_storage_and_shows_no_secret(s3_root, tmp_path):
+    lake = Lake(s3_root)
+    assert repr(lake) == f"Lake({s3_root!r})" and str(lake.partition_path("responses", P1)).startswith(s3_root + "/")
+    assert DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in repr(lake) + repr(vars(lake.storage))
+    assert not Lake(tmp_path).storage.remote and Lake(tmp_path).root == tmp_path
+    with pytest.raises(LakeError, match=r"needs the Python package 'adlfs' .*pip install adlfs"):
+        Lake("abfs://container/lake")
+    with pytest.raises(LakeError, match=r"ftp:// is not a supported store; set CG_LAKE_ROOT"):
+        Lake("ftp://host/lake")
+    with pytest.raises(LakeError, match=r"not writable .*set CG_LAKE_ROOT to a bucket and prefix these credentials"):
+        Lake("s3://no-such-bucket-cg/lake").ensure_writable()
+
+
+def test_an_aborted_write_leaves_no_object_and_a_committed_one_appears_whole(s3_root):
+    lake = Lake(s3_root)
+    target = lake.partition_path("responses", P1)
+    table = pa.table({"number_customergauge": pa.array(range(20_000), pa.int64())})
+    with lake.parquet_writer(target, table.schema) as writer:
+        writer.write(table)  # no commit: an exception in the block, say
+    assert not lake.exists(target)
+    lake.write_table(target, table)
+    assert lake.read_table(target).equals(table)
+
+
+# ---- commits by conditional writes ---------------------------------------------------------------------------
+
+
+def test_of_two_commits_from_the_same_head_the_second_fails_with_cursor_conflict(s3_root):
+    first, second = Lake(s3_root), Lake(s3_root)
+    assert first.read_head() is None and second.read_head() is None
+    first.write_head(HeadCursor(cursor=10, partition_key=P1, run_id="a", committed_at="2026-11-01T10:05:00+00:00"))
+    with pytest.raises(CursorConflictError, match="written by another sync after this run read it"):
+        second.write_head(HeadCursor(cursor=11, partition_key=P1, run_id="b", committed_at="2026-11-01T10:05:01+00:00"))
+    assert Lake(s3_root).read_head().run_id == "a"
+    head = second.read_head()  # read again: now it may write, If-Match that head
+    second.write_head(HeadCursor(cursor=12, partition_key=P2, run_id="b", committed_at="2026-11-01T11:05:00+00:00"))
+    with pytest.raises(CursorConflictError):
+        first.write_head(head)  # first's ETag is of its own write, which second replaced
+    assert Lake(s3_root).read_head().cursor == 12
+
+
+def test_two_syncs_racing_to_commit_one_wins_the_other_fails_clean(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        appended = numbers(sandbox.append_records(40))
+        paged, resume, outcome = threading.Event(), threading.Event(), {}
+        client = PausingClient(
+            paged=paged, resume=resume, client_id=SANDBOX_ID, client_secret=SANDBOX_SECRET,
+            api_base_url=sandbox.base_url, auth_base_url=sandbox.base_url, backoff_factor=0.01,
+        )  # fmt: skip
+
+        def slow_sync():
+            try:
+                sync_partition(client, SyncParams(per_page=20), Lake(lake_root), partition_key=P2, run_id="slow-P2")
+            except Exception as exc:  # noqa: BLE001 - the assertion below names what was expected
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=slow_sync)
+        thread.start()
+        assert paged.wait(30)
+        run(instance, resources, P3)  # commits while the P2 sync is between its pages
+        head_p3 = lake.read_head()
+        resume.set()
+        thread.join(30)
+        client.close()
+    assert isinstance(outcome.get("error"), CursorConflictError), outcome
+    assert lake.read_head() == head_p3 and head_p3.partition_key == P3 and head_p3.cursor == sandbox.last_cursor
+    assert not lake.exists(lake.partition_path("raw_responses", P2))
+    assert not lake.exists(lake.manifest_path(lake.partition_path("raw_responses", P2)))
+    assert raw_numbers(lake, P3) == appended
+    assert_exactly_once(lake, sandbox)
+    assert_complete_files(lake)
+    assert_current_matches_sandbox(lake, sandbox)
+
+
+def test_a_crash_between_data_and_head_is_recovered_by_the_next_sync(sandbox, lake_root, monkeypatch):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        committed = lake.read_head()
+        appended = numbers(sandbox.append_records(30))
+
+        def crash(self, head):
+            raise KeyboardInterrupt("killed between the data and the head")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Lake, "write_head", crash)
+            with pytest.raises(KeyboardInterrupt):
+                sync_partition(
+                    client_for(sandbox), SyncParams(per_page=100), Lake(lake_root), partition_key=P2, run_id="x"
+                )
+        assert lake.read_head() == committed  # the data and manifest landed, the head did not
+        assert lake.read_manifest(lake.partition_path("raw_responses", P2)).cursor_end == sandbox.last_cursor
+        sandbox.reset_log()
+        meta = raw_metadata(run(instance, resources, P3))
+    assert (
+        lake.read_head().cursor == sandbox.last_cursor and meta["dagster/row_count"] == 0
+    )  # rolled forward, not fetched again
+    assert raw_numbers(lake, P2) == appended
+    assert_exactly_once(lake, sandbox)
+    assert_current_matches_sandbox(lake, sandbox)
+
+
+def test_a_replay_of_a_raw_file_another_tool_rewrote_loses_nothing(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
+    raw = lake.partition_path("raw_responses", P1)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        rewritten = lake.read_table(raw).replace_schema_metadata(None)  # a tool drops the footer's manifest
+        where, filesystem = lake.storage.arrow(raw)
+        pq.write_table(rewritten, where, filesystem=filesystem)
+        assert lake.read_manifest(raw).mode == "sync"  # from the sidecar in _state/manifests/
+        meta = raw_metadata(run(instance, resources, P1))
+    assert meta["sync_mode"] == "replay" and meta["kept_rows"] == 0
+    assert raw_numbers(lake, P1) == numbers(sandbox.records())
+    assert lake.read_head().partition_key == P1
+    assert_exactly_once(lake, sandbox)
+    assert_current_matches_sandbox(lake, sandbox)
+
+
+# ---- the lease -------------------------------------------------------------------------------------------------
+
+
+def test_an_object_lease_is_exclusive_renewed_released_only_by_its_holder_and_taken_over_after_expiry(s3_root):
+    lake = Lake(s3_root)
+    lake.ensure_writable()
+    path = lake.root / "_state" / "sync.lease"
+    holder = ObjectLease("sync", path, lake.storage, ttl_seconds=3)
+    assert holder.try_acquire({"run_id": "a"})
+    first = holder.holder()["expires"]
+    assert not ObjectLease("sync", path, lake.storage, ttl_seconds=3).try_acquire({"run_id": "b"})
+    deadline = time.monotonic() + 10
+    while holder.holder()["expires"] == first:  # the heartbeat (every ttl / 3) pushes the expiry on
+        assert time.monotonic() < deadline, "the lease was not renewed"
+        time.sleep(0.1)
+    holder.release()
+    assert holder.holder() is None
+
+    # A holder that died: its record stays with a past expiry, and the next taker replaces it If-Match.
+    lake.storage.put_if(path, b'{"run_id": "dead", "expires": 1}', None)
+    taker = ObjectLease("sync", path, lake.storage, ttl_seconds=3)
+    assert taker.try_acquire({"run_id": "c"}) and taker.holder()["run_id"] == "c"
+    # Another job took it over while this one stalled: release leaves the new holder's record.
+    lake.storage.put_if(path, b'{"run_id": "d", "expires": 9e9}', lake.storage.read_versioned(path)[1])
+    taker.release()
+    assert taker.holder()["run_id"] == "d"
+
+
+def test_a_run_killed_mid_sync_is_followed_by_a_new_one_that_takes_the_lease(
+    sandbox, lake_root, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("CG_LEASE_TTL_SECONDS", "3")
+    lake = Lake(lake_root)
+    sandbox.faults = SandboxFaults(latency=0.2)
+    home = dagster_home(tmp_path)
+    process = start_materialize(cli_env(sandbox, lake, home, per_page=50), P1)
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT
+        while responses_statuses(sandbox).count(200) < 2:
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the subprocess served no pages in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=CLI_TIMEOUT)
+    assert lake.read_head() is None and not lake.exists(lake.partition_path("raw_responses", P1))
+    assert lake.lease("sync").holder()["run_id"]  # the killed run's record is still there
+    sandbox.faults = SandboxFaults()
+    with caplog.at_level(logging.WARNING, logger="cg_dagster.lease"), dg.instance_for_test() as instance:
+        meta = raw_metadata(run(instance, make_resources(sandbox, lake_root), P1))
+    assert meta["sync_mode"] == "sync" and meta["dagster/row_count"] == len(sandbox.records())
+    took_over = [r for r in caplog.records if "took over the sync lease" in r.getMessage()]
+    assert len(took_over) == (1 if lake.storage.remote else 0)  # a local flock died with its process
+    assert lake.lease("sync").holder() is None or not lake.storage.remote
+    assert_exactly_once(lake, sandbox)
+    lake.sweep_tmp(older_than_seconds=0)  # the killed run's temporary file on a local lake (swept a day later)
+    assert_complete_files(lake)
+    assert_current_matches_sandbox(lake, sandbox)
+
+
+# ---- tables, quarantine, the README's query ------------------------------------------------------------------
+
+
+def test_full_and_incremental_sync_exactly_once_with_the_readme_duckdb_query(sandbox, lake_root, caplog):
+    resources = make_resources(sandbox, lake_root)
+    lake = Lake(lake_root)
+    with caplog.at_level(logging.DEBUG), dg.instance_for_test() as instance:
+        first = run(instance, resources, P1)
+        appended = numbers(sandbox.append_records(37))
+        sandbox.reset_log()
+        second = raw_metadata(run(instance, resources, P2))
+        uris = [e.materialization.metadata["dagster/uri"].value for e in first.get_asset_materialization_events()]
+    assert second["sync_mode"] == "sync" and second["dagster/row_count"] == 37 and raw_numbers(lake, P2) == appended
+    assert all(uri.startswith(lake_root) if lake.storage.remote else uri.startswith("file://") for uri in uris)
+    assert_exactly_once(lake, sandbox)
+    assert_complete_files(lake)
+    assert_current_matches_sandbox(lake, sandbox)
+    assert DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in caplog.text + "".join(uris)
+
+    con = duckdb.connect()
+    if lake.storage.remote:  # README: DuckDB reads s3:// through the fsspec filesystem registered on it
+        import fsspec
+
+        con.register_filesystem(fsspec.filesystem("s3"))
+    responses = f"read_parquet('{lake_root}/current/responses/*.parquet', union_by_name = true)"
+    got = con.sql(f"select nps, count(*) from {responses} group by nps order by nps").fetchall()
+    want = collections.Counter(record.get("nps") for record in sandbox.records())
+    assert dict(got) == dict(want)
+
+
+def test_flattened_and_current_tables_are_equal_on_a_local_and_an_s3_lake(sandbox, tmp_path, s3_root):
+    lakes = {"local": Lake(tmp_path / "lake"), "s3": Lake(s3_root)}
+    for lake in lakes.values():
+        sandbox.reset_log()
+        with dg.instance_for_test() as instance:
+            run(instance, make_resources(sandbox, lake.root if not lake.storage.remote else s3_root), P1)
+    for table in FLAT_TABLE_NAMES:
+        local, remote = (
+            lake.read_table(lake.partition_path(table, P1)).drop_columns(["fetched_at"]) for lake in lakes.values()
+        )
+        assert local.equals(remote), table
+    assert read_current(lakes["local"]) == read_current(lakes["s3"])
+
+
+def test_a_quarantined_partition_stays_out_of_the_current_tables_until_released(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P1)
+        appended = numbers(sandbox.append_records(20))
+        run(instance, resources, P2)
+    lake.quarantine(P2, "responses_nps_in_range", {"out_of_range": 1})
+    assert lake.quarantined() == {"2026-11-01-1100": ["responses_nps_in_range"]}
+    assert update_current(lake).mode == "rebuild"
+    current = {row["number_customergauge"] for row in read_current(lake)["responses"]}
+    assert current.isdisjoint(appended) and len(current) == len(sandbox.records()) - 20
+    lake.release(P2, "responses_nps_in_range")
+    assert lake.quarantined() == {}
+    assert update_current(lake).mode == "merge"
+    assert_current_matches_sandbox(lake, sandbox)
+
+
+def test_the_group_materializes_with_cg_lake_root_on_s3(sandbox, s3_root, tmp_path):
+    """``dagster asset materialize`` of the whole group, as an operator runs it, with CG_LAKE_ROOT=s3://..."""
+    lake = Lake(s3_root)
+    env = cli_env(sandbox, lake, dagster_home(tmp_path), per_page=100)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cg_dagster.definitions",
+        "--select", "group:customergauge", "--partition", P1, "--config-json", json.dumps(NO_LOOKBACK),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in done.stdout + done.stderr
+    assert lake.read_head().partition_key == P1
+    assert_exactly_once(lake, sandbox)
+    assert_current_matches_sandbox(lake, sandbox)
