@@ -13,13 +13,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
+from cg_dagster.customergauge.keys import RAW_OP, raw_run_config
 from cg_dagster.lib.lake import Lake
 from cg_dagster.sandbox import SandboxServer
-from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET
+from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox
 
 ASSETS = [raw_responses, flattened_tables, current_tables]
-RAW_OP = "customergauge__raw_responses"
-NO_LOOKBACK = {"ops": {RAW_OP: {"config": {"lookback_hour": -1}}}}
+NO_LOOKBACK = raw_run_config(lookback_hour=-1)
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +52,7 @@ def numbers(records: list[dict]) -> list[int]:
 
 def raw_numbers(lake: Lake, partition: str, sync_pass: str = "cursor") -> list[int]:
     """number_customergauge of one raw partition file's rows of ``sync_pass``, in file order."""
-    table = pq.read_table(lake.partition_path("raw_responses", partition))
+    table = lake.read_table(lake.partition_path("raw_responses", partition))
     return table.filter(pc.equal(table.column("sync_pass"), sync_pass)).column("number_customergauge").to_pylist()
 
 
@@ -60,7 +60,7 @@ def cursor_pass_numbers(lake: Lake) -> list[int]:
     """number_customergauge of every cursor-pass row in the union of raw partitions."""
     found = []
     for path in lake.partition_files("raw_responses"):
-        table = pq.read_table(path, columns=["number_customergauge", "sync_pass"])
+        table = lake.read_table(path, columns=["number_customergauge", "sync_pass"])
         found += table.filter(pc.equal(table.column("sync_pass"), "cursor")).column("number_customergauge").to_pylist()
     return found
 
@@ -90,8 +90,6 @@ def assert_only_complete_files(lake: Lake, tmp_leftovers: tuple[str, ...] = ()) 
 def assert_lake_correct(lake: Lake, sandbox: SandboxServer) -> None:
     """The end-of-case checks of the fault suite: every response exactly once in the cursor-pass rows, only
     complete files in the table folders and nothing in ``_tmp/``, current tables equal to the sandbox's."""
-    from cg_dagster_tests.conftest import assert_current_matches_sandbox
-
     assert_exactly_once(lake, sandbox)
     assert_only_complete_files(lake)
     assert_current_matches_sandbox(lake, sandbox)
@@ -126,10 +124,7 @@ def cli_env(sandbox: SandboxServer, lake: Lake, home: Path, per_page: int) -> di
     """Environment of a `dagster` subprocess pointed at ``sandbox`` and ``lake``."""
     return dict(
         os.environ,
-        CUSTOMERGAUGE_CLIENT_ID=SANDBOX_ID,
-        CUSTOMERGAUGE_CLIENT_SECRET=SANDBOX_SECRET,
-        CUSTOMERGAUGE_API_BASE_URL=sandbox.base_url,
-        CUSTOMERGAUGE_AUTH_BASE_URL=sandbox.base_url,
+        **sandbox.project_env(),
         CUSTOMERGAUGE_PER_PAGE=str(per_page),
         CG_LAKE_ROOT=str(lake.root),
         DAGSTER_HOME=str(home),

@@ -10,15 +10,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, raw_run_config
 from cg_dagster.customergauge.schedules import hourly_sync_schedule
 from cg_dagster.definitions import defs
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster_tests._fixtures_runs import NO_LOOKBACK, PROJECT, cli_env, dagster_home, raw_metadata, run
-from cg_dagster_tests.conftest import SANDBOX_SECRET, assert_current_matches_sandbox, make_resources
+from cg_dagster_tests._fixtures_runs import (
+    NO_LOOKBACK,
+    PROJECT,
+    cli_env,
+    dagster_home,
+    raw_metadata,
+    run,
+    sent_cursors,
+)
+from cg_dagster_tests._fixtures_sandbox import SANDBOX_SECRET, assert_current_matches_sandbox, make_resources
 
-P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
+pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --fast skips them)
+
+P1, P2, P3, P4 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00", "2026-11-01-13:00"
 
 
 def raw_numbers(lake: Lake, partition: str) -> list[int]:
@@ -66,7 +76,9 @@ def test_flattened_tables_have_one_row_per_response_and_declared_schemas(sandbox
     with dg.instance_for_test() as instance:
         result = run(instance, make_resources(sandbox, lake.root), P1)
     responses = pq.read_table(lake.partition_path("responses", P1))
-    assert responses.column("number_customergauge").to_pylist() == [r["number_customergauge"] for r in sandbox.records()]
+    assert responses.column("number_customergauge").to_pylist() == [
+        r["number_customergauge"] for r in sandbox.records()
+    ]
     expected_drivers = sum(
         max(1, len(d.get("secondary") or [])) for r in sandbox.records() for d in (r.get("selected_drivers") or [])
     )
@@ -131,6 +143,24 @@ def test_full_refresh_loads_from_the_beginning(sandbox, tmp_path):
     assert meta["cursor_start"] is None and meta["dagster/row_count"] == 350
 
 
+def test_full_refresh_into_an_older_partition_never_moves_the_head_backwards(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    full = raw_run_config(lookback_hour=-1, full_refresh=True)
+    with dg.instance_for_test() as instance:
+        run(instance, resources, P2)
+        sandbox.append_records(10)
+        run(instance, resources, P3)
+        sandbox.append_records(10)
+        run(instance, resources, P1, run_config=full)  # operator: full refresh from the selected partition
+        after_refresh = lake.read_head().cursor
+        assert after_refresh == sandbox.last_cursor
+        sandbox.reset_log()
+        run(instance, resources, P4)  # nothing new upstream
+    assert sent_cursors(sandbox)[0] == str(after_refresh), "the next sync resumed from an older cursor"
+    assert raw_numbers(lake, P4) == [], "responses fetched by the full refresh were fetched again"
+
+
 def test_lookback_hour_rereads_the_trailing_window(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
@@ -147,7 +177,9 @@ def test_lookback_hour_rereads_the_trailing_window(sandbox, tmp_path):
     assert meta["lookback"] == {"field": "date_survey_response", "start": "2026-10-22", "end": "2026-11-01"}
     assert meta["lookback_rows"] == len(window) > 0
     table = pq.read_table(lake.partition_path("raw_responses", P2))
-    assert sorted(table.filter(pq_filter(table, "lookback")).column("number_customergauge").to_pylist()) == sorted(window)
+    assert sorted(table.filter(pq_filter(table, "lookback")).column("number_customergauge").to_pylist()) == sorted(
+        window
+    )
     periods = {dict(e.query).get("period[start]") for e in sandbox.requests_log if e.path.endswith("/responses")}
     assert periods == {None, "2026-10-22"}
 
@@ -171,7 +203,9 @@ def test_bad_settings_fail_before_any_request_and_write_nothing(sandbox, tmp_pat
 
 
 def test_schedule_tick_requests_the_last_complete_hour():
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.timezone.utc))
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.timezone.utc)
+    )
     schedule = defs.resolve_schedule_def(hourly_sync_schedule.name)
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-29-09:00"

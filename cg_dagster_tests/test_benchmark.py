@@ -28,8 +28,10 @@ def _benchmark_module():
 def test_arrow_floor_matches_the_product_on_the_columns_it_fills():
     bench = _benchmark_module()
     records = [{key: value for key, value in record.items() if key != "_pos"} for record in generate_records(7, 1200)]
-    pages = [(None, orjson.dumps({"data": records[:700], "cursor": {"next": 5}})),
-             (5, orjson.dumps({"data": records[700:], "cursor": {"next": 9}}))]
+    pages = [
+        (None, orjson.dumps({"data": records[:700], "cursor": {"next": 5}})),
+        (5, orjson.dumps({"data": records[700:], "cursor": {"next": 9}})),
+    ]
     page_schema, raw_schema = bench.floor_schemas()
     expected = flatten_records(records, fetched_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)).tables
     schemas = {name: table.schema for name, table in expected.items()} | {"raw_pages": raw_schema}
@@ -40,11 +42,14 @@ def test_arrow_floor_matches_the_product_on_the_columns_it_fills():
     assert floor["raw_pages"].column("cursor_sent").to_pylist() == [None, 5]
     for name, table in expected.items():
         assert floor[name].schema == table.schema, name
-        filled = [column for column in table.column_names
-                  if column not in bench.FLOOR_NULL_COLUMNS and column != "fetched_at"]
+        filled = [
+            column for column in table.column_names if column not in bench.FLOOR_NULL_COLUMNS and column != "fetched_at"
+        ]
         in_key_order = [(column, "ascending") for column in TABLES[name].key]  # the floor's row order may differ
-        assert (floor[name].sort_by(in_key_order).select(filled).to_pylist()
-                == table.sort_by(in_key_order).select(filled).to_pylist()), name
+        assert (
+            floor[name].sort_by(in_key_order).select(filled).to_pylist()
+            == table.sort_by(in_key_order).select(filled).to_pylist()
+        ), name
         for column in set(table.column_names) & bench.FLOOR_NULL_COLUMNS:
             assert floor[name].column(column).null_count == floor[name].num_rows, (name, column)
 
@@ -52,8 +57,13 @@ def test_arrow_floor_matches_the_product_on_the_columns_it_fills():
 @pytest.mark.slow
 def test_quick_benchmark_reports_every_case(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
 

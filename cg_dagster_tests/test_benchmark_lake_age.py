@@ -37,8 +37,14 @@ def test_synthetic_partitions_have_the_contract_schemas_and_resend_the_responses
 @pytest.mark.slow
 def test_lake_age_only_quick_reports_each_age_and_the_two_targets(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "scripts/benchmark.py", "--lake-age-only", "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--lake-age-only", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
 

@@ -93,7 +93,9 @@ def test_checks_across_batches_equal_the_checks_of_the_whole_files(tmp_path, mon
     assert _from_checks(lake, done) == expected
     stray = seen[3]["number_customergauge"][0].as_py() + 1
     assert expected["response_tags"] == [stray]
-    assert expected["duplicated_examples"] == sorted([records[5]["number_customergauge"], records[100]["number_customergauge"]])
+    assert expected["duplicated_examples"] == sorted(
+        [records[5]["number_customergauge"], records[100]["number_customergauge"]]
+    )
     assert (expected["duplicated_within_one_fetch"], expected["out_of_range"]) == (1, 1)
     assert expected["response_drivers"] == expected["response_questions"] == expected["response_properties"] == []
 

@@ -18,7 +18,7 @@ from cg_dagster.lib.lake import Lake, LakeError
 from cg_dagster.lib.schemas import TABLES, Column
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition
-from cg_dagster_tests.conftest import expected_current, make_resources, read_current
+from cg_dagster_tests._fixtures_sandbox import expected_current, make_resources, read_current
 
 T1 = datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
 T2 = T1 + timedelta(hours=1)
@@ -51,8 +51,12 @@ def test_latest_fetch_wins_with_its_own_child_rows(tmp_path):
 def test_a_response_twice_in_one_fetch_is_never_mixed_and_an_older_clean_version_stays(tmp_path):
     # The exact input the breaker found: one page holding number 7 twice with different tags.
     lake = Lake(tmp_path / "lake")
-    write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": 7, "nps": 5, "tags": [tag("old")]},
-                                               {"number_customergauge": 8, "nps": 6}], T1)
+    write_partition(
+        lake,
+        "2026-11-01-10:00",
+        [{"number_customergauge": 7, "nps": 5, "tags": [tag("old")]}, {"number_customergauge": 8, "nps": 6}],
+        T1,
+    )
     twice = [
         {"number_customergauge": 7, "nps": 1, "tags": [tag("a")]},
         {"number_customergauge": 7, "nps": 9, "tags": [tag("b"), tag("c")]},
@@ -136,8 +140,12 @@ def test_the_same_fetch_in_two_partition_files_is_one_version_not_an_ambiguity(t
     # replay kept their fetched_at, so two files hold the same fetch. Counted across files it looked like
     # one page holding the response twice, and the response left current (305 -> 300).
     lake = Lake(tmp_path / "lake")
-    write_partition(lake, "2026-11-01-09:00", [{"number_customergauge": 8, "nps": 6},
-                                               {"number_customergauge": 7, "nps": 9, "tags": [tag("c")]}], T1)
+    write_partition(
+        lake,
+        "2026-11-01-09:00",
+        [{"number_customergauge": 8, "nps": 6}, {"number_customergauge": 7, "nps": 9, "tags": [tag("c")]}],
+        T1,
+    )
     write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": 7, "nps": 9, "tags": [tag("c")]}], T1)
     counts = build_current(lake)
     assert current(lake, "responses", "number_customergauge", "nps") == [(7, 9), (8, 6)]

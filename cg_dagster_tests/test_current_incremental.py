@@ -23,7 +23,7 @@ from cg_dagster.lib.current import (
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition
-from cg_dagster_tests.conftest import assert_current_matches_sandbox, make_resources
+from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
 from cg_dagster_tests.test_current import tag, write_partition
 
 WIDTH = 150  # ids per range in these tests: the sandbox's 350 records (ids 3000..4050) span 8 ranges
@@ -60,6 +60,7 @@ def sync(client, resource, lake: Lake, partition: str, lookback: Period | None =
     flatten_partition(lake, partition)
 
 
+@pytest.mark.slow
 def test_incremental_updates_equal_a_full_rebuild_through_updates_replays_lookback_quarantine_and_duplicates(
     sandbox, tmp_path
 ):
@@ -83,7 +84,13 @@ def test_incremental_updates_equal_a_full_rebuild_through_updates_replays_lookba
         update("incremental sync with updates")
         sandbox.update_record(numbers[5], {"nps": 1, "tags": []})  # changed in place: only a re-read sees it
         sandbox.anonymise_record(numbers[100])
-        sync(client, resource, lake, p[2], lookback=Period("date_survey_response", dt.date(2026, 8, 1), dt.date(2026, 11, 1)))
+        sync(
+            client,
+            resource,
+            lake,
+            p[2],
+            lookback=Period("date_survey_response", dt.date(2026, 8, 1), dt.date(2026, 11, 1)),
+        )
         update("lookback re-read")
         sandbox.update_record(numbers[-1], {"nps": 4})
         sync(client, resource, lake, p[1])  # replay of an applied partition: rows re-fetched
@@ -96,8 +103,10 @@ def test_incremental_updates_equal_a_full_rebuild_through_updates_replays_lookba
         sync(client, resource, lake, p[3])
         update("another sync")
     later = dt.datetime(2026, 11, 1, 23, tzinfo=dt.UTC)
-    twice = [{"number_customergauge": numbers[7], "nps": 2, "tags": [tag("a")]},
-             {"number_customergauge": numbers[7], "nps": 9, "tags": [tag("b")]}]  # one page holding it twice
+    twice = [
+        {"number_customergauge": numbers[7], "nps": 2, "tags": [tag("a")]},
+        {"number_customergauge": numbers[7], "nps": 9, "tags": [tag("b")]},
+    ]  # one page holding it twice
     write_partition(lake, p[4], twice, later)
     update("a response twice in one page")
     assert modes == ["full rebuild", "merge", "merge", "rebuild", "rebuild", "merge", "merge", "merge"]
@@ -105,6 +114,7 @@ def test_incremental_updates_equal_a_full_rebuild_through_updates_replays_lookba
     assert update_current(lake).mode == "unchanged"
 
 
+@pytest.mark.slow
 def test_a_merge_rewrites_only_the_ranges_the_new_partition_touches(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resource = make_resources(sandbox, lake.root)["customergauge"]
@@ -124,6 +134,7 @@ def test_a_merge_rewrites_only_the_ranges_the_new_partition_touches(sandbox, tmp
     assert_current_matches_sandbox(lake, sandbox)
 
 
+@pytest.mark.slow
 def test_an_update_that_died_before_its_record_is_redone_with_the_same_result(sandbox, tmp_path, monkeypatch):
     lake = Lake(tmp_path / "lake")
     resource = make_resources(sandbox, lake.root)["customergauge"]
@@ -146,6 +157,7 @@ def test_an_update_that_died_before_its_record_is_redone_with_the_same_result(sa
     assert_current_matches_sandbox(lake, sandbox)
 
 
+@pytest.mark.slow
 def test_range_files_changed_by_hand_or_an_old_layout_lead_to_a_full_rebuild(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resource = make_resources(sandbox, lake.root)["customergauge"]
@@ -169,13 +181,18 @@ def test_a_lake_without_responses_has_one_empty_file_per_table_that_a_glob_reads
     for name in CURRENT_TABLES:
         assert [path.name for path in lake.current_path(name).iterdir()] == ["0000000000000000000.parquet"]
         assert duckdb.sql(f"select count(*) from '{lake.current_path(name)}/*.parquet'").fetchall() == [(0,)]
-    write_partition(lake, "2026-11-01-11:00", [{"number_customergauge": 12_345, "nps": 7}],
-                    dt.datetime(2026, 11, 1, 11, 5, tzinfo=dt.UTC))
+    write_partition(
+        lake,
+        "2026-11-01-11:00",
+        [{"number_customergauge": 12_345, "nps": 7}],
+        dt.datetime(2026, 11, 1, 11, 5, tzinfo=dt.UTC),
+    )
     assert update_current(lake).mode == "merge"
     assert list(lake.current_path("response_tags").iterdir()) == [range_path(lake, "response_tags", 12_345 // WIDTH)]
     assert_same_as_full_rebuild(lake, tmp_path, "first response")
 
 
+@pytest.mark.slow
 def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resource = make_resources(sandbox, lake.root)["customergauge"]
@@ -185,8 +202,12 @@ def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
     state = (lake.root / "_state" / STATE_FILE).read_bytes()
     with dg.instance_for_test() as instance:
         for config, mode in (({}, "unchanged"), ({"full_rebuild": True}, "full rebuild")):
-            result = dg.materialize([current_tables], instance=instance, resources=make_resources(sandbox, lake.root),
-                                    run_config={"ops": {"current_tables": {"config": config}}})
+            result = dg.materialize(
+                [current_tables],
+                instance=instance,
+                resources=make_resources(sandbox, lake.root),
+                run_config={"ops": {"current_tables": {"config": config}}},
+            )
             [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == CURRENT_KEYS["responses"]]
             metadata = mat.materialization.metadata
             assert (metadata["update_mode"].value, metadata["dagster/row_count"].value) == (mode, 350)
@@ -199,8 +220,12 @@ def test_a_partition_file_without_parquet_statistics_is_merged_by_its_ids(tmp_pa
     fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
     write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": n, "nps": 1} for n in (10, 20, 30)], fetched)
     update_current(lake)
-    write_partition(lake, "2026-11-01-11:00", [{"number_customergauge": n, "nps": 2} for n in (5, 1_000)],
-                    fetched + dt.timedelta(hours=1))
+    write_partition(
+        lake,
+        "2026-11-01-11:00",
+        [{"number_customergauge": n, "nps": 2} for n in (5, 1_000)],
+        fetched + dt.timedelta(hours=1),
+    )
     path = lake.partition_path("responses", "2026-11-01-11:00")
     pq.write_table(pq.read_table(path), path, write_statistics=False)  # as some writers leave it
     update = update_current(lake)
@@ -211,6 +236,7 @@ def test_a_partition_file_without_parquet_statistics_is_merged_by_its_ids(tmp_pa
     assert_same_as_full_rebuild(lake, tmp_path, "no statistics")
 
 
+@pytest.mark.slow
 def test_another_range_width_rebuilds_everything_into_the_new_ranges(sandbox, tmp_path, monkeypatch):
     lake = Lake(tmp_path / "lake")
     resource = make_resources(sandbox, lake.root)["customergauge"]

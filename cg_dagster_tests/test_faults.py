@@ -20,14 +20,15 @@ import pytest
 from dagster._serdes import serialize_value
 
 from cg_dagster.customergauge.assets import RAW_KEY, current_tables
-from cg_dagster.lib.client import CustomerGaugeAPIError, CustomerGaugeClient, SyncParams
+from cg_dagster.lib.client import CustomerGaugeAPIError, SyncParams
 from cg_dagster.lib.lake import CursorConflictError, Lake
+from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults
 from cg_dagster_tests._fixtures_runs import (
-    assert_lake_correct,
     RAW_OP,
     assert_exactly_once,
+    assert_lake_correct,
     assert_only_complete_files,
     cli_env,
     dagster_home,
@@ -40,16 +41,18 @@ from cg_dagster_tests._fixtures_runs import (
     sent_cursors,
     start_materialize,
 )
-from cg_dagster_tests.conftest import (
+from cg_dagster_tests._fixtures_sandbox import (
     SANDBOX_ID,
     SANDBOX_SECRET,
     assert_current_matches_sandbox,
     make_resources,
     read_current,
 )
+from cg_dagster_tests._fixtures_sync import PausingClient
+
+pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --fast skips them)
 
 P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
-TABLES = ("raw_responses", "responses", "response_drivers", "response_tags", "response_questions", "response_properties")
 CLI_TIMEOUT = 60  # seconds; a `dagster asset materialize` of this size takes about 4 s
 
 
@@ -221,20 +224,6 @@ def test_a_new_dagster_instance_resumes_from_the_lake_cursor(sandbox, tmp_path):
 # ---- 9: overlapping runs ---------------------------------------------------------------------------------
 
 
-class PausingClient(CustomerGaugeClient):
-    """A real client that stops after its first page until ``resume`` is set (the overlap made certain)."""
-
-    def __init__(self, *, paged: threading.Event, resume: threading.Event, **settings):
-        super().__init__(**settings)
-        self._paged, self._resume = paged, resume
-
-    def iter_pages(self, params, cursor=None, *, max_pages=None):
-        for page in super().iter_pages(params, cursor, max_pages=max_pages):
-            yield page
-            self._paged.set()
-            assert self._resume.wait(30)
-
-
 def test_the_commit_refuses_when_another_sync_moved_the_head(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
@@ -390,7 +379,9 @@ def test_the_trailing_reread_catches_changed_anonymised_and_late_responses(sandb
     resources = make_resources(sandbox, lake.root)
     records = sandbox.records()
     changed = next(r for r in records if in_window(r) and r["status"] == "response" and r["nps"] != 3)
-    anonymised = next(r for r in records if in_window(r) and r is not changed and r["contact"]["first_name"] != "Anonymised")
+    anonymised = next(
+        r for r in records if in_window(r) and r is not changed and r["contact"]["first_name"] != "Anonymised"
+    )
     late = next(r for r in records if r["status"] == "partial")
     moved = next(r for r in records if not in_window(r) and r["nps"] != 0)
     with dg.instance_for_test() as instance:
@@ -398,12 +389,17 @@ def test_the_trailing_reread_catches_changed_anonymised_and_late_responses(sandb
         sandbox.update_record(changed["number_customergauge"], {"nps": 3})
         sandbox.anonymise_record(anonymised["number_customergauge"])
         sandbox.update_record(
-            late["number_customergauge"], {"status": "response", "date_survey_response": "2026-11-01 09:30:00", "nps": 9}
+            late["number_customergauge"],
+            {"status": "response", "date_survey_response": "2026-11-01 09:30:00", "nps": 9},
         )
         meta = raw_metadata(run(instance, resources, "2026-11-02-02:00", run_config={}))  # lookback_hour 2 (default)
         assert meta["lookback"] == {"field": "date_survey_response", "start": "2026-09-28", "end": "2026-11-02"}
         reread = set(raw_numbers(lake, "2026-11-02-02:00", "lookback"))
-        assert {changed["number_customergauge"], anonymised["number_customergauge"], late["number_customergauge"]} <= reread
+        assert {
+            changed["number_customergauge"],
+            anonymised["number_customergauge"],
+            late["number_customergauge"],
+        } <= reread
         assert_current_matches_sandbox(lake, sandbox)
 
         sandbox.update_record(moved["number_customergauge"], {"nps": 0}, move_to_end=True)
@@ -412,7 +408,10 @@ def test_the_trailing_reread_catches_changed_anonymised_and_late_responses(sandb
     current = {row["number_customergauge"]: row for row in read_current(lake)["responses"]}
     assert current[changed["number_customergauge"]]["nps"] == 3
     assert current[anonymised["number_customergauge"]]["contact_first_name"] == "Anonymised"
-    assert (current[late["number_customergauge"]]["status"], current[late["number_customergauge"]]["nps"]) == ("response", 9)
+    assert (current[late["number_customergauge"]]["status"], current[late["number_customergauge"]]["nps"]) == (
+        "response",
+        9,
+    )
     assert current[moved["number_customergauge"]]["nps"] == 0
     assert_exactly_once(lake, sandbox, resent=(moved["number_customergauge"],))
     assert_only_complete_files(lake)

@@ -102,25 +102,52 @@ def test_vendor_record_driver_rows():
 
 def test_vendor_record_tag_rows():
     assert rows([VENDOR_RECORD], "response_tags") == [
-        {"number_customergauge": 3414, "tag_position": 0, "label": "Product", "tag_type": "topic",
-         "sentiment": "mixed", "extra_json": None, "fetched_at": F},
-        {"number_customergauge": 3414, "tag_position": 1, "label": "Support", "tag_type": "tag",
-         "sentiment": None, "extra_json": None, "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "tag_position": 0,
+            "label": "Product",
+            "tag_type": "topic",
+            "sentiment": "mixed",
+            "extra_json": None,
+            "fetched_at": F,
+        },
+        {
+            "number_customergauge": 3414,
+            "tag_position": 1,
+            "label": "Support",
+            "tag_type": "tag",
+            "sentiment": None,
+            "extra_json": None,
+            "fetched_at": F,
+        },
     ]
 
 
 def test_vendor_record_question_rows():
     assert rows([VENDOR_RECORD], "response_questions") == [
-        {"number_customergauge": 3414, "question_position": 0,
-         "title": "We made it easy to solve your support issue.", "answer": "7", "answer_number": 7.0,
-         "extra_json": None, "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "question_position": 0,
+            "title": "We made it easy to solve your support issue.",
+            "answer": "7",
+            "answer_number": 7.0,
+            "extra_json": None,
+            "fetched_at": F,
+        },
     ]
 
 
 def test_vendor_record_property_rows():
     def prop(position, field, reference):
-        return {"number_customergauge": 3414, "property_position": position, "field": field,
-                "reference": reference, "property_origin": "properties", "extra_json": None, "fetched_at": F}
+        return {
+            "number_customergauge": 3414,
+            "property_position": position,
+            "field": field,
+            "reference": reference,
+            "property_origin": "properties",
+            "extra_json": None,
+            "fetched_at": F,
+        }
 
     assert rows([VENDOR_RECORD], "response_properties") == [
         prop(0, "Country", "NL"),
@@ -140,7 +167,10 @@ def test_vendor_record_stats():
 def test_empty_input_gives_empty_tables():
     result = flat([])
     assert {name: table.num_rows for name, table in result.tables.items()} == {
-        "responses": 0, "response_drivers": 0, "response_tags": 0, "response_questions": 0,
+        "responses": 0,
+        "response_drivers": 0,
+        "response_tags": 0,
+        "response_questions": 0,
         "response_properties": 0,
     }
     assert result.stats == FlattenStats()
@@ -198,8 +228,16 @@ def test_ids_sent_as_numbers_become_text():
 @pytest.mark.parametrize(
     "requested, expected, invalid",
     [
-        (True, True, 0), (False, False, 0), (1, True, 0), (0, False, 0), ("yes", None, 1), ("true", None, 1),
-        (2, None, 1), (1.0, None, 1), (None, None, 0), (DROP, None, 0),
+        (True, True, 0),
+        (False, False, 0),
+        (1, True, 0),
+        (0, False, 0),
+        ("yes", None, 1),
+        ("true", None, 1),
+        (2, None, 1),
+        (1.0, None, 1),
+        (None, None, 0),
+        (DROP, None, 0),
     ],
 )
 def test_follow_up_requested(requested, expected, invalid):
@@ -256,7 +294,9 @@ def test_dates_read_in_system_timezone(local, expected):
     row = response(record(date_survey_response=local), "Europe/Amsterdam")
     vendor_in_amsterdam = datetime(2022, 3, 30, 10, 34, 56, tzinfo=timezone.utc)  # CEST, +2
     assert row == vendor_response(
-        date_creation=vendor_in_amsterdam, date_order=vendor_in_amsterdam, date_sent=vendor_in_amsterdam,
+        date_creation=vendor_in_amsterdam,
+        date_order=vendor_in_amsterdam,
+        date_sent=vendor_in_amsterdam,
         date_survey_response=expected,
     )
 
@@ -330,12 +370,33 @@ def test_custom_fields_rows_with_origin():
         custom_fields=[{"field": "Tier", "reference": 2}, {"field": "Owner", "reference": None}],
     )
     assert rows([rec], "response_properties") == [
-        {"number_customergauge": 3414, "property_position": 0, "field": "Country", "reference": "NL",
-         "property_origin": "properties", "extra_json": None, "fetched_at": F},
-        {"number_customergauge": 3414, "property_position": 0, "field": "Tier", "reference": "2",
-         "property_origin": "custom_fields", "extra_json": None, "fetched_at": F},
-        {"number_customergauge": 3414, "property_position": 1, "field": "Owner", "reference": None,
-         "property_origin": "custom_fields", "extra_json": None, "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "property_position": 0,
+            "field": "Country",
+            "reference": "NL",
+            "property_origin": "properties",
+            "extra_json": None,
+            "fetched_at": F,
+        },
+        {
+            "number_customergauge": 3414,
+            "property_position": 0,
+            "field": "Tier",
+            "reference": "2",
+            "property_origin": "custom_fields",
+            "extra_json": None,
+            "fetched_at": F,
+        },
+        {
+            "number_customergauge": 3414,
+            "property_position": 1,
+            "field": "Owner",
+            "reference": None,
+            "property_origin": "custom_fields",
+            "extra_json": None,
+            "fetched_at": F,
+        },
     ]
 
 
@@ -362,8 +423,15 @@ def test_custom_fields_rows_with_origin():
 def test_question_answers(answer, text, number):
     rec = record(questions=[{"title": "Q", "answer": answer}])
     assert rows([rec], "response_questions") == [
-        {"number_customergauge": 3414, "question_position": 0, "title": "Q", "answer": text,
-         "answer_number": number, "extra_json": None, "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "question_position": 0,
+            "title": "Q",
+            "answer": text,
+            "answer_number": number,
+            "extra_json": None,
+            "fetched_at": F,
+        },
     ]
 
 
@@ -444,18 +512,35 @@ def test_extra_item_keys_go_to_extra_json():
     )
     tables = flat([rec]).tables
     assert tables["response_tags"].to_pylist() == [
-        {"number_customergauge": 3414, "tag_position": 0, "label": "A", "tag_type": "tag", "sentiment": None,
-         "extra_json": '{"b":0,"id":5,"score":0.9,"zone":"eu"}', "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "tag_position": 0,
+            "label": "A",
+            "tag_type": "tag",
+            "sentiment": None,
+            "extra_json": '{"b":0,"id":5,"score":0.9,"zone":"eu"}',
+            "fetched_at": F,
+        },
     ]
     assert tables["response_questions"].to_pylist() == [
-        {"number_customergauge": 3414, "question_position": 0, "title": "Q", "answer": "1", "answer_number": 1.0,
-         "extra_json": '{"type":"CES"}', "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "question_position": 0,
+            "title": "Q",
+            "answer": "1",
+            "answer_number": 1.0,
+            "extra_json": '{"type":"CES"}',
+            "fetched_at": F,
+        },
     ]
     assert tables["response_drivers"].column("extra_json").to_pylist() == [
-        '{"weight":{"b":2,"a":1}}', '{"weight":{"b":2,"a":1}}', '{"id":"d1"}',
+        '{"weight":{"b":2,"a":1}}',
+        '{"weight":{"b":2,"a":1}}',
+        '{"id":"d1"}',
     ]
     assert tables["response_properties"].column("extra_json").to_pylist() == [
-        '{"label":"Ländercode"}', '{"type":null}',
+        '{"label":"Ländercode"}',
+        '{"type":null}',
     ]
     assert tables["response_tags"].column("label").to_pylist() == ["A"]
 
@@ -469,17 +554,26 @@ def test_free_text_is_kept_byte_for_byte():
     rec = record(
         comment={"original": long_comment, "translation": '["not", "a list"]'},
         contact={"first_name": "  Zoë 👍", "last_name": "[Doe"},
-        questions=[{"title": "[Why?]", "answer": "{\"x\": 1}  \t"}],
+        questions=[{"title": "[Why?]", "answer": '{"x": 1}  \t'}],
     )
     tables = flat([rec]).tables
     assert tables["response_questions"].to_pylist() == [
-        {"number_customergauge": 3414, "question_position": 0, "title": "[Why?]", "answer": "{\"x\": 1}  \t",
-         "answer_number": None, "extra_json": None, "fetched_at": F},
+        {
+            "number_customergauge": 3414,
+            "question_position": 0,
+            "title": "[Why?]",
+            "answer": '{"x": 1}  \t',
+            "answer_number": None,
+            "extra_json": None,
+            "fetched_at": F,
+        },
     ]
     assert tables["responses"].to_pylist() == [
         vendor_response(
-            comment_original=long_comment, comment_translation='["not", "a list"]',
-            contact_first_name="  Zoë 👍", contact_last_name="[Doe",
+            comment_original=long_comment,
+            comment_translation='["not", "a list"]',
+            contact_first_name="  Zoë 👍",
+            contact_last_name="[Doe",
         )
     ]
 
@@ -532,7 +626,13 @@ def test_unknown_top_level_and_nested_keys_reported():
         tags=[{"label": "a", "zone": "EU"}], selected_drivers=[{"primary": "P", "secondary": [], "weight": 2}],
     )  # fmt: skip
     result = flat([rec, BARE_RECORD])
-    assert result.stats.unknown_fields == {"score", "survey", "contact.title", "tags[].zone", "selected_drivers[].weight"}
+    assert result.stats.unknown_fields == {
+        "score",
+        "survey",
+        "contact.title",
+        "tags[].zone",
+        "selected_drivers[].weight",
+    }
     assert result.tables["responses"].column("contact_first_name").to_pylist() == ["J", None]
 
 
@@ -593,8 +693,13 @@ def test_raw_rows_exact():
 def test_raw_rows_without_cursor_and_empty():
     table = raw_rows([BARE_RECORD], fetched_at=F, cursor_sent=None, sync_pass="cursor")
     assert table.to_pylist() == [
-        {"number_customergauge": 1, "fetched_at": F, "sync_pass": "cursor", "cursor_sent": None,
-         "record_json": '{"number_customergauge":1}'}
+        {
+            "number_customergauge": 1,
+            "fetched_at": F,
+            "sync_pass": "cursor",
+            "cursor_sent": None,
+            "record_json": '{"number_customergauge":1}',
+        }
     ]
     assert raw_rows([], fetched_at=F, cursor_sent=None, sync_pass="cursor").num_rows == 0
 

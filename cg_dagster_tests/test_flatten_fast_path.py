@@ -32,9 +32,7 @@ ZONES = ("UTC", "Europe/Amsterdam", "America/New_York")
 def raw_table(texts: list, fetched_at=FETCHED_AT) -> pa.Table:
     """The two columns flatten_raw reads; `fetched_at` one datetime for all rows or one per row."""
     stamps = fetched_at if isinstance(fetched_at, list) else [fetched_at] * len(texts)
-    return pa.table(
-        {"record_json": pa.array(texts, pa.string()), "fetched_at": pa.array(stamps, TIMESTAMP_UTC)}
-    )
+    return pa.table({"record_json": pa.array(texts, pa.string()), "fetched_at": pa.array(stamps, TIMESTAMP_UTC)})
 
 
 def dumped(rec) -> str:
@@ -157,9 +155,7 @@ def odd_records() -> list:
     for name in ("contact", "account", "comment", "follow_up"):
         records += [record(**{name: form}) for form in (DROP, None, {}, "x")]
     records += [
-        record(
-            number_customer=123, number_order=321, account={"name": "ACME", "number": 456}, phone=31612345678
-        ),
+        record(number_customer=123, number_order=321, account={"name": "ACME", "number": 456}, phone=31612345678),
         record(tags="Product"),
         record(tags=["Product"]),
         record(properties={"Country": "NL"}),
@@ -172,9 +168,7 @@ def odd_records() -> list:
             ]
         ),
         record(selected_drivers=DROP, drivers=[{"label": "Price"}, {"label": "Speed"}]),
-        record(
-            selected_drivers=[{"primary": "Ordering", "secondary": ["Speed"]}], drivers=[{"label": "Price"}]
-        ),
+        record(selected_drivers=[{"primary": "Ordering", "secondary": ["Speed"]}], drivers=[{"label": "Price"}]),
         record(custom_fields=[{"field": "Tier", "reference": 2}, {"field": "Owner", "reference": None}]),
         record(
             tags=[{"label": "A", "type": "tag", "zone": "eu", "score": 0.9}],
@@ -205,6 +199,7 @@ def odd_records() -> list:
     return records
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("index", range(len(odd_records())))
 def test_odd_record_between_plain_ones(index, zone):
@@ -260,6 +255,7 @@ def test_raw_rows_tables_of_both_encoders():
 SUBSETS = [frozenset(s) for n in range(len(EXPANSIONS) + 1) for s in itertools.combinations(EXPANSIONS, n)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("legacy", [False, True])
 @pytest.mark.parametrize("subset", SUBSETS, ids=lambda s: "+".join(sorted(s)) or "none")
 def test_sandbox_records(subset, legacy):
@@ -269,12 +265,11 @@ def test_sandbox_records(subset, legacy):
         assert_same(raw.slice(start, 200), "Europe/Amsterdam")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zone", ZONES)
 def test_sandbox_records_every_zone(zone):
     records = [_render(rec, frozenset(EXPANSIONS), False) for rec in generate_records(5, 1500)]
-    assert_same(
-        raw_rows(records, fetched_at=FETCHED_AT, cursor_sent=1, sync_pass="cursor", fast_json=True), zone
-    )
+    assert_same(raw_rows(records, fetched_at=FETCHED_AT, cursor_sent=1, sync_pass="cursor", fast_json=True), zone)
 
 
 # --- (c) a seeded mutation fuzz -------------------------------------------------------------------------
@@ -363,6 +358,7 @@ def mutate(rec: dict, rng: random.Random) -> dict:
     return rec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_mutation_fuzz(seed):
     rng = random.Random(seed)
@@ -370,8 +366,8 @@ def test_mutation_fuzz(seed):
     records = [mutate(rec, rng) if rng.random() < 0.5 else rec for rec in plain]
     for rec in records:  # dates from the DST lists on otherwise plain records too
         if rng.random() < 0.2:
-            rec[rng.choice(["date_creation", "date_order", "date_sent", "date_survey_response"])] = (
-                rng.choice(DST_DATES)
+            rec[rng.choice(["date_creation", "date_order", "date_sent", "date_survey_response"])] = rng.choice(
+                DST_DATES
             )
     texts = [dumped(rec) for rec in records]
     fetched = [FETCHED_AT + timedelta(seconds=i) for i in range(len(texts))]
@@ -425,8 +421,26 @@ TEXT_PATHS = [
     ("properties", 3, "reference"),
 ]
 # Values Arrow then reads (as their _text), and values that keep the record on the per-record rules.
-RE_ENCODED = [7, -5, 0, 2**63, 10**30, 7.5, -0.0, 1e16, 1e-7, 5e-324, True, False, ["Phone", "Chat"],
-              {"score": 4, "scale": 5}, [], {}, [1, [2, {"a": None}]], {"z": "Łódź 😀", "a": "\"q\"\n"}]
+RE_ENCODED = [
+    7,
+    -5,
+    0,
+    2**63,
+    10**30,
+    7.5,
+    -0.0,
+    1e16,
+    1e-7,
+    5e-324,
+    True,
+    False,
+    ["Phone", "Chat"],
+    {"score": 4, "scale": 5},
+    [],
+    {},
+    [1, [2, {"a": None}]],
+    {"z": "Łódź 😀", "a": '"q"\n'},
+]
 LEFT = [float("nan"), float("inf"), ["\ud800"], {"k": "a\udfffb"}]
 
 

@@ -1,10 +1,13 @@
 """The lake (lib/lake.py) alone: stray temporary files, sync manifests (sidecar and footer), atomic writes, the
-head cursor file, quarantine markers."""
+head cursor file, quarantine markers, the layout, the roots it refuses, the head's compare-and-set, the commit
+lock and state files."""
 
 import dataclasses
 import datetime as dt
+import fcntl
 import json
 import os
+import re
 import time
 
 import pyarrow.parquet as pq
@@ -14,10 +17,14 @@ from cg_dagster.lib import lake as lake_module
 from cg_dagster.lib.flatten import raw_rows
 from cg_dagster.lib.lake import (
     MANIFEST_FOOTER_KEY,
+    CursorConflictError,
     HeadCursor,
     Lake,
     LakeError,
     SyncManifest,
+    partition_file_stem,
+    partition_key_of,
+    read_parquet_metadata,
 )
 
 T = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
@@ -189,3 +196,153 @@ def test_two_writers_of_the_same_target_keep_their_own_temporary_files(tmp_path)
         first.commit()
     assert pq.read_table(path)["number_customergauge"].to_pylist() == [2]
     assert list((lake.root / "_tmp").iterdir()) == []
+
+
+# ---- layout --------------------------------------------------------------------------------------------------
+
+
+def test_paths_follow_the_documented_layout(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    root = tmp_path / "lake"
+    path = lake.partition_path("responses", "2026-11-29-09:00")
+    assert path == root / "responses" / "2026-11-29-0900.parquet"
+    assert partition_key_of(partition_file_stem("2026-11-29-09:00")) == "2026-11-29-09:00"
+    assert lake.current_path("response_tags") == root / "current" / "response_tags"
+    assert lake.manifest_path(path) == root / "_state" / "manifests" / "responses" / "2026-11-29-0900.json"
+
+
+def test_partition_files_are_the_complete_parquet_files_in_partition_order(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = pq.read_table(_raw_file(lake))  # P
+    for key in ("2026-11-01-11:00", "2026-11-01-09:00", "2026-10-31-23:00"):
+        lake.write_table(lake.partition_path("raw_responses", key), rows)
+    (lake.table_dir("raw_responses") / "notes.txt").write_text("not a partition")
+    assert [path.stem for path in lake.partition_files("raw_responses")] == [
+        "2026-10-31-2300", "2026-11-01-0900", "2026-11-01-1000", "2026-11-01-1100",
+    ]  # fmt: skip
+    assert lake.partition_files("responses") == []  # no folder yet
+
+
+@pytest.mark.parametrize("character", sorted(lake_module.GLOB_CHARACTERS))
+def test_a_root_holding_a_glob_character_is_refused_before_anything_is_written(tmp_path, character):
+    lake = Lake(tmp_path / f"lake{character}1")
+    fix = r"set CG_LAKE_ROOT to a path without \* \? \[ \] \{ \}"
+    with pytest.raises(LakeError, match=f"holds {re.escape(character)}, which DuckDB reads as a glob .*{fix}"):
+        lake.ensure_writable()
+    with pytest.raises(LakeError, match="DuckDB reads as a glob"):
+        lake.lease("sync")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_root_that_cannot_be_a_folder_names_the_setting(tmp_path):
+    (tmp_path / "lake").write_text("a file, not a folder")
+    with pytest.raises(LakeError, match=r"is not writable .*; set CG_LAKE_ROOT to a folder this process can create"):
+        Lake(tmp_path / "lake").ensure_writable()
+
+
+# ---- files ------------------------------------------------------------------------------------------------
+
+
+def test_footer_metadata_given_at_open_and_added_before_commit_are_both_kept(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    path = lake.partition_path("raw_responses", P)
+    rows = raw_rows([{"number_customergauge": 1}, {"number_customergauge": 2}], fetched_at=T, cursor_sent=None,
+                    sync_pass="cursor")  # fmt: skip
+    with lake.parquet_writer(path, rows.schema, {b"first": b"1"}) as writer:
+        writer.write(rows.to_batches()[0])
+        writer.write(rows.slice(0, 0))  # an empty table writes nothing
+        writer.set_metadata({b"second": b"2"})
+        assert writer.rows == 2
+        writer.commit()
+    metadata = pq.read_metadata(path).metadata
+    assert (metadata[b"first"], metadata[b"second"]) == (b"1", b"2")
+    assert pq.read_table(path)["number_customergauge"].to_pylist() == [1, 2]
+
+
+def test_parquet_metadata_of_a_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_parquet_metadata(tmp_path / "absent.parquet")
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 and then nothing")
+    with pytest.raises(LakeError, match="is not a readable Parquet file .*full_refresh: true") as info:
+        read_parquet_metadata(broken)
+    assert str(info.value).startswith(repr(str(broken)))
+
+
+# ---- head cursor, commit lock, state files ---------------------------------------------------------------------
+
+HEAD = HeadCursor(cursor=350, partition_key=P, run_id="run-1", committed_at="2026-11-01T10:05:00+00:00")
+
+
+def test_the_head_reads_back_as_written_and_is_none_before_the_first_commit(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    assert lake.read_head() is None
+    lake.write_head(HEAD)
+    assert json.loads((lake.root / "_state" / "raw_responses.cursor.json").read_text()) == dataclasses.asdict(HEAD)
+    assert Lake(lake.root).read_head() == HEAD
+    lake.write_head(dataclasses.replace(HEAD, cursor=None))  # an initial load that found nothing
+    assert lake.read_head().cursor is None
+
+
+def test_the_head_check_passes_for_the_head_a_sync_started_from_and_names_both_when_it_moved(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.assert_head(None)  # nothing committed yet, nothing expected
+    lake.write_head(HEAD)
+    lake.assert_head(HEAD)
+    with pytest.raises(CursorConflictError) as info:
+        lake.assert_head(None)
+    assert str(info.value).startswith(
+        "the head cursor moved during this run: it was absent (no sync committed) when the sync started and is "
+        f"now 350 (partition {P}, run run-1)"
+    )
+    with pytest.raises(CursorConflictError, match="it was 349 .* and is now 350"):
+        lake.assert_head(dataclasses.replace(HEAD, cursor=349))
+
+
+def test_a_corrupt_head_counts_as_absent_only_for_a_full_refresh(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.ensure_writable()
+    (lake.root / "_state" / "raw_responses.cursor.json").write_text("{not json")
+    lake.assert_head(None, unreadable_ok=True)
+    with pytest.raises(LakeError, match="is corrupt"):
+        lake.assert_head(None)
+    with pytest.raises(CursorConflictError):
+        lake.assert_head(HEAD, unreadable_ok=True)
+
+
+def test_the_commit_lock_is_exclusive_while_held(tmp_path):
+    lake = Lake(tmp_path / "lake")
+
+    def try_lock() -> bool:
+        with open(lake.root / "_state" / "commit.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
+
+    with lake.commit_lock():
+        assert not try_lock()
+    assert try_lock()
+
+
+def test_state_files_read_back_as_written_and_absent_ones_as_none(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    assert lake.read_state("lookback.json") is None
+    lake.write_state("lookback.json", {"partition_key": P, "period": None})
+    text = (lake.root / "_state" / "lookback.json").read_text()
+    assert text == '{\n  "partition_key": "2026-11-01-10:00",\n  "period": null\n}\n'
+    assert lake.read_state("lookback.json") == {"partition_key": P, "period": None}
+    assert list((lake.root / "_tmp").iterdir()) == []
+
+
+def test_quarantine_markers_of_two_partitions_are_listed_and_released_apart(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.quarantine("2026-11-01-11:00", "responses_nps_in_range", {})
+    lake.quarantine(P, "responses_nps_in_range", {})
+    assert lake.quarantined() == {
+        "2026-11-01-1000": ["responses_nps_in_range"], "2026-11-01-1100": ["responses_nps_in_range"],
+    }  # fmt: skip
+    lake.release("2026-11-01-11:00", "responses_nps_in_range")
+    assert lake.quarantined() == {"2026-11-01-1000": ["responses_nps_in_range"]}

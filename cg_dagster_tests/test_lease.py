@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from cg_dagster.lib.lake import Lake
 from cg_dagster.lib import lease as lease_module
+from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.lease import FileLease, LeaseTimeoutError
 
 SETTING = "lease_wait_seconds (run config) or CG_LEASE_WAIT_SECONDS"
@@ -81,6 +81,7 @@ with FileLease("sync", sys.argv[1]).hold("run-killed", wait_seconds=0, setting="
 """
 
 
+@pytest.mark.slow
 def test_the_lease_of_a_process_killed_with_sigkill_is_free_at_once(tmp_path):
     path = tmp_path / "_state" / "sync.lease"
     process = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)

@@ -6,11 +6,12 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from cg_dagster.lib.client import Period
+from cg_dagster.customergauge.assets import RawResponsesConfig
+from cg_dagster.lib.client import CustomerGaugeConfigError, Period
 from cg_dagster.lib.lake import Lake, LakeError
 from cg_dagster.lib.lookback import last_reread, plan_lookback
 from cg_dagster_tests._fixtures_runs import RAW_OP, raw_metadata, raw_numbers, run
-from cg_dagster_tests.conftest import assert_current_matches_sandbox, make_resources
+from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
 
 UTC = dt.timezone.utc
 PERIOD = Period(field="date_survey_response", start=dt.date(2026, 10, 25), end=dt.date(2026, 11, 29))
@@ -60,17 +61,33 @@ def test_a_corrupt_record_names_the_file_and_the_fix(tmp_path):
         last_reread(lake)
 
 
+def test_huge_lookback_days_is_a_config_error_naming_the_setting():
+    config = RawResponsesConfig(lookback_hour=0, lookback_days=1_000_000)
+    with pytest.raises(CustomerGaugeConfigError, match="lookback_days"):
+        config.lookback_period(dt.datetime(2026, 1, 1, 0, tzinfo=dt.timezone.utc))  # once an OverflowError
+
+
+def test_bad_lookback_hour_error_names_the_environment_variable():
+    # lookback_days' message named CG_LOOKBACK_DAYS; lookback_hour's (default from CG_LOOKBACK_HOUR) did not.
+    with pytest.raises(CustomerGaugeConfigError, match="CG_LOOKBACK_HOUR"):
+        RawResponsesConfig(lookback_hour=24).lookback_period(dt.datetime(2026, 11, 1, 2, tzinfo=dt.timezone.utc))
+
+
 def config(**values) -> dict:
     return {"ops": {RAW_OP: {"config": values}}}
 
 
+@pytest.mark.slow
 def test_a_missed_reread_hour_is_made_up_by_the_next_sync_and_recorded_once(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
     scheduled = config(lookback_days=10)  # what the schedule runs (lookback_hour 2 by default)
     with dg.instance_for_test() as instance:
         initial = raw_metadata(run(instance, resources, "2026-11-01-10:00", run_config=scheduled))
-        assert initial["lookback_reason"] == "initial load (or full refresh): read everything; recorded as the last re-read"
+        assert (
+            initial["lookback_reason"]
+            == "initial load (or full refresh): read everything; recorded as the last re-read"
+        )
         assert last_reread(lake)["partition_key"] == "2026-11-01-10:00" and last_reread(lake)["period"] is None
 
         # 2026-11-02-02:00 never ran (daemon down): the 03:00 sync re-reads.

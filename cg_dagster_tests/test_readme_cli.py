@@ -13,7 +13,6 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cg_dagster.lib.lake import Lake
-from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET
 
 PROJECT = Path(__file__).resolve().parents[1]
 README = PROJECT / "README.md"
@@ -30,8 +29,10 @@ def readme_commands() -> list[str]:
 def hours_ago(*backs: int) -> list[list[str]]:
     """The partition keys ``backs`` hours before now, and before a minute from now (a test can cross an hour)."""
     now = dt.datetime.now(dt.UTC)
-    return [[(t - dt.timedelta(hours=h)).strftime("%Y-%m-%d-%H:00") for h in backs]
-            for t in (now, now + dt.timedelta(minutes=5))]
+    return [
+        [(t - dt.timedelta(hours=h)).strftime("%Y-%m-%d-%H:00") for h in backs]
+        for t in (now, now + dt.timedelta(minutes=5))
+    ]
 
 
 @pytest.mark.slow
@@ -43,10 +44,12 @@ def test_the_readme_cli_block_runs_as_written(sandbox, tmp_path):
     (home / "dagster.yaml").symlink_to(PROJECT / "dagster.yaml")
     lake = Lake(tmp_path / "lake")
     env = {
-        "PATH": "/usr/bin:/bin", "TZ": "America/New_York", "DAGSTER_HOME": str(home), "CG_LAKE_ROOT": str(lake.root),
-        "CG_PARTITIONS_START": "2026-11-01", "CUSTOMERGAUGE_CLIENT_ID": SANDBOX_ID,
-        "CUSTOMERGAUGE_CLIENT_SECRET": SANDBOX_SECRET, "CUSTOMERGAUGE_API_BASE_URL": sandbox.base_url,
-        "CUSTOMERGAUGE_AUTH_BASE_URL": sandbox.base_url,
+        "PATH": "/usr/bin:/bin",
+        "TZ": "America/New_York",
+        "DAGSTER_HOME": str(home),
+        "CG_LAKE_ROOT": str(lake.root),
+        "CG_PARTITIONS_START": "2026-11-01",
+        **sandbox.project_env(),
     }
     launch, check, backfill = commands[2:]
     synced = {keys[0] for keys in hours_ago(1)}
@@ -54,8 +57,15 @@ def test_the_readme_cli_block_runs_as_written(sandbox, tmp_path):
     outputs = {}
     for command in (launch, check, backfill):
         assert command.startswith(".venv/bin/")
-        done = subprocess.run(["bash", "-c", command.replace(".venv/bin/", BIN, 1)], cwd=PROJECT, env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            ["bash", "-c", command.replace(".venv/bin/", BIN, 1)],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         outputs[command] = done.stdout + done.stderr
     assert "All definitions loaded successfully." in outputs[check]
@@ -64,7 +74,9 @@ def test_the_readme_cli_block_runs_as_written(sandbox, tmp_path):
     assert pq.read_metadata(raw_file).num_rows == len(sandbox.records()) == 350
     assert all(any(lake.current_path(name).rglob("*.parquet")) for name in ("responses", "response_tags"))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        [materialization] = instance.fetch_materializations(dg.AssetKey(["customergauge", "raw_responses"]), limit=5).records
+        [materialization] = instance.fetch_materializations(
+            dg.AssetKey(["customergauge", "raw_responses"]), limit=5
+        ).records
         assert materialization.partition_key in synced
         [backfill] = instance.get_backfills()
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))

@@ -23,7 +23,9 @@ from cg_dagster_tests._fixtures_runs import (
     raw_numbers,
     run,
 )
-from cg_dagster_tests.conftest import make_resources
+from cg_dagster_tests._fixtures_sandbox import make_resources
+
+pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --fast skips them)
 
 P1, P2 = "2026-11-01-10:00", "2026-11-01-11:00"
 

@@ -16,9 +16,9 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(PROJECT), str(PROJECT / "scripts")]
-import dev
+import dev  # noqa: E402 (scripts/ on sys.path first)
 
-import run
+import run  # noqa: E402
 
 RUN_TASK = "import os, sys, run; sys.exit(run.run_task(sys.argv[1:], dict(os.environ)))"
 
@@ -34,8 +34,12 @@ def dev_env(tmp_path: Path, ui_port: int, sandbox_port: int) -> dict:
     home.mkdir()
     (home / "dagster.yaml").symlink_to(PROJECT / "dagster.yaml")
     env = {key: value for key, value in os.environ.items() if not key.startswith("CUSTOMERGAUGE_")}
-    return env | {"DAGSTER_HOME": str(home), "CG_LAKE_ROOT": str(tmp_path / "lake"),
-                  "CG_DAGSTER_PORT": str(ui_port), "CG_SANDBOX_PORT": str(sandbox_port)}
+    return env | {
+        "DAGSTER_HOME": str(home),
+        "CG_LAKE_ROOT": str(tmp_path / "lake"),
+        "CG_DAGSTER_PORT": str(ui_port),
+        "CG_SANDBOX_PORT": str(sandbox_port),
+    }
 
 
 def wait_for_ui(port: int, process: subprocess.Popen) -> None:
@@ -82,8 +86,14 @@ def test_dev_stops_every_process_it_started(tmp_path, entry, signum):
     ui_port, sandbox_port = free_port(), free_port()
     dev_py = [sys.executable, "scripts/dev.py"]
     command = [sys.executable, "-c", RUN_TASK, *dev_py] if entry == "run.py" else dev_py
-    process = subprocess.Popen(command, cwd=PROJECT, env=dev_env(tmp_path, ui_port, sandbox_port),
-                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        env=dev_env(tmp_path, ui_port, sandbox_port),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_ui(ui_port, process)
         tree = started_tree(process)
@@ -103,6 +113,7 @@ def test_dev_stops_every_process_it_started(tmp_path, entry, signum):
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("busy", ["CG_DAGSTER_PORT", "CG_SANDBOX_PORT"])
 def test_a_busy_port_is_an_error_before_anything_starts(tmp_path, busy):
     with socket.socket() as blocker:
@@ -111,8 +122,15 @@ def test_a_busy_port_is_an_error_before_anything_starts(tmp_path, busy):
         ports = {"CG_DAGSTER_PORT": free_port(), "CG_SANDBOX_PORT": free_port()}
         ports[busy] = blocker.getsockname()[1]
         env = dev_env(tmp_path, ports["CG_DAGSTER_PORT"], ports["CG_SANDBOX_PORT"])
-        done = subprocess.run([sys.executable, "scripts/dev.py"], cwd=PROJECT, env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "scripts/dev.py"],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"run.py dev: port {ports[busy]} on 127.0.0.1 is already in use (another `run.py dev`?): stop that "
@@ -121,10 +139,18 @@ def test_a_busy_port_is_an_error_before_anything_starts(tmp_path, busy):
     assert done.stdout == ""  # the sandbox prints its address first thing: it was not started
 
 
+@pytest.mark.slow
 def test_a_malformed_port_names_its_setting(tmp_path):
     env = dev_env(tmp_path, free_port(), free_port()) | {"CG_DAGSTER_PORT": "30o0"}
-    done = subprocess.run([sys.executable, "scripts/dev.py"], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "scripts/dev.py"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "CG_DAGSTER_PORT='30o0' is not a TCP port: set a number from 1 to 65535" in done.stderr
 

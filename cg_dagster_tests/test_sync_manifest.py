@@ -19,7 +19,7 @@ from cg_dagster.lib.lake import Lake, LakeError
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition, stale_partitions
 from cg_dagster_tests._fixtures_runs import numbers, raw_numbers, run
-from cg_dagster_tests.conftest import assert_current_matches_sandbox, make_resources
+from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
 
 P0, P1, P2, P3 = "2026-11-01-09:00", "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
 
@@ -78,6 +78,7 @@ def test_a_deleted_raw_file_with_rows_is_refused_and_an_empty_one_is_written_aga
     assert sync(P0).manifest.mode == "skipped" and raw_numbers(lake, P0) == []
 
 
+@pytest.mark.slow
 def test_a_partition_whose_flattening_never_ran_is_flattened_by_the_next_current_update(sandbox, tmp_path):
     # The adversarial review's input: a run killed after its raw commit, before the flattening; the run of
     # the next partition succeeded, and the killed partition's responses never reached current (305 -> 300).
@@ -147,7 +148,9 @@ def test_an_unreadable_raw_file_is_named_and_a_full_refresh_replaces_it(synced, 
     sync(P2)
     raw = lake.partition_path("raw_responses", P1)
     raw.write_bytes(raw.read_bytes()[: raw.stat().st_size // 2] if damage == "truncated" else b"")
-    with pytest.raises(LakeError, match=f"^{re.escape(repr(str(raw)))} is not a readable Parquet file .*full_refresh: true"):
+    with pytest.raises(
+        LakeError, match=f"^{re.escape(repr(str(raw)))} is not a readable Parquet file .*full_refresh: true"
+    ):
         sync(P1)
     with pytest.raises(LakeError, match=f"^{re.escape(repr(str(raw)))} is not a readable Parquet file"):
         flatten_partition(lake, P1)

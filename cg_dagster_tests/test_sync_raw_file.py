@@ -13,14 +13,17 @@ from cg_dagster.lib import sync as sync_module
 from cg_dagster.lib.client import CustomerGaugeClient, SyncParams
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import sync_partition
-from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET
+from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET
 
 P = "2026-11-02-10:00"
 
 
 def sync(sandbox, lake: Lake, per_page: int):
     client = CustomerGaugeClient(
-        client_id=SANDBOX_ID, client_secret=SANDBOX_SECRET, api_base_url=sandbox.base_url, auth_base_url=sandbox.base_url
+        client_id=SANDBOX_ID,
+        client_secret=SANDBOX_SECRET,
+        api_base_url=sandbox.base_url,
+        auth_base_url=sandbox.base_url,
     )
     with client:
         return sync_partition(client, SyncParams(per_page=per_page), lake, partition_key=P, run_id="run-1")
@@ -33,7 +36,9 @@ def test_row_groups_span_pages_and_record_json_has_no_dictionary(sandbox, tmp_pa
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [120, 120, 110]
     columns = {metadata.schema.column(i).name: i for i in range(metadata.num_columns)}
     encodings = {name: metadata.row_group(0).column(i).encodings for name, i in columns.items()}
-    assert not any("DICTIONARY" in encoding for encoding in encodings["record_json"] + encodings["number_customergauge"])
+    assert not any(
+        "DICTIONARY" in encoding for encoding in encodings["record_json"] + encodings["number_customergauge"]
+    )
     assert "RLE_DICTIONARY" in encodings["fetched_at"] and "RLE_DICTIONARY" in encodings["cursor_sent"]
     texts = pq.read_table(result.path).column("record_json").to_pylist()
     assert [json.loads(text) for text in texts] == sandbox.records() and result.rows == 350
@@ -47,7 +52,8 @@ def test_a_long_sync_logs_its_progress_about_every_ten_seconds(sandbox, tmp_path
     cursors = pq.read_table(result.path).column("cursor_sent").to_pylist()  # page n+1's cursor: after page n
     progress = [r for r in caplog.records if "records so far" in r.getMessage()]
     assert [r.getMessage() for r in progress] == [
-        f"partition {P}, cursor pass: {pages} pages, {pages * 50} records so far, 10 records/s, cursor {cursors[pages * 50]}"
+        f"partition {P}, cursor pass: {pages} pages, {pages * 50} records so far, 10 records/s, "
+        f"cursor {cursors[pages * 50]}"
         for pages in (2, 4, 6)
     ]
     assert {r.name for r in progress} == {"cg_dagster.sync"}

@@ -25,7 +25,7 @@ from playwright import sync_api as playwright
 import cg_dagster.lib.tables as tables_module
 from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
 from cg_dagster_tests._fixtures_runs import run
-from cg_dagster_tests.conftest import SANDBOX_ID, SANDBOX_SECRET, make_resources
+from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET, make_resources
 from cg_dagster_tests.test_run_py import dev_env, free_port, wait_for_ui
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -36,13 +36,17 @@ GREEN, RED = "rgb(46, 204, 129)", "rgb(199, 42, 28)"  # Dagster's partition bar:
 SEGMENTS = """() => [...document.querySelectorAll('[class*=PartitionStatusBar_colorSpan]')].map(e => {
   let bar = e.parentElement; while (bar.offsetWidth < 600) bar = bar.parentElement;  // the bar spans the page
   const r = e.getBoundingClientRect(), b = bar.getBoundingClientRect();
-  return {color: getComputedStyle(e).backgroundColor, start: (r.left - b.left) / b.width, end: (r.right - b.left) / b.width};
+  return {color: getComputedStyle(e).backgroundColor, start: (r.left - b.left) / b.width,
+          end: (r.right - b.left) / b.width};
 })"""
 
 
 def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         body = json.load(response)
     assert "errors" not in body, body
@@ -61,7 +65,8 @@ def sync_two_hours(sandbox, lake_root: Path, monkeypatch) -> None:
         flat = real(raw, **kwargs)
         table = flat.tables["responses"]
         flat.tables["responses"] = table.set_column(
-            table.schema.get_field_index("nps"), "nps", pa.array([11] * table.num_rows, pa.int8()))
+            table.schema.get_field_index("nps"), "nps", pa.array([11] * table.num_rows, pa.int8())
+        )
         return flat
 
     monkeypatch.setattr(tables_module, "flatten_raw", nps_eleven)
@@ -90,7 +95,8 @@ def test_the_ui_shows_what_an_operator_checks(sandbox, tmp_path, monkeypatch):
     ui_port = free_port()
     env = dev_env(tmp_path, ui_port, free_port()) | {
         "CG_PARTITIONS_START": START,
-        "CUSTOMERGAUGE_CLIENT_ID": SANDBOX_ID, "CUSTOMERGAUGE_CLIENT_SECRET": SANDBOX_SECRET,
+        "CUSTOMERGAUGE_CLIENT_ID": SANDBOX_ID,
+        "CUSTOMERGAUGE_CLIENT_SECRET": SANDBOX_SECRET,
         # read-only UI: a scheduled tick's run during the test reaches no API and writes nothing
         "CUSTOMERGAUGE_API_BASE_URL": f"http://127.0.0.1:{free_port()}",
         "CUSTOMERGAUGE_AUTH_BASE_URL": f"http://127.0.0.1:{free_port()}",
@@ -99,8 +105,14 @@ def test_the_ui_shows_what_an_operator_checks(sandbox, tmp_path, monkeypatch):
     sync_two_hours(sandbox, Path(env["CG_LAKE_ROOT"]), monkeypatch)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
-    dev = subprocess.Popen([sys.executable, "scripts/dev.py"], cwd=PROJECT, env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dev = subprocess.Popen(
+        [sys.executable, "scripts/dev.py"],
+        cwd=PROJECT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_ui(ui_port, dev)
         check_state(ui_port)
@@ -125,7 +137,9 @@ def check_state(port: int) -> None:
         expected |= {(flat[name], tuple(key.path)), (flat["responses"], tuple(key.path))}
     assert edges == expected
     assert {n["groupName"] for n in nodes} == {"customergauge"} and len(nodes) == 11
-    state = graphql(port, """{
+    state = graphql(
+        port,
+        """{
       raw: assetNodeOrError(assetKey: {path: ["customergauge", "raw_responses"]}) { ... on AssetNode {
         assetPartitionStatuses { ... on TimePartitionStatuses { ranges { status startKey endKey } } }
         internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy { failWindowSeconds } } } }
@@ -134,14 +148,20 @@ def check_state(port: int) -> None:
           ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } } } } } }
       schedulesOrError(repositorySelector: {repositoryName: "__repository__",
                                             repositoryLocationName: "cg_dagster"}) {
-        ... on Schedules { results { name scheduleState { status } } } } }""")
-    assert state["raw"]["assetPartitionStatuses"]["ranges"] == [{"status": "MATERIALIZED", "startKey": GOOD, "endKey": BAD}]
+        ... on Schedules { results { name scheduleState { status } } } } }""",
+    )
+    assert state["raw"]["assetPartitionStatuses"]["ranges"] == [
+        {"status": "MATERIALIZED", "startKey": GOOD, "endKey": BAD}
+    ]
     assert state["raw"]["internalFreshnessPolicy"] == {"failWindowSeconds": 7200}
     checks = {c["name"]: c["partitionStatuses"]["ranges"] for c in state["responses"]["assetChecksOrError"]["checks"]}
-    assert checks["responses_nps_in_range"] == [{"startKey": GOOD, "endKey": GOOD, "status": "SUCCEEDED"},
-                                                {"startKey": BAD, "endKey": BAD, "status": "FAILED"}]
+    assert checks["responses_nps_in_range"] == [
+        {"startKey": GOOD, "endKey": GOOD, "status": "SUCCEEDED"},
+        {"startKey": BAD, "endKey": BAD, "status": "FAILED"},
+    ]
     assert state["schedulesOrError"]["results"] == [
-        {"name": "customergauge_hourly_sync_schedule", "scheduleState": {"status": "RUNNING"}}]
+        {"name": "customergauge_hourly_sync_schedule", "scheduleState": {"status": "RUNNING"}}
+    ]
 
 
 def check_pages(page, base: str) -> None:
@@ -159,7 +179,9 @@ def check_pages(page, base: str) -> None:
     page.wait_for_load_state("networkidle")
     text = page.inner_text("body")
     page.screenshot(path=ARTIFACTS / "2-raw_responses.png", full_page=True)
-    latest = re.search(r"Latest materialization\s+.*?\s+(\S+)\s+Freshness policy\s+(\w+)\s+Row count\s+(\d+)", text, re.DOTALL)
+    latest = re.search(
+        r"Latest materialization\s+.*?\s+(\S+)\s+Freshness policy\s+(\w+)\s+Row count\s+(\d+)", text, re.DOTALL
+    )
     assert latest.groups() == (BAD, "Passing", "10")
     metadata = dict(re.findall(r"^(cursor|pages|cursor_start)\s+.*?\n\s*(\d+)\s*$", text, re.MULTILINE | re.DOTALL))
     assert metadata == {"cursor_start": "1991", "cursor": "2023", "pages": "1"}
