@@ -16,7 +16,7 @@
 | `CG_LOOKBACK_DAYS` | `35` | days the daily re-read covers (run config) |
 | `CG_LOOKBACK_FIELD` | `date_survey_response` | `period[field]` of the re-read (run config) |
 | `CG_LEASE_WAIT_SECONDS` | `1800` | wait for another run's sync or rebuild (run config, current_tables) |
-| `CG_LEASE_TTL_SECONDS` | `120` | object-storage lease life after its last heartbeat (lib/lease.py) |
+| `CG_LEASE_TTL_SECONDS` | `120` | object-storage lease life after its last heartbeat, 3 s to a day (lib/lease.py) |
 | `CG_DAGSTER_PORT` | `3000` | port of the UI of `run.py dev` (scripts/dev.py) |
 | `CG_SANDBOX_PORT` | `8765` | port of the sandbox of `run.py dev` (scripts/dev.py) |
 | `DAGSTER_HOME` | `./.dagster_home` (`run.py`) | the Dagster instance; holds the partition start record |
@@ -125,6 +125,7 @@ LOOKBACK_FIELD = Setting(
     "CG_LOOKBACK_FIELD", "date_survey_response", "must be a period field: date_survey_response, ..."
 )
 LEASE_WAIT_SECONDS = Setting("CG_LEASE_WAIT_SECONDS", "1800", "must be a whole number of seconds, 0 or more, e.g. 1800")
+LEASE_TTL_SECONDS = Setting("CG_LEASE_TTL_SECONDS", "120", "must be a number of seconds from 3 to 86400, e.g. 120")
 DAGSTER_PORT = Setting("CG_DAGSTER_PORT", "3000", "is not a TCP port: set a number from 1 to 65535")
 SANDBOX_PORT = Setting("CG_SANDBOX_PORT", "8765", "is not a TCP port: set a number from 1 to 65535")
 

@@ -17,6 +17,7 @@ from cg_dagster.customergauge.resources import CustomerGaugeResource
 from cg_dagster.lib.client import CustomerGaugeConfigError
 from cg_dagster.lib.flatten import FlattenError, flatten_records
 from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.lease import lease_ttl_seconds
 from cg_dagster.sandbox import SandboxServer, project_env
 from cg_dagster_tests._fixtures_runs import failure_text, run
 from cg_dagster_tests._fixtures_sandbox import make_resources
@@ -56,6 +57,26 @@ def test_a_malformed_integer_names_the_variable_and_the_fix(text):
 def test_an_integer_out_of_its_range_is_refused(text):
     with pytest.raises(CustomerGaugeConfigError, match=f"^CG_DAGSTER_PORT='{text}' is not a TCP port"):
         settings.DAGSTER_PORT.integer({"CG_DAGSTER_PORT": text}, minimum=1, maximum=65535)
+
+
+@pytest.mark.parametrize("text, ttl", [(None, 120.0), ("3", 3.0), ("4.5", 4.5), ("86400", 86400.0)])
+def test_the_object_lease_ttl_reads_the_variable_or_its_default(monkeypatch, text, ttl):
+    if text is None:
+        monkeypatch.delenv("CG_LEASE_TTL_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("CG_LEASE_TTL_SECONDS", text)
+    assert lease_ttl_seconds() == ttl
+
+
+@pytest.mark.parametrize("text", ["2.9", "0", "-5", "nan", "inf", "two minutes", "86401"])
+def test_a_lease_ttl_too_short_or_malformed_names_the_variable_and_the_fix(monkeypatch, text):
+    monkeypatch.setenv("CG_LEASE_TTL_SECONDS", text)
+    with pytest.raises(CustomerGaugeConfigError) as error:
+        lease_ttl_seconds()
+    assert str(error.value) == (
+        f"CG_LEASE_TTL_SECONDS={text!r} must be a number of seconds from 3 to 86400, e.g. 120, "
+        "or unset it (default 120)"
+    )
 
 
 def test_the_run_config_reads_its_variables_when_the_run_starts_not_at_import(monkeypatch):

@@ -29,13 +29,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from cg_dagster.lib.storage import LakeError, PreconditionFailed
+from cg_dagster.lib.storage import PreconditionFailed
+from cg_dagster.settings import LEASE_TTL_SECONDS
 
 log = logging.getLogger("cg_dagster.lease")
 
 POLL_SECONDS = 1.0
-TTL_SETTING = "CG_LEASE_TTL_SECONDS"
-DEFAULT_TTL_SECONDS = 120.0
 
 
 class LeaseTimeoutError(RuntimeError):
@@ -180,7 +179,7 @@ class ObjectLease(Lease):
     ``ttl_seconds`` defaults to ``CG_LEASE_TTL_SECONDS`` (120).
 
     Raises (on construction):
-        LakeError: ``CG_LEASE_TTL_SECONDS`` is not a number of seconds >= 3.
+        CustomerGaugeConfigError: ``CG_LEASE_TTL_SECONDS`` is not a number of seconds from 3 to a day.
     """
 
     def __init__(self, name: str, path, storage, ttl_seconds: float | None = None):
@@ -256,15 +255,11 @@ def lease_ttl_seconds() -> float:
     """``CG_LEASE_TTL_SECONDS`` (default 120): how long an object-storage lease outlives its last heartbeat.
 
     Raises:
-        LakeError: the setting is not a number >= 3; names it and the fix.
+        CustomerGaugeConfigError: the setting is not a number of seconds from 3 to a day; names it and the fix.
     """
-    text = os.environ.get(TTL_SETTING, "").strip()
-    try:
-        ttl = float(text) if text else DEFAULT_TTL_SECONDS
-    except ValueError:
-        ttl = -1.0
-    if not ttl >= 3:
-        raise LakeError(f"{TTL_SETTING}={text!r} is not a number of seconds >= 3: set it to e.g. 120, or unset it")
+    ttl = LEASE_TTL_SECONDS.number(above=0, maximum=86_400)
+    if ttl < 3:
+        raise LEASE_TTL_SECONDS.error(LEASE_TTL_SECONDS.text())
     return ttl
 
 
