@@ -70,7 +70,7 @@ import numpy as np
 import pyarrow as pa
 
 from cg_dagster.lib.lake import Lake, LakeError
-from cg_dagster.lib.schemas import CURRENT_TABLES, TABLES
+from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, TABLES  # KEY_TABLE's rows decide winners, ranges
 
 RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's density (ids ~3 apart)
 BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
@@ -78,7 +78,6 @@ DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
 STATE_FILE = "current.json"
 STATE_VERSION = 1
 KEY = "number_customergauge"
-KEY_TABLE = "responses"  # the table whose rows decide the winners and the ranges
 
 
 @dataclass(frozen=True)

@@ -328,9 +328,10 @@ class Lake:
             self._head_etag = found[1] if found else None
             text = found[0] if found else None
         else:
-            with contextlib.suppress(FileNotFoundError):
-                text = None
+            try:
                 text = self.storage.read_bytes(path)
+            except FileNotFoundError:
+                text = None
         if text is None:
             return None
         try:

@@ -44,9 +44,8 @@ from cg_dagster.lib.lake import (
     utc_now,
 )
 from cg_dagster.lib.lookback import record_reread
-from cg_dagster.lib.schemas import RAW_TABLE, TABLES
+from cg_dagster.lib.schemas import KEY_TABLE, RAW_TABLE, TABLES
 
-FLAT_KEY_TABLE = "responses"  # its partition file holds one row per raw row: proof a partition was synced
 FETCHED_AT_STATE = "fetched_at.json"  # _state/: the latest fetched_at this lake committed (_FetchClock)
 RAW_ROW_GROUP_ROWS = 10_000  # rows per Parquet row group of a raw file (~15 MB of sandbox JSON in memory)
 RAW_DICTIONARY_COLUMNS = ["fetched_at", "sync_pass", "cursor_sent"]  # one value per page: a dictionary pays
@@ -185,7 +184,7 @@ def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None
     )
     target_exists = lake.exists(target)
     rows = read_parquet_metadata(target).num_rows if target_exists else 0
-    flat = lake.table_dir(FLAT_KEY_TABLE) / target.name
+    flat = lake.table_dir(KEY_TABLE) / target.name  # one row per raw row: proof it was synced
     if recorded is None and not rows and lake.exists(flat) and (flat_rows := read_parquet_metadata(flat).num_rows):
         raise LakeError(
             f"{str(target)!r} is {'empty' if target_exists else 'missing'} and has no sync manifest "
