@@ -764,3 +764,31 @@ def test_flatten_raw_bad_input_raises():
     assert "secret" not in str(error.value)
     with pytest.raises(FlattenError, match="raw table has no 'fetched_at' column"):
         flatten_raw(raw.drop_columns(["fetched_at"]))
+
+
+# ---- the edges of the types: ids beyond int64, lone surrogates, a follow-up flag that is not a boolean ----------
+
+
+def test_number_customergauge_beyond_int64_is_refused_with_a_flatten_error():
+    records = [{"number_customergauge": 2**63, "nps": 5}]
+    with pytest.raises(FlattenError, match="number_customergauge"):
+        raw_rows(records, fetched_at=FETCHED_AT, cursor_sent=None, sync_pass="cursor")
+    with pytest.raises(FlattenError, match="number_customergauge"):
+        flatten_records(records, fetched_at=FETCHED_AT)
+
+
+def test_a_lone_surrogate_is_kept_escaped_in_the_raw_row_and_replaced_and_counted_when_flattened():
+    record = json.loads('{"number_customergauge": 1, "comment": {"original": "ok \\ud800 ok"}}')
+    raw = raw_rows([record], fetched_at=FETCHED_AT, cursor_sent=None, sync_pass="cursor")
+    assert raw.column("record_json").to_pylist() == [
+        '{"number_customergauge":1,"comment":{"original":"ok \\ud800 ok"}}'
+    ]
+    flat = flatten_records([record], fetched_at=FETCHED_AT)
+    assert flat.tables["responses"].column("comment_original").to_pylist() == ["ok \ufffd ok"]
+    assert flat.stats.text_invalid == 1
+
+
+def test_a_follow_up_flag_that_is_not_a_boolean_is_null_and_counted():
+    flat = flatten_records([{"number_customergauge": 1, "follow_up": {"requested": "true"}}], fetched_at=FETCHED_AT)
+    assert flat.tables["responses"]["follow_up_requested"].to_pylist() == [None]
+    assert flat.stats.follow_up_invalid == 1

@@ -68,7 +68,7 @@ def with_neighbours(rec) -> list[str]:
     return [dumped(VENDOR_RECORD), dumped(rec), dumped(plain), dumped(VENDOR_RECORD)]
 
 
-# --- (a) the odd inputs of test_flatten.py, _fixtures_flatten.py and test_regressions.py ---------------
+# --- (a) the odd inputs of test_flatten.py and _fixtures_flatten.py -------------------------------------
 
 NPS = [
     0,
