@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cg_dagster_tests.test_run_py import free_port
+from cg_dagster_tests._fixtures_dev import free_port
 
 PG_USER = "dagster"
 

@@ -2,11 +2,9 @@
 the product computes on every column it fills. No figure is asserted."""
 
 import datetime as dt
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
 import pytest
@@ -14,19 +12,12 @@ import pytest
 from cg_dagster.lib.flatten import flatten_records
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.sandbox.data import generate_records
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("cg_benchmark", ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from cg_dagster_tests._fixtures_dev import PROJECT as ROOT
+from cg_dagster_tests._fixtures_dev import load_benchmark
 
 
 def test_arrow_floor_matches_the_product_on_the_columns_it_fills():
-    bench = _benchmark_module()
+    bench = load_benchmark()
     records = [{key: value for key, value in record.items() if key != "_pos"} for record in generate_records(7, 1200)]
     pages = [
         (None, orjson.dumps({"data": records[:700], "cursor": {"next": 5}})),

@@ -11,11 +11,12 @@ import pytest
 from cg_dagster.lib.current import update_current
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster_tests.test_benchmark import ROOT, _benchmark_module
+from cg_dagster_tests._fixtures_dev import PROJECT as ROOT
+from cg_dagster_tests._fixtures_dev import load_benchmark
 
 
 def test_synthetic_partitions_have_the_contract_schemas_and_resend_the_responses_of_a_day_before(tmp_path):
-    bench = _benchmark_module()
+    bench = load_benchmark()
     lake, template = Lake(tmp_path / "lake"), bench.age_template()
     for index in range(26):
         bench.write_age_partition(lake, template, index)

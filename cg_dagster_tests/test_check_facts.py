@@ -14,7 +14,7 @@ from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import RAW_TABLE
 from cg_dagster.lib.tables import flatten_partition
-from cg_dagster_tests.test_flatten_partition import P, sandbox_records, write_raw
+from cg_dagster_tests._fixtures_flatten import P, sandbox_records, write_raw
 
 
 def _from_files(done) -> dict:

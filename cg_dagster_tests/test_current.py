@@ -13,30 +13,21 @@ import pytest
 from cg_dagster.lib import current as current_module
 from cg_dagster.lib import tables as tables_module
 from cg_dagster.lib.current import CURRENT_TABLES, build_current
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, flatten_records
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES
 from cg_dagster.lib.lake import Lake, LakeError
 from cg_dagster.lib.schemas import TABLES, Column
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition
+from cg_dagster_tests._fixtures_flatten import tag, write_partition
 from cg_dagster_tests._fixtures_sandbox import expected_current, make_resources, read_current
 
 T1 = datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
 T2 = T1 + timedelta(hours=1)
 
 
-def write_partition(lake: Lake, partition: str, records: list[dict], fetched_at: datetime) -> None:
-    flat = flatten_records(records, fetched_at=fetched_at)
-    for name in FLAT_TABLE_NAMES:
-        lake.write_table(lake.partition_path(name, partition), flat.tables[name])
-
-
 def current(lake: Lake, table: str, *columns: str) -> list[tuple]:
     rows = pq.read_table(lake.current_path(table), columns=list(columns)).to_pylist()
     return [tuple(row[c] for c in columns) for row in rows]
-
-
-def tag(label: str) -> dict:
-    return {"label": label, "type": "topic"}
 
 
 def test_latest_fetch_wins_with_its_own_child_rows(tmp_path):

@@ -23,8 +23,8 @@ from cg_dagster.lib.current import (
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition
+from cg_dagster_tests._fixtures_flatten import tag, write_partition
 from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
-from cg_dagster_tests.test_current import tag, write_partition
 
 WIDTH = 150  # ids per range in these tests: the sandbox's 350 records (ids 3000..4050) span 8 ranges
 

@@ -3,56 +3,16 @@ whole raw file, dictionary-encoded where it pays; a failure in any batch, or in 
 leaves no temporary file. Not timed."""
 
 import threading
-from datetime import timedelta
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import cg_dagster.lib.tables as tables_module
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, flatten_raw, raw_rows
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, flatten_raw
 from cg_dagster.lib.lake import AtomicParquetWriter, Lake, LakeError
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.tables import DICTIONARY_COLUMNS, flatten_partition
-from cg_dagster.sandbox.data import EXPANSIONS, generate_records
-from cg_dagster.sandbox.server import _render
-from cg_dagster_tests._fixtures_flatten import FETCHED_AT, odd_page
-
-P = "2026-11-01-10:00"
-PAGE = 250
-
-
-def write_raw(lake: Lake, records: list, bad_row: int | None = None) -> pa.Table:
-    """The raw partition file of `records`, in pages of PAGE rows as the sync writes it; with `bad_row`,
-    that row's record_json is not JSON. Returns the whole raw table."""
-    pages = []
-    for start in range(0, len(records), PAGE):
-        page = raw_rows(
-            records[start : start + PAGE],
-            fetched_at=FETCHED_AT + timedelta(seconds=start),
-            cursor_sent=start,
-            sync_pass="cursor",
-        )
-        pages.append(page)
-    raw = pa.concat_tables(pages)
-    if bad_row is not None:
-        texts = raw.column("record_json").to_pylist()
-        texts[bad_row] = '{"number_customergauge": 1,'
-        raw = raw.set_column(raw.schema.get_field_index("record_json"), "record_json", pa.array(texts, pa.string()))
-    with lake.parquet_writer(lake.partition_path("raw_responses", P), raw.schema) as writer:
-        for batch in raw.to_batches(max_chunksize=PAGE):
-            writer.write(batch)
-        writer.commit()
-    return raw
-
-
-def sandbox_records(count: int) -> list[dict]:
-    records = [
-        _render(rec, frozenset(EXPANSIONS), legacy)
-        for legacy in (False, True)
-        for rec in generate_records(4, count // 2)
-    ]
-    return records[: count - 3] + odd_page()
+from cg_dagster_tests._fixtures_flatten import P, sandbox_records, write_raw
 
 
 def flat_files(lake: Lake) -> dict[str, bytes]:

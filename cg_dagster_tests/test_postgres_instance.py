@@ -37,6 +37,7 @@ from cg_dagster.customergauge.schedules import hourly_sync_job, hourly_sync_sche
 from cg_dagster.lib.lake import Lake
 from cg_dagster.sandbox import SandboxFaults
 from cg_dagster_tests import _fixtures_postgres
+from cg_dagster_tests._fixtures_dev import free_port
 from cg_dagster_tests._fixtures_runs import (
     NO_LOOKBACK,
     PROJECT,
@@ -47,7 +48,6 @@ from cg_dagster_tests._fixtures_runs import (
     run,
 )
 from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
-from cg_dagster_tests.test_run_py import free_port
 
 DEPLOY = PROJECT / "deploy"
 BIN = Path(sys.executable).parent

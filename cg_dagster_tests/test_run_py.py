@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -19,40 +18,9 @@ sys.path[:0] = [str(PROJECT), str(PROJECT / "scripts")]
 import dev  # noqa: E402 (scripts/ on sys.path first)
 
 import run  # noqa: E402
+from cg_dagster_tests._fixtures_dev import dev_env, free_port, wait_for_ui  # noqa: E402
 
 RUN_TASK = "import os, sys, run; sys.exit(run.run_task(sys.argv[1:], dict(os.environ)))"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def dev_env(tmp_path: Path, ui_port: int, sandbox_port: int) -> dict:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").symlink_to(PROJECT / "dagster.yaml")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CUSTOMERGAUGE_")}
-    return env | {
-        "DAGSTER_HOME": str(home),
-        "CG_LAKE_ROOT": str(tmp_path / "lake"),
-        "CG_DAGSTER_PORT": str(ui_port),
-        "CG_SANDBOX_PORT": str(sandbox_port),
-    }
-
-
-def wait_for_ui(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"dev exited early with {process.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"the UI did not answer on port {port} within 180 s")
 
 
 def alive(pid: int) -> bool:

@@ -24,9 +24,9 @@ from playwright import sync_api as playwright
 
 import cg_dagster.lib.tables as tables_module
 from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster_tests._fixtures_dev import dev_env, free_port, wait_for_ui
 from cg_dagster_tests._fixtures_runs import run
 from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET, make_resources
-from cg_dagster_tests.test_run_py import dev_env, free_port, wait_for_ui
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts" / "ui"
