@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, raw_run_config
+from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, RAW_OP, raw_run_config
 from cg_dagster.customergauge.schedules import hourly_sync_schedule
 from cg_dagster.definitions import defs
 from cg_dagster.lib.lake import Lake
@@ -136,7 +136,7 @@ def test_an_older_never_synced_partition_is_written_empty_with_a_reason(sandbox,
 def test_full_refresh_loads_from_the_beginning(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
-    config = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": -1, "full_refresh": True}}}}
+    config = raw_run_config(lookback_hour=-1, full_refresh=True)
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
         meta = raw_metadata(run(instance, resources, P2, run_config=config))
@@ -164,7 +164,7 @@ def test_full_refresh_into_an_older_partition_never_moves_the_head_backwards(san
 def test_lookback_hour_rereads_the_trailing_window(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root)
-    config = {"ops": {"customergauge__raw_responses": {"config": {"lookback_hour": 11, "lookback_days": 10}}}}
+    config = raw_run_config(lookback_hour=11, lookback_days=10)
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
         sandbox.reset_log()
@@ -277,7 +277,7 @@ def test_the_cli_materializes_the_group_in_one_process_with_checks_per_partition
     kinds = [event.event_type for event in events]
     assert dg.DagsterEventType.STEP_WORKER_STARTING not in kinds
     steps = {event.step_key: event.pid for event in events if event.event_type == dg.DagsterEventType.STEP_START}
-    assert set(steps) == {"customergauge__raw_responses", "flattened_tables", "current_tables"}
+    assert set(steps) == {RAW_OP, "flattened_tables", "current_tables"}
     assert len(set(steps.values())) == 1
     check_type = dg.DagsterEventType.ASSET_CHECK_EVALUATION
     evaluations = [event.event_specific_data for event in events if event.event_type == check_type]
