@@ -144,3 +144,15 @@ def test_the_pythons_run_py_accepts_are_the_ones_pyproject_states():
     requires = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert requires == f">={run.PYTHONS[0]},<3.{int(run.PYTHONS[-1].split('.')[1]) + 1}"
     assert f"{sys.version_info.major}.{sys.version_info.minor}" in run.PYTHONS
+
+
+@pytest.mark.parametrize(
+    "env, lake",
+    [
+        ({}, str(dev.DEMO_LAKE)),
+        ({"CG_LAKE_ROOT": "  "}, str(dev.DEMO_LAKE)),
+        ({"CG_LAKE_ROOT": "/data/cg"}, "/data/cg"),
+    ],
+)
+def test_run_py_dev_uses_the_demo_lake_unless_cg_lake_root_is_set(env, lake):
+    assert dev.dev_lake_root(env) == lake

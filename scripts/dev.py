@@ -106,7 +106,13 @@ def _with_sandbox(env: dict, port: str, started: list) -> dict:
     )
     started.append(sandbox)
     print(sandbox.stdout.readline().strip(), flush=True)
-    return {**env, **project_env(f"http://127.0.0.1:{port}"), LAKE_ROOT.name: LAKE_ROOT.text(env) or str(DEMO_LAKE)}
+    return {**env, **project_env(f"http://127.0.0.1:{port}"), LAKE_ROOT.name: dev_lake_root(env)}
+
+
+def dev_lake_root(env: dict) -> str:
+    """The lake of `run.py dev`: ``CG_LAKE_ROOT`` when set (not blank), else the demo's (``demo_lake``), so
+    the UI continues from what `run.py demo` loaded (not LAKE_ROOT's own default, ``lake``)."""
+    return env.get(LAKE_ROOT.name, "").strip() or str(DEMO_LAKE)
 
 
 def _stop_group(process: subprocess.Popen) -> None:

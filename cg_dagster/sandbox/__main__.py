@@ -16,10 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local CustomerGauge-compatible v7 sync API.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default 8765)")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated records: same seed, same records")
-    parser.add_argument("--records", type=int, default=2500, help="responses served at start (default 2500)")
+    parser.add_argument("--records", type=int, default=2500, help="responses served at start")
     parser.add_argument("--client-id", default="sandbox-client", help="client_id the token endpoint accepts")
     parser.add_argument("--client-secret", default="sandbox-secret", help="client_secret the token endpoint accepts")
     parser.add_argument("--token-ttl", type=int, default=3600, help="expires_in of tokens, seconds")
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--empty-next",
         default="same",
         choices=EMPTY_NEXT_MODES,
-        help="cursor.next of the empty last page (default: the cursor sent)",
+        help="cursor.next of the empty last page (same: the cursor sent)",
     )
     parser.add_argument(
         "--legacy-drivers",
