@@ -38,7 +38,11 @@ Each range is written by its own DuckDB queries over the files the plan names fo
 then each table's rows of the winners in key order), so neither time nor memory depends on the lake's age.
 
 The record is written after the files, so an update that dies is redone whole by the next one (a merge
-applied twice gives the same rows). Every path gives the same tables as a full rebuild
+applied twice gives the same rows). On object storage every file write is conditional on the object being as
+the update listed (range files) or read (the record) it at its start (lib/storage.py, "Fencing"): an update
+racing another (a holder of the current lease that stalled past its expiry) fails with ``PreconditionFailed``
+at its first range file or record another update rewrote meanwhile, leaving that update's files and record.
+Every path gives the same tables as a full rebuild
 (cg_dagster_tests/test_current_incremental.py).
 
 Memory is bounded whatever the lake's age or the partition's size: DuckDB runs with DUCKDB_MEMORY_LIMIT,
@@ -116,11 +120,13 @@ def update_current(lake: Lake, *, full_rebuild: bool = False) -> CurrentUpdate:
     """
     lake.ensure_writable()
     state = lake.read_state(STATE_FILE)
+    # object storage: every range write below is conditional on its file being as listed here (lib/storage.py)
+    existing = {name: _files(lake, name) for name in CURRENT_TABLES}
     known = state["partitions"] if _same_layout(state) else {}
     found = _partitions(lake)
     new = {stem for stem, files in found.items() if known.get(stem, {}).get("files") != files}
     ranges = {stem: _ranges_of(lake, stem) if stem in new else known[stem]["ranges"] for stem in found}
-    reason = "full_rebuild: true in run config" if full_rebuild else _why_full(lake, state)
+    reason = "full_rebuild: true in run config" if full_rebuild else _why_full(state, existing)
     if reason:
         mode, rows = "full rebuild", {name: {} for name in CURRENT_TABLES}
         touched = {r for stem in found for r in ranges[stem]}
@@ -198,15 +204,16 @@ def _ranges_of(lake: Lake, stem: str) -> list[int]:
     return sorted(found)
 
 
-def _why_full(lake: Lake, state: dict | None) -> str | None:
-    """Why the record in ``_state/current.json`` cannot be updated incrementally, or None when it can."""
+def _why_full(state: dict | None, existing: dict[str, set[str]]) -> str | None:
+    """Why the record in ``_state/current.json`` cannot be updated incrementally, or None when it can
+    (``existing``: {table: names of its range files})."""
     if state is None:
         return f"no _state/{STATE_FILE} (first build, or a lake written before incremental updates)"
     if not _same_layout(state):
         return f"_state/{STATE_FILE} was written with another layout (range width {state.get('range_width')})"
     expected = _expected(_int_keys(state["rows"][KEY_TABLE]))
     for name in CURRENT_TABLES:
-        if missing := expected - _files(lake, name):  # an extra file (an update that died) is rewritten or deleted
+        if missing := expected - existing[name]:  # an extra file (an update that died) is rewritten or deleted
             return (
                 f"current/{name}/ lacks {len(missing)} range files that _state/{STATE_FILE} records, "
                 f"e.g. {min(missing)}"
@@ -252,26 +259,28 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
     )
     written = {name: {} for name in CURRENT_TABLES}
     try:
-        lake.register(con)  # object storage: DuckDB reads s3:// paths through the lake's fsspec filesystem
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET parquet_metadata_cache = true")  # each range's queries read the same partition files
-        for r, stems in sorted(plan.items()):
-            sources = {name: _source(lake, name, r, stems, from_current) for name in CURRENT_TABLES}
-            if sources[KEY_TABLE] is None:
-                continue
-            con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE winners AS
-                SELECT {KEY}, fetched_at, from_current, source FROM (
-                    SELECT {KEY}, fetched_at, from_current, source FROM ({sources[KEY_TABLE]})
-                    GROUP BY ALL
-                    HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
+        with lake.registered(con):  # object storage: DuckDB reads s3:// paths through the lake's fsspec filesystem
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET parquet_metadata_cache = true")  # each range's queries read the same partition files
+            for r, stems in sorted(plan.items()):
+                sources = {name: _source(lake, name, r, stems, from_current) for name in CURRENT_TABLES}
+                if sources[KEY_TABLE] is None:
+                    continue
+                con.execute(
+                    f"""
+                    CREATE OR REPLACE TEMP TABLE winners AS
+                    SELECT {KEY}, fetched_at, from_current, source FROM (
+                        SELECT {KEY}, fetched_at, from_current, source FROM ({sources[KEY_TABLE]})
+                        GROUP BY ALL
+                        HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
+                    )
+                    QUALIFY row_number() OVER (
+                        PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current, source DESC
+                    ) = 1
+                    """
                 )
-                QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current, source DESC) = 1
-                """
-            )
-            for name in CURRENT_TABLES:
-                written[name][r] = _write_range(lake, con, name, r, sources[name])
+                for name in CURRENT_TABLES:
+                    written[name][r] = _write_range(lake, con, name, r, sources[name])
         return written
     finally:
         con.close()

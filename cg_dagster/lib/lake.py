@@ -26,7 +26,7 @@ Guarantees (see README, "Guarantees"):
   fsynced, then renamed over the target with ``os.replace`` (atomic on POSIX). Re-writing a partition
   replaces its file; a crash leaves the old file (or none) in place and a stray file in ``_tmp/`` that the
   next sync removes once it is a day old (``sweep_tmp``; a live writer's file is never removed). On object
-  storage an object is uploaded whole to its key (a PUT is atomic) and an aborted upload is discarded.
+  storage the file is written locally and uploaded whole to its key in one PUT on commit.
 * A raw partition file's sync manifest (``SyncManifest``: the API range it holds) is written twice: in the
   file's Parquet footer, with the data, and then as a sidecar JSON in ``_state/manifests/``, which a tool
   that rewrites the data file (compaction, DuckDB ``COPY``, pandas) cannot drop. ``read_manifest`` and
@@ -36,6 +36,10 @@ Guarantees (see README, "Guarantees"):
   Local: an exclusive ``flock``. Object storage: the lock is an ``ObjectLease`` on ``_state/commit.lock``, and
   the head is written with ``If-Match`` the ETag of the head last read (``If-None-Match: *`` when there was
   none), so a head that moved since fails the write (HTTP 412) even when the lock's holder outlived its TTL.
+* Object storage (S3): no writer overwrites what another committed. Every write of a file (raw, manifest,
+  flattened, current, ``_state/*.json``) is conditional on the object being as this ``Lake`` last saw it
+  (lib/storage.py, "Fencing"), and is refused (``PreconditionFailed``, nothing written) otherwise; before each
+  write, a lease this ``Lake`` holds that was lost (``ObjectLease.lost``) refuses it too (``LeaseLostError``).
 """
 
 import contextlib
@@ -43,6 +47,7 @@ import datetime as dt
 import json
 import os
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +55,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cg_dagster.lib.lease import FileLease, Lease, ObjectLease
+from cg_dagster.lib.lease import FileLease, Lease, LeaseLostError, ObjectLease
 from cg_dagster.lib.storage import FileStat, LakeError, PreconditionFailed, arrow_location, open_storage
 
 STATE_DIR = "_state"
@@ -173,9 +178,6 @@ def partition_key_of(stem: str) -> str:
     return f"{stem[:-2]}:{stem[-2:]}"
 
 
-_UNREAD = object()  # Lake._head_etag before this object read the head
-
-
 class Lake:
     """A lake rooted at ``root``: a local path, or ``s3://bucket/prefix`` (lib/storage.py; ``gs://``, ``abfs://``
     read and write but cannot commit). Cheap to construct; creates folders only when writing. ``root`` is a
@@ -188,7 +190,7 @@ class Lake:
     def __init__(self, root: str | os.PathLike):
         self.storage = open_storage(root)
         self.root = self.storage.root
-        self._head_etag = _UNREAD  # object storage: the ETag of the head this object last read (None: absent)
+        self._leases: weakref.WeakSet[ObjectLease] = weakref.WeakSet()  # from ``lease()``: checked before each write
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
@@ -238,10 +240,10 @@ class Lake:
         where, filesystem = self.storage.arrow(path)
         return pq.read_table(where, filesystem=filesystem, **options)
 
-    def register(self, con) -> None:
-        """Let the DuckDB connection ``con`` read ``str(path)`` of this lake's files (an fsspec filesystem
-        registered on it for object storage; nothing for a local lake)."""
-        self.storage.register(con)
+    def registered(self, con) -> contextlib.AbstractContextManager[None]:
+        """Within the ``with`` block, the DuckDB connection ``con`` reads ``str(path)`` of this lake's files (an
+        fsspec filesystem registered on it for object storage, unregistered on exit; nothing for a local lake)."""
+        return self.storage.registered(con)
 
     def scratch_dir(self, name: str) -> Path:
         """A local folder for spill files of this lake (``_tmp/<name>`` of a local lake)."""
@@ -323,16 +325,9 @@ class Lake:
             LakeError: if the cursor file exists but is not valid JSON of the expected shape.
         """
         path = self.root / STATE_DIR / HEAD_FILE
-        if self.storage.remote:
-            found = self.storage.read_versioned(path)
-            self._head_etag = found[1] if found else None
-            text = found[0] if found else None
-        else:
-            try:
-                text = self.storage.read_bytes(path)
-            except FileNotFoundError:
-                text = None
-        if text is None:
+        try:
+            text = self.storage.read_bytes(path)  # object storage: its ETag is what write_head expects
+        except FileNotFoundError:
             return None
         try:
             return HeadCursor.from_json(text)
@@ -380,26 +375,24 @@ class Lake:
         """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place.
 
         On object storage the write is conditional on the head this object last read (``read_head``,
-        ``assert_head``): ``If-Match`` its ETag, or ``If-None-Match: *`` when there was none (unconditional
-        only if this object never read the head).
+        ``assert_head``): ``If-Match`` its ETag, or ``If-None-Match: *`` when there was none. A refused write
+        whose head now is exactly ``head`` succeeded: botocore retried a PUT whose response was lost.
 
         Raises:
-            CursorConflictError: the head changed since it was read (HTTP 412/409); nothing was written.
+            CursorConflictError: the head changed since it was read (HTTP 412/409); the head was not written.
+            LeaseLostError: a lease this object holds was lost (``check_leases``); nothing was written.
         """
         path = self.root / STATE_DIR / HEAD_FILE
-        if not self.storage.remote:
-            self._write_json(path, asdict(head))
-            return
-        body = _json_bytes(asdict(head))
-        if self._head_etag is _UNREAD:
-            self.storage.write_bytes(path, body)
-            return
         try:
-            self._head_etag = self.storage.put_if(path, body, self._head_etag)
+            self._write_json(path, asdict(head))
+        except LeaseLostError:
+            raise
         except PreconditionFailed:
+            if self.read_head() == head:
+                return
             raise CursorConflictError(
                 f"the head cursor {str(path)!r} was written by another sync after this run read it (its conditional "
-                "write failed). Nothing was committed; run again to sync from the new head"
+                "write failed), so this run's head was not written; run again to sync from the new head"
             ) from None
 
     def read_state(self, name: str) -> dict | None:
@@ -434,10 +427,24 @@ class Lake:
         if not self.storage.remote:
             return FileLease(name, path)
         self.storage.require_conditional()
-        return ObjectLease(name, path, self.storage)
+        lease = ObjectLease(name, path, self.storage)
+        self._leases.add(lease)
+        return lease
+
+    def check_leases(self) -> None:
+        """Called before every write: raises ``LeaseLostError`` (nothing written) if a lease of this lake
+        (``lease()``: the sync or current lease, the commit lock) was lost while held (``ObjectLease.lost``)."""
+        for lease in list(self._leases):
+            lease.check()
 
     def _write_json(self, path, data: dict) -> None:
-        """Write ``data`` as JSON to ``path`` atomically and durably (local: temporary file, fsync, rename)."""
+        """Write ``data`` as JSON to ``path`` atomically and durably (local: temporary file, fsync, rename;
+        object storage: conditional, see the module docstring).
+
+        Raises:
+            PreconditionFailed: object storage: the object changed since this ``Lake`` saw it, or a lease was lost.
+        """
+        self.check_leases()
         self.storage.write_bytes(path, _json_bytes(data))
 
     # ---- quarantine ----------------------------------------------------------------------------------
@@ -493,8 +500,10 @@ class Lake:
         exists = self.exists(data_path)
         text = (read_parquet_metadata(data_path).metadata or {}).get(MANIFEST_FOOTER_KEY) if exists else None
         where = f"the footer of {str(data_path)!r}"
+        sidecar = self.manifest_path(data_path)
+        if text is not None and self.storage.remote:
+            self.storage.look(sidecar)  # so that write_manifest is conditional on the sidecar as it is now
         if text is None:
-            sidecar = self.manifest_path(data_path)
             where = repr(str(sidecar))
             try:
                 text = self.storage.read_bytes(sidecar)
@@ -522,6 +531,7 @@ class AtomicParquetWriter:
     ):
         self.target = target
         self.rows = 0
+        self._lake = lake
         self._file = lake.storage.open_atomic(target)
         if key_value_metadata:
             schema = schema.with_metadata({**(schema.metadata or {}), **key_value_metadata})
@@ -548,9 +558,15 @@ class AtomicParquetWriter:
 
     def commit(self) -> None:
         """Close the file and put it at the target whole (local: fsync and rename; the target folder is
-        created. Object storage: the upload completes)."""
+        created. Object storage: one PUT, on the condition that the object is as when the writer opened).
+
+        Raises:
+            PreconditionFailed: object storage: the target changed since the writer opened (another run wrote
+                it), or a lease of the lake was lost (``Lake.check_leases``); nothing was written.
+        """
         self._writer.close()
         self._writer = None
+        self._lake.check_leases()
         self._file.commit()
 
     def abort(self) -> None:

@@ -41,6 +41,11 @@ class LeaseTimeoutError(RuntimeError):
     """A lease stayed held by another job for longer than the caller would wait. Nothing was done."""
 
 
+class LeaseLostError(PreconditionFailed):
+    """The holder of an object lease lost it (its expiry passed without a renewal, or another job took it
+    over) before a write; the write was not made (``Lease.check``)."""
+
+
 class Lease(abc.ABC):
     """One holder at a time. Subclasses implement ``try_acquire``, ``holder`` and ``release``; ``hold``
     is the waiting loop every kind of lease shares."""
@@ -173,8 +178,10 @@ class ObjectLease(Lease):
       replaced ``If-Match`` the ETag read, so of two takers one wins;
     * release: deleted ``If-Match`` our ETag: a lease another holder took over after ours expired stays his.
 
-    A holder that stalls past its expiry (a paused VM) loses the lease to a taker; its heartbeat then fails
-    and logs an error. Correctness does not rest on the lease: the commit is a conditional write of the head.
+    A holder that stalls past its expiry (a paused VM) may lose the lease to a taker: once its expiry passed
+    without a renewal, or a renewal found the lease taken over (HTTP 412), ``lost`` is set for good, the
+    heartbeat stops and logs an error, and ``check`` raises ``LeaseLostError`` (``Lake`` checks before every
+    write). Correctness does not rest on the lease: every lake write on S3 is conditional (lib/storage.py).
     ``storage`` is the lake's ``ObjectStorage`` (``read_versioned``, ``put_if``, ``delete_if``).
     ``ttl_seconds`` defaults to ``CG_LEASE_TTL_SECONDS`` (120).
 
@@ -188,6 +195,7 @@ class ObjectLease(Lease):
         self.ttl = ttl_seconds if ttl_seconds is not None else lease_ttl_seconds()
         self._etag: str | None = None
         self._record: dict | None = None
+        self._lost = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -213,7 +221,7 @@ class ObjectLease(Lease):
                 self.location,
                 _describe(_parse(current[0])),
             )
-        self._etag, self._record = etag, record
+        self._etag, self._record, self._lost = etag, record, False
         self._stop.clear()
         self._heartbeat = threading.Thread(target=self._renew, name=f"lease-{self.name}", daemon=True)
         self._heartbeat.start()
@@ -223,6 +231,21 @@ class ObjectLease(Lease):
         """The holder record (with ``expires``), or None when there is no lease object or it is not JSON."""
         current = self.storage.read_versioned(self.path)
         return _parse(current[0]) if current else None
+
+    @property
+    def lost(self) -> bool:
+        """True while held if a renewal found the lease taken over or its expiry passed without a renewal."""
+        return self._etag is not None and (self._lost or time.time() >= self._record["expires"])
+
+    def check(self) -> None:
+        """Raise ``LeaseLostError`` (naming the lease and the fix) when ``lost``. (A ``FileLease`` cannot be
+        lost: the kernel keeps a ``flock`` as long as its process lives.)"""
+        if self.lost:
+            raise LeaseLostError(
+                f"lost the {self.name} lease ({self.location}): its expiry passed without a renewal (this process "
+                f"was paused or cut off for longer than CG_LEASE_TTL_SECONDS, {self.ttl:g} s) or another job took "
+                "it over, so this run writes nothing more; run it again"
+            )
 
     def release(self) -> None:
         self._stop.set()
@@ -239,10 +262,15 @@ class ObjectLease(Lease):
             with self._lock:
                 if self._etag is None:
                     return
+                if self.lost:  # paused past the expiry: another job may hold it now, even if it is free again
+                    self._lost = True
+                    log.error("lost the %s lease (%s): it expired before a renewal", self.name, self.location)
+                    return
                 record = {**self._record, "expires": time.time() + self.ttl}
                 try:
                     self._etag = self.storage.put_if(self.path, json.dumps(record).encode(), self._etag)
                 except PreconditionFailed:
+                    self._lost = True
                     log.error("lost the %s lease (%s): taken over after it expired", self.name, self.location)
                     return
                 except Exception as error:  # noqa: BLE001 - a network blip: the next beat retries, before expiry

@@ -5,9 +5,9 @@
 * a local path -> ``LocalStorage``: files appear whole by a write to ``_tmp/`` on the same file system, fsync
   and ``os.replace`` (atomic on POSIX); the commit lock and the leases are ``flock`` (lib/lease.py).
 * ``s3://bucket/prefix`` (``s3fs``), and through the same code ``gs://`` (``gcsfs``) and ``abfs://``/``az://``
-  (``adlfs``) -> ``ObjectStorage``: an object is written whole (a PUT, or a multipart upload completed at
-  commit, is atomic: readers see the old object or the new one), so there is no ``_tmp/``; a writer that
-  aborts discards its upload. Credentials and endpoints come from the store's standard environment and
+  (``adlfs``) -> ``ObjectStorage``: an object is written whole in one PUT (atomic: readers see the old object
+  or the new one), so there is no ``_tmp/``; a file being written is a local file in ``scratch_dir`` until
+  then. Credentials and endpoints come from the store's standard environment and
   config (for S3 the AWS variables and files, ``AWS_ENDPOINT_URL`` included, read by botocore): nothing
   secret is in the root, so ``str(root)`` (what reprs, logs and ``dagster/uri`` show) is ``s3://bucket/prefix``.
 
@@ -19,6 +19,13 @@ Commits and leases on object storage use the store's conditional writes, impleme
 precondition is HTTP 412, a concurrent conditional write HTTP 409): ``put_if`` / ``delete_if`` /
 ``read_versioned``. Other stores read and write through fsspec but refuse a commit or a lease (``LakeError``
 naming the store): their preconditions (GCS generations, Azure ETags) are not implemented here.
+
+Fencing (S3): every write of a lake file is conditional on the object being as this ``ObjectStorage`` last
+saw it (``seen``: the ETag it last read, listed or wrote, or "absent"; one it never looked at is looked at
+when a writer opens it). A writer that stalled past its lease (a paused VM) and resumes after another run
+wrote the same object gets ``PreconditionFailed`` instead of overwriting it. A write whose first attempt
+succeeded but whose response was lost, retried by botocore, fails its precondition the same way: callers
+that can tell (``Lake.write_head``) re-read the object.
 """
 
 import abc
@@ -51,6 +58,7 @@ PACKAGES = {  # fsspec protocol -> the package that implements it
 }
 CONDITIONAL_PROTOCOLS = ("s3", "s3a")  # stores whose conditional writes put_if / delete_if implement
 CONFLICT_STATUSES = (409, 412)  # S3: 412 Precondition Failed, 409 ConditionalRequestConflict
+MAX_PUT_BYTES = 5 * 2**30  # AWS S3 PutObject: "upload a single object up to 5 GB in size"
 
 
 class LakeError(RuntimeError):
@@ -130,7 +138,12 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def write_bytes(self, path, data: bytes) -> None:
-        """Write ``data`` to ``path`` whole and durably: readers see the old content or the new, never a part."""
+        """Write ``data`` to ``path`` whole and durably: readers see the old content or the new, never a part.
+
+        Raises:
+            PreconditionFailed: object storage only: the object changed since this storage last saw it
+                (module docstring, "Fencing"); nothing was written.
+        """
 
     @abc.abstractmethod
     def delete(self, path) -> None:
@@ -138,15 +151,18 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def open_atomic(self, target) -> "AtomicFile":
-        """An ``AtomicFile`` whose bytes appear at ``target`` only on ``commit()``."""
+        """An ``AtomicFile`` whose bytes appear at ``target`` only on ``commit()``. Its ``sink`` is a local path.
+        On object storage ``commit()`` raises ``PreconditionFailed`` (nothing written) when the object changed
+        since this storage last saw it, or since this open when it never looked at it."""
 
     @abc.abstractmethod
     def arrow(self, path) -> tuple[str, pafs.FileSystem | None]:
         """(path, filesystem) for pyarrow's readers (``pq.read_metadata(p, filesystem=fs)`` and the like)."""
 
     @abc.abstractmethod
-    def register(self, con) -> None:
-        """Make ``str(path)`` of this lake's files readable by the DuckDB connection ``con``."""
+    def registered(self, con) -> contextlib.AbstractContextManager[None]:
+        """Within the ``with`` block, ``str(path)`` of this lake's files is readable by the DuckDB connection
+        ``con``; what it registered on ``con`` is unregistered on exit."""
 
     @abc.abstractmethod
     def scratch_dir(self, name: str) -> Path:
@@ -162,8 +178,8 @@ class Storage(abc.ABC):
 
 
 class AtomicFile:
-    """Bytes written to ``sink`` (a path or a binary file object for pyarrow's writer) that appear at the
-    target only on ``commit()``; ``abort()`` (idempotent, a no-op after commit) throws them away."""
+    """Bytes written to ``sink`` (a local path, for pyarrow's writer) that appear at the target only on
+    ``commit()``; ``abort()`` (idempotent, a no-op after commit) throws them away."""
 
     def __init__(self, sink, commit, abort):
         self.sink, self._commit, self._abort, self._done = sink, commit, abort, False
@@ -235,8 +251,9 @@ class LocalStorage(Storage):
     def arrow(self, path) -> tuple[str, pafs.FileSystem | None]:
         return str(path), None
 
-    def register(self, con) -> None:
-        pass  # DuckDB reads local paths itself
+    @contextlib.contextmanager
+    def registered(self, con) -> Iterator[None]:
+        yield  # DuckDB reads local paths itself
 
     def scratch_dir(self, name: str) -> Path:
         return self.root / TMP_DIR / name
@@ -275,7 +292,11 @@ class LocalStorage(Storage):
 
 
 class ObjectStorage(Storage):
-    """A lake on an object store through fsspec (see the module docstring). ``root`` is a ``UPath``."""
+    """A lake on an object store through fsspec (see the module docstring). ``root`` is a ``UPath``.
+
+    ``seen``: {object path (``bucket/key``): its ETag, or None for absent} as this storage last read, listed,
+    looked at (``look``) or wrote it; the precondition of its writes (module docstring, "Fencing").
+    """
 
     remote = True
 
@@ -283,6 +304,7 @@ class ObjectStorage(Storage):
         super().__init__(root)
         self.fs = root.fs
         self.protocol = root.protocol
+        self.seen: dict[str, str | None] = {}
 
     def exists(self, path) -> bool:
         return self.fs.exists(path.path)
@@ -297,6 +319,7 @@ class ObjectStorage(Storage):
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if info["type"] == "file" and name.endswith(suffix):
                 found[name] = _object_stat(info)
+                self.seen[info["name"]] = info.get("ETag")
         return found
 
     def folders(self, folder) -> list:
@@ -308,29 +331,88 @@ class ObjectStorage(Storage):
         return [folder / name for name in sorted(names)]
 
     def read_bytes(self, path) -> bytes:
-        return self.fs.cat_file(path.path)
+        if self.protocol not in CONDITIONAL_PROTOCOLS:
+            return self.fs.cat_file(path.path)
+        found = self.read_versioned(path)
+        if found is None:
+            raise FileNotFoundError(str(path))
+        return found[0]
 
     def write_bytes(self, path, data: bytes) -> None:
-        self.fs.pipe_file(path.path, data)
+        if self.protocol in CONDITIONAL_PROTOCOLS:
+            self.put_if(path, data, self.expected(path))
+        else:  # no preconditions here (module docstring): such a lake cannot commit
+            self.fs.pipe_file(path.path, data)
 
     def delete(self, path) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path.path)
+        self.seen[path.path] = None
 
     def open_atomic(self, target) -> AtomicFile:
-        handle = self.fs.open(target.path, "wb")
+        """A local file in ``scratch_dir("uploads")``, uploaded on ``commit()`` in one PUT streamed from the file
+        (memory does not grow with its size) on the condition ``expected(target)`` taken now (S3; other stores:
+        ``fs.put_file``); the local file is removed either way. No upload is begun before ``commit()``, so a
+        killed writer leaves no incomplete multipart upload in the bucket.
 
-        def abort():
-            handle.discard()  # aborts a multipart upload begun; a small file was never sent
-            handle.closed = True  # so that neither close() nor the garbage collector uploads it
+        Raises (on commit):
+            PreconditionFailed: the object changed since this storage saw it; nothing was written.
+            LakeError: the file is larger than one PUT takes (5 GB).
+        """
+        conditional = self.protocol in CONDITIONAL_PROTOCOLS
+        expected = self.expected(target) if conditional else None
+        folder = self.scratch_dir("uploads")
+        folder.mkdir(parents=True, exist_ok=True)
+        local = folder / f"{target.parent.name}__{target.name}.{uuid.uuid4().hex}.tmp"
 
-        return AtomicFile(handle, handle.close, abort)
+        def commit():
+            try:
+                if (size := local.stat().st_size) > MAX_PUT_BYTES:
+                    raise LakeError(
+                        f"{str(target)!r}: {size} bytes is more than one S3 PUT takes (5 GB); nothing was written. "
+                        "Sync shorter windows (more partitions) so that each file stays smaller"
+                    )
+                if not conditional:
+                    self.fs.put_file(str(local), target.path)
+                    return
+                with open(local, "rb") as body:
+                    self.put_if(target, body, expected)
+            finally:
+                local.unlink(missing_ok=True)
+
+        return AtomicFile(local, commit, lambda: local.unlink(missing_ok=True))
+
+    def expected(self, path) -> str | None:
+        """The ETag (None: absent) a write of ``path`` is conditional on: as last seen, else ``look(path)``."""
+        return self.seen[path.path] if path.path in self.seen else self.look(path)
+
+    def look(self, path) -> str | None:
+        """The ETag of the object at ``path`` now (one HEAD), None when there is none; recorded in ``seen``.
+        None without a request on a store without conditional writes (they are not used there)."""
+        if self.protocol not in CONDITIONAL_PROTOCOLS:
+            return None
+        bucket, key, _ = self.fs.split_path(path.path)
+        try:
+            etag = self.fs.call_s3("head_object", Bucket=bucket, Key=key)["ETag"]
+        except FileNotFoundError:
+            etag = None
+        self.seen[path.path] = etag
+        return etag
 
     def arrow(self, path) -> tuple[str, pafs.FileSystem | None]:
         return arrow_location(path)
 
-    def register(self, con) -> None:
+    @contextlib.contextmanager
+    def registered(self, con) -> Iterator[None]:
+        """Registers the fsspec filesystem on ``con`` and unregisters it on exit, so that the Python object is not
+        still held by DuckDB when the interpreter exits (nanobind then prints "leaked" lines at exit)."""
+        before = set(con.list_filesystems())
         con.register_filesystem(self.fs)
+        try:
+            yield
+        finally:
+            for name in set(con.list_filesystems()) - before:
+                con.unregister_filesystem(name)
 
     def scratch_dir(self, name: str) -> Path:
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
@@ -359,13 +441,16 @@ class ObjectStorage(Storage):
                 return await body.read(), response["ETag"]
 
         try:
-            return fsspec.asyn.sync(self.fs.loop, get)
+            found = fsspec.asyn.sync(self.fs.loop, get)
         except FileNotFoundError:
-            return None
+            found = None
+        self.seen[path.path] = found[1] if found else None
+        return found
 
-    def put_if(self, path, data: bytes, etag: str | None) -> str:
-        """Write ``data`` at ``path`` only if the object there still has ``etag`` (``If-Match``), or, with
-        ``etag`` None, only if there is none (``If-None-Match: *``); return the new object's ETag.
+    def put_if(self, path, data, etag: str | None) -> str:
+        """Write ``data`` (bytes, or a binary file streamed from its start) at ``path`` in one PUT only if the
+        object there still has ``etag`` (``If-Match``), or, with ``etag`` None, only if there is none
+        (``If-None-Match: *``); return the new object's ETag (recorded in ``seen``).
 
         Raises:
             PreconditionFailed: the object changed, appeared or vanished (HTTP 412, 409, or 404 for If-Match).
@@ -375,6 +460,7 @@ class ObjectStorage(Storage):
         bucket, key, _ = self.fs.split_path(path.path)
         condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
         response = self._conditional("put_object", path, Bucket=bucket, Key=key, Body=data, **condition)
+        self.seen[path.path] = response["ETag"]
         return response["ETag"]
 
     def delete_if(self, path, etag: str) -> None:
@@ -386,6 +472,7 @@ class ObjectStorage(Storage):
         self.require_conditional()
         bucket, key, _ = self.fs.split_path(path.path)
         self._conditional("delete_object", path, Bucket=bucket, Key=key, IfMatch=etag)
+        self.seen[path.path] = None
 
     def _conditional(self, method: str, path, **kwargs) -> dict:
         try:

@@ -11,7 +11,10 @@ The commit protocol (data first, cursor second):
    (then, if the sync re-read the trailing window or loaded everything, the re-read record: lib/lookback.py).
 
 A run that fails anywhere before step 3 leaves the head and the lake as they were; the next run resumes from
-the same head and fetches the same records again. Which partition a run writes decides what it does:
+the same head and fetches the same records again. On object storage each write of step 3 is conditional on
+the object being as this run saw it (lib/storage.py, "Fencing"): a run that lost its lease while paused is
+refused instead of overwriting another run's commit, with a ``CursorConflictError`` naming what it wrote
+(``_publish``). Which partition a run writes decides what it does:
 
 * ``sync``:    the partition was never synced and is not older than the head's partition -> page from the head.
 * ``replay``:  the partition was synced before -> re-fetch its recorded range (from its start cursor up to
@@ -25,6 +28,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows, raw_rows_from_json
 from cg_dagster.lib.lake import (
     UNREADABLE_FIX,
+    CursorConflictError,
     HeadCursor,
     Lake,
     LakeError,
@@ -43,8 +48,9 @@ from cg_dagster.lib.lake import (
     read_parquet_metadata,
     utc_now,
 )
-from cg_dagster.lib.lookback import record_reread
+from cg_dagster.lib.lookback import last_reread, record_reread
 from cg_dagster.lib.schemas import KEY_TABLE, RAW_TABLE, TABLES
+from cg_dagster.lib.storage import PreconditionFailed
 
 FETCHED_AT_STATE = "fetched_at.json"  # _state/: the latest fetched_at this lake committed (_FetchClock)
 RAW_ROW_GROUP_ROWS = 10_000  # rows per Parquet row group of a raw file (~15 MB of sandbox JSON in memory)
@@ -104,6 +110,7 @@ def sync_partition(
     head = _unless_unreadable(recover_lost_head, lake, full_refresh=full_refresh)
     recorded = _unless_unreadable(lake.read_manifest, target, full_refresh=full_refresh)
     clock = _FetchClock(lake)
+    last_reread(lake)  # so that the commit's write of it is conditional on it as it is now (object storage)
 
     if not full_refresh:
         _refuse_to_lose_rows(lake, target, recorded)
@@ -149,12 +156,16 @@ def sync_partition(
         )
         with lake.commit_lock():
             lake.assert_head(head, unreadable_ok=full_refresh)
-            file.commit()
-            lake.write_manifest(target, manifest)
-            lake.write_head(new_head)
-            clock.commit(lake)
+            writes = [
+                (f"the raw file {str(target)!r}", file.commit),
+                ("its manifest", lambda: lake.write_manifest(target, manifest)),
+                ("the head cursor", lambda: lake.write_head(new_head)),
+                (f"_state/{FETCHED_AT_STATE}", lambda: clock.commit(lake)),
+            ]
             if manifest.lookback or start is None:  # a re-read, or an initial load: read everything
-                record_reread(lake, partition_key=partition_key, run_id=run_id, period=manifest.lookback)
+                record = {"partition_key": partition_key, "run_id": run_id, "period": manifest.lookback}
+                writes.append(("the re-read record", lambda: record_reread(lake, **record)))
+            _publish(writes)
     log.info("partition %s: %d rows in %d pages, cursor %s -> %s", partition_key, rows, pages, start, cursor_end)
     return SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
 
@@ -443,10 +454,40 @@ def _replay(
         )
         file.set_metadata(manifest.footer())
         with lake.commit_lock():
-            file.commit()
-            lake.write_manifest(target, manifest)
-            clock.commit(lake)
+            _publish(
+                [
+                    (f"the raw file {str(target)!r}", file.commit),
+                    ("its manifest", lambda: lake.write_manifest(target, manifest)),
+                    (f"_state/{FETCHED_AT_STATE}", lambda: clock.commit(lake)),
+                ]
+            )
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
+
+
+def _publish(writes: list[tuple[str, Callable[[], None]]]) -> None:
+    """Make the commit's writes (what, write) in order. One refused on object storage (``PreconditionFailed``:
+    another run wrote that object since this run saw it, or this run's lease was lost; ``CursorConflictError``
+    from the head write) stops the commit and raises CursorConflictError saying truly what was written.
+
+    Raises:
+        CursorConflictError: a write was refused; names it and the writes made before it.
+    """
+    done = []
+    for what, write in writes:
+        try:
+            write()
+        except (PreconditionFailed, CursorConflictError) as refused:
+            if not done:
+                raise CursorConflictError(
+                    f"{what} was not written: {refused}. Another run wrote the lake after this run read it (this "
+                    "run's lease expired while it was paused?). Nothing was committed; run again"
+                ) from None
+            raise CursorConflictError(
+                f"{what} was not written: {refused}. Another run wrote the lake after this run read it (this run's "
+                f"lease expired while it was paused?). This run had written {', '.join(done)} (a raw file carries its "
+                "manifest in its footer too), which the next sync of this lake rolls the head forward to or replays"
+            ) from None
+        done.append(what)
 
 
 def _committed_numbers(lake: Lake, path: Path) -> dict[str, set[int]]:
@@ -510,8 +551,15 @@ def _skip(
         ),
     )
     with lake.commit_lock():
-        lake.write_table(target, TABLES[RAW_TABLE].empty_table(), manifest.footer())
-        lake.write_manifest(target, manifest)
+        _publish(
+            [
+                (
+                    f"the empty raw file {str(target)!r}",
+                    lambda: lake.write_table(target, TABLES[RAW_TABLE].empty_table(), manifest.footer()),
+                ),
+                ("its manifest", lambda: lake.write_manifest(target, manifest)),
+            ]
+        )
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
 
 
