@@ -227,7 +227,13 @@ class Lake:
         return self.storage.stats(folder, suffix)
 
     def delete(self, path) -> None:
-        """Delete the file at ``path`` (no error when there is none)."""
+        """Delete the file at ``path`` (no error when there is none).
+
+        Raises:
+            LeaseLostError: a lease this object holds was lost (``check_leases``); nothing was deleted.
+            PreconditionFailed: object storage: the object changed since this lake saw it; nothing was deleted.
+        """
+        self.check_leases()
         self.storage.delete(path)
 
     def parquet_file(self, path, **options) -> pq.ParquetFile:
@@ -277,8 +283,9 @@ class Lake:
             ) from None
 
     def sweep_tmp(self, older_than_seconds: float = 86_400) -> list[str]:
-        """Delete files in ``_tmp/`` not modified for ``older_than_seconds`` (default a day: left by killed
-        runs; no write takes that long). Returns their names. An object-storage lake has no ``_tmp/`` files."""
+        """Delete temporary files not modified for ``older_than_seconds`` (default a day: left by killed runs; no
+        write takes that long): ``_tmp/`` of a local lake, the local upload files of an object-storage lake
+        (``Storage.scratch_dir("uploads")``). Returns their names."""
         return self.storage.sweep_tmp(older_than_seconds)
 
     # ---- atomic Parquet writes ---------------------------------------------------------------------
@@ -458,7 +465,7 @@ class Lake:
     def release(self, partition_key: str, check_name: str) -> None:
         """Remove the marker of ``check_name`` on a partition (no-op when there is none)."""
         folder = self.root / STATE_DIR / QUARANTINE_DIR / partition_file_stem(partition_key)
-        self.storage.delete(folder / f"{check_name}.json")
+        self.delete(folder / f"{check_name}.json")
         if not self.storage.remote:  # object stores have no folders
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only once empty

@@ -173,7 +173,7 @@ class Storage(abc.ABC):
         """Create what the lake needs and prove a file can be written there. Raises OSError otherwise."""
 
     def sweep_tmp(self, older_than_seconds: float) -> list[str]:
-        """Delete temporary files a killed writer left (only local lakes have them); returns their names."""
+        """Delete temporary files a killed writer left, not modified for ``older_than_seconds``; their names."""
         return []
 
 
@@ -278,17 +278,7 @@ class LocalStorage(Storage):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def sweep_tmp(self, older_than_seconds: float) -> list[str]:
-        tmp_dir = self.root / TMP_DIR
-        if not tmp_dir.is_dir():
-            return []
-        cutoff = time.time() - older_than_seconds
-        swept = []
-        for path in tmp_dir.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    swept.append(path.name)
-        return swept
+        return sweep_folder(self.root / TMP_DIR, older_than_seconds)
 
 
 class ObjectStorage(Storage):
@@ -345,9 +335,19 @@ class ObjectStorage(Storage):
             self.fs.pipe_file(path.path, data)
 
     def delete(self, path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(path.path)
+        """S3: only the object as this storage saw it (``delete_if`` its ETag; nothing when it saw none), so a run
+        that lost its lease cannot delete what another run wrote since (raises PreconditionFailed)."""
+        if self.protocol in CONDITIONAL_PROTOCOLS:
+            if (etag := self.expected(path)) is not None:
+                self.delete_if(path, etag)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path.path)
         self.seen[path.path] = None
+
+    def sweep_tmp(self, older_than_seconds: float) -> list[str]:
+        """Local upload files (``open_atomic``) that a killed writer left in ``scratch_dir("uploads")``."""
+        return sweep_folder(self.scratch_dir("uploads"), older_than_seconds)
 
     def open_atomic(self, target) -> AtomicFile:
         """A local file in ``scratch_dir("uploads")``, uploaded on ``commit()`` in one PUT streamed from the file
@@ -533,3 +533,17 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sweep_folder(folder: Path, older_than_seconds: float) -> list[str]:
+    """Delete the files directly in ``folder`` not modified for ``older_than_seconds``; returns their names."""
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - older_than_seconds
+    swept = []
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                swept.append(path.name)
+    return swept
