@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -21,9 +20,8 @@ from dagster._serdes import serialize_value
 
 from cg_dagster.customergauge.assets import RAW_KEY, current_tables
 from cg_dagster.lib.client import CustomerGaugeAPIError, SyncParams
-from cg_dagster.lib.lake import CursorConflictError, Lake
+from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster.lib.sync import sync_partition
 from cg_dagster.sandbox import SandboxFaults
 from cg_dagster_tests._fixtures_runs import (
     RAW_OP,
@@ -42,13 +40,11 @@ from cg_dagster_tests._fixtures_runs import (
     start_materialize,
 )
 from cg_dagster_tests._fixtures_sandbox import (
-    SANDBOX_ID,
     SANDBOX_SECRET,
     assert_current_matches_sandbox,
     make_resources,
     read_current,
 )
-from cg_dagster_tests._fixtures_sync import PausingClient
 
 pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --fast skips them)
 
@@ -221,42 +217,7 @@ def test_a_new_dagster_instance_resumes_from_the_lake_cursor(sandbox, tmp_path):
     assert_lake_correct(lake, sandbox)
 
 
-# ---- 9: overlapping runs ---------------------------------------------------------------------------------
-
-
-def test_the_commit_refuses_when_another_sync_moved_the_head(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
-    with dg.instance_for_test() as instance:
-        run(instance, resources, P1)
-        appended = numbers(sandbox.append_records(40))
-        sandbox.faults = SandboxFaults(latency=0.05)
-        paged, resume, outcome = threading.Event(), threading.Event(), {}
-        client = PausingClient(
-            paged=paged, resume=resume, client_id=SANDBOX_ID, client_secret=SANDBOX_SECRET,
-            api_base_url=sandbox.base_url, auth_base_url=sandbox.base_url, backoff_factor=0.01,
-        )  # fmt: skip
-
-        def slow_sync():
-            try:
-                sync_partition(client, SyncParams(per_page=20), lake, partition_key=P2, run_id="slow-P2")
-            except Exception as exc:  # noqa: BLE001 - the assertion below names what was expected
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=slow_sync)
-        thread.start()
-        assert paged.wait(30)
-        run(instance, resources, P3)  # completes while the P2 sync is between its pages
-        head_p3 = lake.read_head()
-        resume.set()
-        thread.join(30)
-        client.close()
-    assert isinstance(outcome.get("error"), CursorConflictError), outcome
-    assert "head cursor moved during this run" in str(outcome["error"])
-    assert lake.read_head() == head_p3 and head_p3.partition_key == P3 and head_p3.cursor == sandbox.last_cursor
-    assert not lake.partition_path("raw_responses", P2).exists()
-    assert raw_numbers(lake, P3) == appended
-    assert_lake_correct(lake, sandbox)
+# ---- 9: overlapping runs (two syncs racing to commit: test_object_storage.py, local and S3) -----------------
 
 
 def run_messages(home: Path, partition: str) -> tuple[str | None, list[str]]:

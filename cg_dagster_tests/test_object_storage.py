@@ -170,6 +170,7 @@ def test_two_syncs_racing_to_commit_one_wins_the_other_fails_clean(sandbox, lake
         thread.join(30)
         client.close()
     assert isinstance(outcome.get("error"), CursorConflictError), outcome
+    assert "head cursor moved during this run" in str(outcome["error"])
     assert lake.read_head() == head_p3 and head_p3.partition_key == P3 and head_p3.cursor == sandbox.last_cursor
     assert not lake.exists(lake.partition_path("raw_responses", P2))
     assert not lake.exists(lake.manifest_path(lake.partition_path("raw_responses", P2)))
