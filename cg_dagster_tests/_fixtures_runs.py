@@ -4,8 +4,10 @@ import collections
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -142,3 +144,17 @@ def start_materialize(env: dict, partition: str, run_config: dict = NO_LOOKBACK)
         command, env=env, cwd=PROJECT, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def kill_after_pages(process: subprocess.Popen, sandbox: SandboxServer, pages: int, timeout: float) -> None:
+    """SIGKILL the process group of ``process`` (``start_materialize``) once the sandbox has served ``pages``
+    responses pages (HTTP 200), i.e. mid-sync; fails if it exits first or serves none in ``timeout`` seconds."""
+    try:
+        deadline = time.monotonic() + timeout
+        while responses_statuses(sandbox).count(200) < pages:
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the subprocess served no pages in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=timeout)

@@ -31,6 +31,7 @@ from cg_dagster_tests._fixtures_runs import (
     cli_env,
     dagster_home,
     failure_text,
+    kill_after_pages,
     numbers,
     raw_metadata,
     raw_numbers,
@@ -160,15 +161,7 @@ def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tm
     home = dagster_home(tmp_path)
     env = cli_env(sandbox, lake, home, per_page=50)
     process = start_materialize(env, P1)
-    try:
-        deadline = time.monotonic() + CLI_TIMEOUT
-        while responses_statuses(sandbox).count(200) < 2:
-            assert process.poll() is None, process.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "the subprocess served no pages in time"
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=CLI_TIMEOUT)
+    kill_after_pages(process, sandbox, 2, timeout=CLI_TIMEOUT)
     assert process.returncode == -signal.SIGKILL
     assert 2 <= responses_statuses(sandbox).count(200) < 8  # killed mid-sync: 350 records need 7 pages + 1 empty
     assert lake.read_head() is None

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,10 +31,10 @@ from cg_dagster_tests._fixtures_runs import (
     PROJECT,
     cli_env,
     dagster_home,
+    kill_after_pages,
     numbers,
     raw_metadata,
     raw_numbers,
-    responses_statuses,
     run,
     start_materialize,
 )
@@ -263,15 +262,7 @@ def test_a_run_killed_mid_sync_is_followed_by_a_new_one_that_takes_the_lease(
     sandbox.faults = SandboxFaults(latency=0.2)
     home = dagster_home(tmp_path)
     process = start_materialize(cli_env(sandbox, lake, home, per_page=50), P1)
-    try:
-        deadline = time.monotonic() + CLI_TIMEOUT
-        while responses_statuses(sandbox).count(200) < 2:
-            assert process.poll() is None, process.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "the subprocess served no pages in time"
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=CLI_TIMEOUT)
+    kill_after_pages(process, sandbox, 2, timeout=CLI_TIMEOUT)
     assert lake.read_head() is None and not lake.exists(lake.partition_path("raw_responses", P1))
     assert lake.lease("sync").holder()["run_id"]  # the killed run's record is still there
     sandbox.faults = SandboxFaults()

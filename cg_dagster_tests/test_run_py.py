@@ -20,6 +20,13 @@ import dev  # noqa: E402 (scripts/ on sys.path first)
 import run  # noqa: E402
 from cg_dagster_tests._fixtures_dev import dev_env, free_port, wait_for_ui  # noqa: E402
 
+
+def run_dev(env: dict) -> subprocess.CompletedProcess:
+    """`run.py dev` (scripts/dev.py) run to its end with ``env``, output captured: for the runs it refuses."""
+    command = [sys.executable, "scripts/dev.py"]
+    return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 RUN_TASK = "import os, sys, run; sys.exit(run.run_task(sys.argv[1:], dict(os.environ)))"
 
 
@@ -90,15 +97,7 @@ def test_a_busy_port_is_an_error_before_anything_starts(tmp_path, busy):
         ports = {"CG_DAGSTER_PORT": free_port(), "CG_SANDBOX_PORT": free_port()}
         ports[busy] = blocker.getsockname()[1]
         env = dev_env(tmp_path, ports["CG_DAGSTER_PORT"], ports["CG_SANDBOX_PORT"])
-        done = subprocess.run(
-            [sys.executable, "scripts/dev.py"],
-            cwd=PROJECT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_dev(env)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"run.py dev: port {ports[busy]} on 127.0.0.1 is already in use (another `run.py dev`?): stop that "
@@ -110,15 +109,7 @@ def test_a_busy_port_is_an_error_before_anything_starts(tmp_path, busy):
 @pytest.mark.slow
 def test_a_malformed_port_names_its_setting(tmp_path):
     env = dev_env(tmp_path, free_port(), free_port()) | {"CG_DAGSTER_PORT": "30o0"}
-    done = subprocess.run(
-        [sys.executable, "scripts/dev.py"],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_dev(env)
     assert done.returncode == 2
     assert "CG_DAGSTER_PORT='30o0' is not a TCP port: set a number from 1 to 65535" in done.stderr
 
