@@ -7,7 +7,8 @@
     python3 run.py lint        ruff check and ruff format --check (pyproject.toml [tool.ruff]), as CI runs them
     python3 run.py dev         the sandbox plus `dagster dev` (UI on http://127.0.0.1:3000)
     python3 run.py sandbox     the sandbox API alone (python -m cg_dagster.sandbox)
-    python3 run.py bench       issue 7's speed and memory figures (scripts/benchmark.py; --quick, --json PATH)
+    python3 run.py bench       speed and memory against a pure fetch and an Arrow floor (scripts/benchmark.py;
+                               --quick, --json PATH)
     python3 run.py init        only prepare .venv and DAGSTER_HOME (for the dagster CLI, see README)
 
 The environment is reinstalled when pyproject.toml changes, and rebuilt when it was made by another Python
