@@ -15,7 +15,7 @@ from cg_dagster.lib import current as current_module
 from cg_dagster.lib.client import Period
 from cg_dagster.lib.current import (
     CURRENT_TABLES,
-    STATE_FILE,
+    RESPONSES_CURRENT,
     build_current,
     range_path,
     update_current,
@@ -199,7 +199,7 @@ def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
     update_current(lake)
-    state = (lake.root / "_state" / STATE_FILE).read_bytes()
+    state = (lake.root / "_state" / RESPONSES_CURRENT.state_file).read_bytes()
     with dg.instance_for_test() as instance:
         for config, mode in (({}, "unchanged"), ({"full_rebuild": True}, "full rebuild")):
             result = dg.materialize(
@@ -211,7 +211,7 @@ def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
             [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == CURRENT_KEYS["responses"]]
             metadata = mat.materialization.metadata
             assert (metadata["update_mode"].value, metadata["dagster/row_count"].value) == (mode, 350)
-    assert (lake.root / "_state" / STATE_FILE).read_bytes() == state  # the same record: same files, same counts
+    assert (lake.root / "_state" / RESPONSES_CURRENT.state_file).read_bytes() == state  # the same record: same files, same counts
     assert_current_matches_sandbox(lake, sandbox)
 
 

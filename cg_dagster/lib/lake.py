@@ -14,6 +14,12 @@ Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
     <root>/_state/commit.lock                      flock taken while a sync commits
     <root>/_state/sync.lease, current.lease        flock held for a whole sync / rebuild (lib/lease.py; holder in .json)
     <root>/_state/lookback.json                    the last completed trailing-window re-read (lib/lookback.py)
+    <root>/_state/fetched_at.json                  the latest fetched_at committed (lib/sync.py)
+
+Those names are of the responses stream. Each sync endpoint is a ``Stream`` with names of its own (head
+cursor, lease, re-read record, fetch clock; its raw table names its manifest folder): the non-responses'
+are ``raw_non_responses.cursor.json``, ``sync_non_responses.lease``, ``lookback_non_responses.json`` and
+``fetched_at_non_responses.json``. The commit lock is shared (a commit holds it for milliseconds).
     <root>/_state/quarantine/<stem>/<check>.json   a blocking check failed on that partition: kept out of current
     <root>/_tmp/                                   files being written; renamed into place when complete (local)
 
@@ -51,11 +57,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg_dagster.lib.lease import FileLease, Lease, ObjectLease
+from cg_dagster.lib.schemas import FLAT_TABLE_NAMES, NON_RESPONSES_TABLE, RAW_NON_RESPONSES_TABLE, RAW_TABLE
 from cg_dagster.lib.storage import FileStat, LakeError, PreconditionFailed, arrow_location, open_storage
 
 STATE_DIR = "_state"
 CURRENT_DIR = "current"
-HEAD_FILE = "raw_responses.cursor.json"
 QUARANTINE_DIR = "quarantine"
 MANIFEST_DIR = "manifests"
 MANIFEST_FOOTER_KEY = b"cg_dagster.sync"
@@ -63,7 +69,8 @@ MANIFEST_FOOTER_KEY = b"cg_dagster.sync"
 
 GLOB_CHARACTERS = frozenset("*?[]{}")  # DuckDB expands these in every path it reads (lib/current.py)
 UNREADABLE_FIX = (
-    "restore it from a backup, or run raw_responses for this partition with full_refresh: true (which "
+    "restore it from a backup, or run raw_responses (raw_non_responses for a non-responses file) for this "
+    "partition with full_refresh: true (which "
     "replaces it with everything the API returns from the start)"
 )
 
@@ -82,6 +89,46 @@ def read_parquet_metadata(path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
         raise
     except (OSError, pa.ArrowException) as exc:
         raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {fix}") from None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One sync endpoint's names: ``endpoint`` (``SyncParams.endpoint``, lib/client/params.py), ``raw_table``
+    (its raw table, which also names the manifests' folder), ``flat_tables`` (the tables flattened from it, its
+    key table first: one row per raw row, proof a partition was synced), and its files in ``_state/``: ``head_file`` (the
+    committed head cursor), ``lease`` (``Lake.lease`` name: one sync of this stream at a time),
+    ``lookback_state`` (the last trailing-window re-read, lib/lookback.py) and ``fetched_at_state`` (the fetch
+    clock, lib/sync.py). Streams share nothing but the commit lock, so their syncs run independently."""
+
+    endpoint: str
+    raw_table: str
+    flat_tables: tuple[str, ...]
+    head_file: str
+    lease: str
+    lookback_state: str
+    fetched_at_state: str
+
+
+# The responses' names are those of lakes written before streams existed: existing lakes keep working.
+RESPONSES = Stream(
+    "responses",
+    RAW_TABLE,
+    FLAT_TABLE_NAMES,
+    "raw_responses.cursor.json",
+    "sync",
+    "lookback.json",
+    "fetched_at.json",
+)
+NON_RESPONSES = Stream(
+    "non-responses",
+    RAW_NON_RESPONSES_TABLE,
+    (NON_RESPONSES_TABLE,),
+    "raw_non_responses.cursor.json",
+    "sync_non_responses",
+    "lookback_non_responses.json",
+    "fetched_at_non_responses.json",
+)
+STREAMS = (RESPONSES, NON_RESPONSES)
 
 
 class CursorConflictError(LakeError):
@@ -188,7 +235,8 @@ class Lake:
     def __init__(self, root: str | os.PathLike):
         self.storage = open_storage(root)
         self.root = self.storage.root
-        self._head_etag = _UNREAD  # object storage: the ETag of the head this object last read (None: absent)
+        # object storage: per head file, the ETag of the head this object last read (None: absent)
+        self._head_etag: dict[str, object] = {}
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
@@ -316,16 +364,16 @@ class Lake:
 
     # ---- head cursor -------------------------------------------------------------------------------
 
-    def read_head(self) -> HeadCursor | None:
-        """The committed head cursor, or None when this lake never committed a sync.
+    def read_head(self, stream: Stream = RESPONSES) -> HeadCursor | None:
+        """The committed head cursor of ``stream``, or None when this lake never committed a sync of it.
 
         Raises:
             LakeError: if the cursor file exists but is not valid JSON of the expected shape.
         """
-        path = self.root / STATE_DIR / HEAD_FILE
+        path = self.root / STATE_DIR / stream.head_file
         if self.storage.remote:
             found = self.storage.read_versioned(path)
-            self._head_etag = found[1] if found else None
+            self._head_etag[stream.head_file] = found[1] if found else None
             text = found[0] if found else None
         else:
             with contextlib.suppress(FileNotFoundError):
@@ -337,7 +385,7 @@ class Lake:
             return HeadCursor.from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
             raise LakeError(
-                f"cursor file {str(path)!r} is corrupt ({exc!r}); restore it or run raw_responses with "
+                f"cursor file {str(path)!r} is corrupt ({exc!r}); restore it or run {stream.raw_table} with "
                 "full_refresh: true"
             ) from None
 
@@ -354,8 +402,10 @@ class Lake:
         with lock.hold(f"commit-{uuid.uuid4().hex[:12]}", wait_seconds=float("inf"), setting="", poll_seconds=0.2):
             yield
 
-    def assert_head(self, expected: HeadCursor | None, *, unreadable_ok: bool = False) -> None:
-        """Check that the committed head is still ``expected`` (call it holding ``commit_lock()``).
+    def assert_head(
+        self, expected: HeadCursor | None, *, unreadable_ok: bool = False, stream: Stream = RESPONSES
+    ) -> None:
+        """Check that the committed head of ``stream`` is still ``expected`` (call it holding ``commit_lock()``).
         ``unreadable_ok``: a corrupt cursor file counts as absent (a ``full_refresh`` that replaces it).
 
         Raises:
@@ -363,7 +413,7 @@ class Lake:
             LakeError: the cursor file is corrupt and not ``unreadable_ok``.
         """
         try:
-            current = self.read_head()
+            current = self.read_head(stream)
         except LakeError:
             if not unreadable_ok:
                 raise
@@ -371,12 +421,12 @@ class Lake:
         if current != expected:
             raise CursorConflictError(
                 f"the head cursor moved during this run: it was {_describe(expected)} when the sync started "
-                f"and is now {_describe(current)} (another sync of raw_responses committed first). Nothing "
+                f"and is now {_describe(current)} (another sync of {stream.raw_table} committed first). Nothing "
                 "was committed; run again to sync from the new head"
             )
 
-    def write_head(self, head: HeadCursor) -> None:
-        """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place.
+    def write_head(self, head: HeadCursor, stream: Stream = RESPONSES) -> None:
+        """Write the head cursor file of ``stream`` atomically. Call it holding ``commit_lock()``, after the data is in place.
 
         On object storage the write is conditional on the head this object last read (``read_head``,
         ``assert_head``): ``If-Match`` its ETag, or ``If-None-Match: *`` when there was none (unconditional
@@ -385,16 +435,17 @@ class Lake:
         Raises:
             CursorConflictError: the head changed since it was read (HTTP 412/409); nothing was written.
         """
-        path = self.root / STATE_DIR / HEAD_FILE
+        path = self.root / STATE_DIR / stream.head_file
         if not self.storage.remote:
             self._write_json(path, asdict(head))
             return
         body = _json_bytes(asdict(head))
-        if self._head_etag is _UNREAD:
+        etag = self._head_etag.get(stream.head_file, _UNREAD)
+        if etag is _UNREAD:
             self.storage.write_bytes(path, body)
             return
         try:
-            self._head_etag = self.storage.put_if(path, body, self._head_etag)
+            self._head_etag[stream.head_file] = self.storage.put_if(path, body, etag)
         except PreconditionFailed:
             raise CursorConflictError(
                 f"the head cursor {str(path)!r} was written by another sync after this run read it (its conditional "
@@ -420,7 +471,7 @@ class Lake:
         self._write_json(self.root / STATE_DIR / name, data)
 
     def lease(self, name: str, path=None) -> Lease:
-        """The lease ``name`` ("sync", "current") of this lake, at ``_state/<name>.lease`` (or ``path``)
+        """The lease ``name`` ("sync", "current", a ``Stream.lease``) of this lake, at ``_state/<name>.lease`` (or ``path``)
         (lib/lease.py): local, a ``flock`` released when its holder's process dies; object storage, an
         ``ObjectLease`` (conditional writes, heartbeat, taken over after ``CG_LEASE_TTL_SECONDS``).
 
