@@ -211,7 +211,9 @@ def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
             [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == CURRENT_KEYS["responses"]]
             metadata = mat.materialization.metadata
             assert (metadata["update_mode"].value, metadata["dagster/row_count"].value) == (mode, 350)
-    assert (lake.root / "_state" / RESPONSES_CURRENT.state_file).read_bytes() == state  # the same record: same files, same counts
+    assert (
+        lake.root / "_state" / RESPONSES_CURRENT.state_file
+    ).read_bytes() == state  # the same record: same files, same counts
     assert_current_matches_sandbox(lake, sandbox)
 
 

@@ -38,7 +38,12 @@ def test_table_names():
         "non_responses",
         "current_non_responses",
     }
-    assert set(FLAT_TABLE_NAMES) == set(TABLES) - {"raw_responses", "raw_non_responses", "non_responses", "current_non_responses"}
+    assert set(FLAT_TABLE_NAMES) == set(TABLES) - {
+        "raw_responses",
+        "raw_non_responses",
+        "non_responses",
+        "current_non_responses",
+    }
     assert all(contract.name == name for name, contract in TABLES.items())
 
 

@@ -156,7 +156,9 @@ def update_current(lake: Lake, tables: CurrentSet = RESPONSES_CURRENT, *, full_r
     known = state["partitions"] if _same_layout(state) else {}
     found = _partitions(lake, tables)
     new = {stem for stem, files in found.items() if known.get(stem, {}).get("files") != files}
-    ranges = {stem: _ranges_of(lake, tables.key_table, stem) if stem in new else known[stem]["ranges"] for stem in found}
+    ranges = {
+        stem: _ranges_of(lake, tables.key_table, stem) if stem in new else known[stem]["ranges"] for stem in found
+    }
     answers = _answer_versions(lake, tables)
     reason = "full_rebuild: true in run config" if full_rebuild else _why_full(lake, tables, state)
     if reason:

@@ -95,8 +95,8 @@ def read_parquet_metadata(path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
 class Stream:
     """One sync endpoint's names: ``endpoint`` (``SyncParams.endpoint``, lib/client/params.py), ``raw_table``
     (its raw table, which also names the manifests' folder), ``flat_tables`` (the tables flattened from it, its
-    key table first: one row per raw row, proof a partition was synced), and its files in ``_state/``: ``head_file`` (the
-    committed head cursor), ``lease`` (``Lake.lease`` name: one sync of this stream at a time),
+    key table first: one row per raw row, proof a partition was synced), and its files in ``_state/``:
+    ``head_file`` (the committed head cursor), ``lease`` (``Lake.lease`` name: one sync of this stream at a time),
     ``lookback_state`` (the last trailing-window re-read, lib/lookback.py) and ``fetched_at_state`` (the fetch
     clock, lib/sync.py). Streams share nothing but the commit lock, so their syncs run independently."""
 
@@ -426,7 +426,8 @@ class Lake:
             )
 
     def write_head(self, head: HeadCursor, stream: Stream = RESPONSES) -> None:
-        """Write the head cursor file of ``stream`` atomically. Call it holding ``commit_lock()``, after the data is in place.
+        """Write the head cursor file of ``stream`` atomically. Call it holding ``commit_lock()``, after the data
+        is in place.
 
         On object storage the write is conditional on the head this object last read (``read_head``,
         ``assert_head``): ``If-Match`` its ETag, or ``If-None-Match: *`` when there was none (unconditional
@@ -471,7 +472,8 @@ class Lake:
         self._write_json(self.root / STATE_DIR / name, data)
 
     def lease(self, name: str, path=None) -> Lease:
-        """The lease ``name`` ("sync", "current", a ``Stream.lease``) of this lake, at ``_state/<name>.lease`` (or ``path``)
+        """The lease ``name`` ("sync", "current", a ``Stream.lease``) of this lake, at ``_state/<name>.lease``
+        (or ``path``)
         (lib/lease.py): local, a ``flock`` released when its holder's process dies; object storage, an
         ``ObjectLease`` (conditional writes, heartbeat, taken over after ``CG_LEASE_TTL_SECONDS``).
 

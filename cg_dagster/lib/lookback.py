@@ -9,7 +9,8 @@ synced (api-notes.md: partial -> response 10-30 days later, GDPR anonymisation).
   otherwise in the first sync after it (a missed or failed 02:00 run: the 03:00 sync re-reads, or whichever
   comes next); the next day's slot brings it back to ``lookback_hour``.
 
-The record is ``_state/lookback.json`` (a stream's ``lookback_state``: each stream keeps its own) (``{"partition_key", "run_id", "period", "committed_at"}``), written by
+The record is ``_state/lookback.json`` (a stream's ``lookback_state``: each stream keeps its own;
+``{"partition_key", "run_id", "period", "committed_at"}``), written by
 ``sync_partition`` under the commit lock right after the head cursor it goes with, so it never claims a re-read
 whose data is not committed (a crash in between only makes the next sync re-read again). An initial load or a
 full refresh reads everything and counts as a re-read (``period`` null). A replay or a skipped partition never

@@ -393,8 +393,7 @@ RAW_NON_RESPONSES = dataclasses.replace(
     RAW_RESPONSES,
     name="raw_non_responses",
     description=(
-        "One row per record fetched from the non-responses sync endpoint, per sync pass: the record's JSON as "
-        "received."
+        "One row per record fetched from the non-responses sync endpoint, per sync pass: the record's JSON as received."
     ),
 )
 NON_RESPONSE_COLUMNS = (
@@ -461,8 +460,13 @@ TABLES: dict[str, TableContract] = {
 # Table names, from the contract above: import them from here, never type them out again.
 RAW_TABLE = RAW_RESPONSES.name  # the sync writes it: one file per hourly partition, each record as received
 KEY_TABLE = RESPONSES.name  # one row per response; the child tables' rows point to it by number_customergauge
-FLAT_TABLE_NAMES = (KEY_TABLE, *(t.name for t in (RESPONSE_DRIVERS, RESPONSE_TAGS, RESPONSE_QUESTIONS, RESPONSE_PROPERTIES)))
+FLAT_TABLE_NAMES = (
+    KEY_TABLE,
+    *(t.name for t in (RESPONSE_DRIVERS, RESPONSE_TAGS, RESPONSE_QUESTIONS, RESPONSE_PROPERTIES)),
+)
 CHILD_TABLES = tuple(name for name in FLAT_TABLE_NAMES if name != KEY_TABLE)
 CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table (latest version of every response) per flattened table
 RAW_NON_RESPONSES_TABLE = RAW_NON_RESPONSES.name
-NON_RESPONSES_TABLE = NON_RESPONSES.name  # flattened from raw_non_responses; current/non_responses/ is its current table
+NON_RESPONSES_TABLE = (
+    NON_RESPONSES.name
+)  # flattened from raw_non_responses; current/non_responses/ is its current table

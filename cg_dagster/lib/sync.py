@@ -161,7 +161,15 @@ def sync_partition(
             clock.commit(lake)
             if manifest.lookback or start is None:  # a re-read, or an initial load: read everything
                 record_reread(lake, stream, partition_key=partition_key, run_id=run_id, period=manifest.lookback)
-    log.info("%s partition %s: %d rows in %d pages, cursor %s -> %s", stream.raw_table, partition_key, rows, pages, start, cursor_end)
+    log.info(
+        "%s partition %s: %d rows in %d pages, cursor %s -> %s",
+        stream.raw_table,
+        partition_key,
+        rows,
+        pages,
+        start,
+        cursor_end,
+    )
     return SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
 
 
@@ -194,7 +202,8 @@ def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None
     if recorded is None and not rows and lake.exists(flat) and (flat_rows := read_parquet_metadata(flat).num_rows):
         raise LakeError(
             f"{str(target)!r} is {'empty' if target_exists else 'missing'} and has no sync manifest "
-            f"({str(lake.manifest_path(target))!r}), but {str(flat)!r} holds {flat_rows} {stream.flat_tables[0]} flattened from "
+            f"({str(lake.manifest_path(target))!r}), but {str(flat)!r} holds {flat_rows} "
+            f"{stream.flat_tables[0]} flattened from "
             f"it: the partition was synced, and materializing it would replace them with none. {fix}"
         )
     if recorded is None and rows:

@@ -128,7 +128,8 @@ def flatten_partition(
     memory grows with the file), and freed memory goes back to the system before the first batch and after each
     (``_free_unused_memory``). Every file has exactly its table's declared schema, even when empty.
 
-    Never replaces a key table (``responses``, ``non_responses``) file with one of fewer rows unless the raw file's manifest records a
+    Never replaces a key table (``responses``, ``non_responses``) file with one of fewer rows unless the raw
+    file's manifest records a
     ``full_refresh`` (a replay keeps every committed row, so fewer rows mean a raw file emptied or cut by hand).
 
     Raises:
@@ -194,7 +195,8 @@ def flatten_partition(
 def _in_flight(
     pool: ThreadPoolExecutor, flatten, batches: Iterable[pa.RecordBatch], system_timezone: str
 ) -> Iterator[tuple[int, Future]]:
-    """``(rows of the batch, future of its FlatTables by ``flatten``)`` for each batch, in order: each batch is handed to
+    """``(rows of the batch, future of its FlatTables by ``flatten``)`` for each batch, in order: each batch is
+    handed to
     ``pool`` as soon as fewer than FLATTEN_THREADS are being flattened, so the caller writes one batch while
     the next are flattened."""
     pending = collections.deque()

@@ -208,7 +208,11 @@ def as_non_response(record: dict) -> dict:
     """A generated record as a non-response: the answer keys (ANSWER_KEYS) dropped, status "non_response",
     number_customergauge moved up by NON_RESPONSE_NUMBERS_FROM; other keys (``_pos`` included) kept."""
     kept = {key: value for key, value in record.items() if key not in ANSWER_KEYS}
-    return {**kept, "status": "non_response", "number_customergauge": NON_RESPONSE_NUMBERS_FROM + record["number_customergauge"]}
+    return {
+        **kept,
+        "status": "non_response",
+        "number_customergauge": NON_RESPONSE_NUMBERS_FROM + record["number_customergauge"],
+    }
 
 
 def as_response(non_response: dict, answer: dict, position: int) -> dict:

@@ -75,7 +75,8 @@ REDACTED = "<redacted>"
 class SandboxFaults:
     """Faults the sandbox injects; mutable while the server runs.
 
-    The ``*_every`` counters count GET requests to the two sync endpoints (responses, non-responses), 1-based (with
+    Faults apply to the responses endpoint only (the non-responses endpoint is served by the same code). The
+    ``*_every`` counters count GET requests to /v7/rest/sync/responses only, 1-based (with
     ``fail_every=3`` requests 3, 6, 9 fail); 0 switches a fault off. When several match the same request
     only the first applies, in this order: fail, rate_limit, drop_body, truncate_json. 5xx and 429 are
     answered before the token is checked (as a gateway or throttle would); drop_body and truncate_json
@@ -325,7 +326,9 @@ class SandboxServer:
         the last responses position, as upstream would send a late answer; it stays a non-response too.
         Returns the new responses (API shape, copies). ValueError if fewer than ``n`` are left."""
         with self._lock:
-            waiting = [r for r in self._index["non-responses"].records if r["number_customergauge"] not in self._converted]
+            waiting = [
+                r for r in self._index["non-responses"].records if r["number_customergauge"] not in self._converted
+            ]
             if not 0 <= n <= len(waiting):
                 raise ValueError(f"count must be from 0 to {len(waiting)} (the non-responses not converted), got {n}")
             new = []
@@ -451,11 +454,12 @@ class SandboxServer:
         return expiry is not None and time.monotonic() < expiry
 
     def _responses(self, query: list[tuple[str, str]], authorization: str | None, index: _RecordIndex) -> _Reply:
-        """A page of either sync endpoint, from ``index``'s records."""
-        faults = self.faults
+        """A page of either sync endpoint, from ``index``'s records (faults: the responses endpoint only)."""
+        responses = index is self._responses_index
+        faults = self.faults if responses else SandboxFaults(empty_next=self.faults.empty_next, latency=0.0)
         with self._lock:
-            self._responses_count += 1
-            fault = _fault_for(self._responses_count, faults)
+            self._responses_count += responses
+            fault = _fault_for(self._responses_count, faults) if responses else None
         if fault == "fail":
             return _server_error(faults.fail_status)
         if fault == "rate_limit":
@@ -488,9 +492,10 @@ class SandboxServer:
             same = query.cursor if query.cursor is not None else 0
             return _json_reply(200, _empty_page(faults.empty_next, same))
         rows = b",".join(self._row_json(record, query.expansions, faults.legacy_drivers) for record in page)
-        with self._lock:
-            self._pages_served += 1
-            self._last_rows = rows if faults.repeat_page_after else None
+        if index is self._responses_index:  # repeat_page_after counts responses pages
+            with self._lock:
+                self._pages_served += 1
+                self._last_rows = rows if faults.repeat_page_after else None
         return _page(rows, page[-1]["_pos"])
 
     def _row_json(self, record: dict, expansions: frozenset, legacy_drivers: bool) -> bytes:

@@ -1,6 +1,6 @@
 """The CustomerGauge v7 sync API client: ``CustomerGaugeClient.iter_pages`` pages a sync endpoint (``GET
-/v7/rest/sync/responses`` or ``/v7/rest/sync/non-responses``, ``SyncParams.endpoint``) from a cursor, fetching the next page in a worker thread while the caller holds
-the current one.
+/v7/rest/sync/responses`` or ``/v7/rest/sync/non-responses``, ``SyncParams.endpoint``) from a cursor,
+fetching the next page in a worker thread while the caller holds the current one.
 
 Source: "vendor page" /work/shared/reference/customergauge-get-responses-api.txt.
 """
