@@ -253,3 +253,16 @@ def test_another_range_width_rebuilds_everything_into_the_new_ranges(sandbox, tm
         assert {int(path.stem) for path in lake.current_path(name).iterdir()} == ids, name
     assert_same_as_full_rebuild(lake, tmp_path, "new width")
     assert_current_matches_sandbox(lake, sandbox)  # no response twice: no file of the old width is left
+
+
+def test_a_partition_whose_ids_lie_far_apart_rewrites_only_the_ranges_of_its_ids(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
+    write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": n, "nps": 1} for n in (10, 20)], fetched)
+    update_current(lake)
+    far = 20 * WIDTH + 3  # a late answer with an id far from the others: statistics span 21 ranges
+    records = [{"number_customergauge": n, "nps": 2} for n in (5, far)]
+    write_partition(lake, "2026-11-01-11:00", records, fetched + dt.timedelta(hours=1))
+    update = update_current(lake)
+    assert (update.mode, update.ranges) == ("merge", 2)  # ranges 0 and 20, not the 19 between them
+    assert_same_as_full_rebuild(lake, tmp_path, "ids far apart")

@@ -81,6 +81,7 @@ from cg_dagster.lib.lake import Lake, LakeError
 from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, NON_RESPONSES_TABLE, TABLES, TableContract
 
 RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's density (ids ~3 apart)
+MAX_SPAN = 8  # ranges a row group's id statistics may span before its ids are read (_ranges_of)
 BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
 DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
 STATE_VERSION = 1
@@ -236,14 +237,15 @@ def _partitions(lake: Lake, tables: CurrentSet) -> dict[str, str]:
 def _ranges_of(lake: Lake, key_table: str, stem: str) -> list[int]:
     """Sorted indexes of the ranges a partition's key table rows touch (its child rows share the ids): every
     range from a row group's smallest to its largest id (Parquet statistics: no data read; a range in a gap is
-    rewritten for nothing), or the ranges of its ids when a row group has no statistics."""
+    rewritten for nothing), or the ranges of its ids (one column read) when a row group has no statistics or
+    spans more than MAX_SPAN ranges (ids far apart: a late answer to an old survey among new responses)."""
     path = lake.table_dir(key_table) / f"{stem}.parquet"
     metadata = lake.parquet_file(path).metadata
     column = metadata.schema.names.index(KEY)
     found = set()
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
-        if stats is None or not stats.has_min_max:
+        if stats is None or not stats.has_min_max or stats.max // RANGE_WIDTH - stats.min // RANGE_WIDTH >= MAX_SPAN:
             ids = lake.read_table(path, columns=[KEY]).column(KEY).to_numpy()
             return sorted(int(r) for r in np.unique(np.floor_divide(ids, RANGE_WIDTH)))
         found.update(range(stats.min // RANGE_WIDTH, stats.max // RANGE_WIDTH + 1))
