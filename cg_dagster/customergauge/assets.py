@@ -50,7 +50,6 @@ from cg_dagster.lib.tables import flatten_partition, stale_partitions
 from cg_dagster.settings import LEASE_WAIT_SECONDS, LOOKBACK_DAYS, LOOKBACK_FIELD, LOOKBACK_HOUR
 
 LEASE_WAIT_ENV = LEASE_WAIT_SECONDS.name
-LEASE_WAIT_SETTING = f"lease_wait_seconds (run config of the raw asset) or {LEASE_WAIT_ENV}"
 
 MAX_LOOKBACK_DAYS = 3660  # ten years: a longer re-read is a full refresh
 
@@ -133,6 +132,7 @@ class RawResponsesConfig(dg.Config):
     kinds={"parquet"},
     partitions_def=hourly_partitions,
     freshness_policy=freshness_policy,
+    op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
     description=(
         "One row per response record fetched in this sync window, with its original JSON, "
         "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
@@ -197,9 +197,8 @@ def _sync_window(
     client = customergauge.get_client()  # validates every setting before any request or write
     the_lake = lake.get_lake()
     dagster_cursor = _latest_cursor_metadata(context, key)
-    lease = the_lake.lease(stream.lease).hold(
-        context.run_id, wait_seconds=config.lease_wait_seconds, setting=LEASE_WAIT_SETTING
-    )
+    setting = f"lease_wait_seconds (run config of {stream.raw_table}) or {LEASE_WAIT_ENV}"
+    lease = the_lake.lease(stream.lease).hold(context.run_id, wait_seconds=config.lease_wait_seconds, setting=setting)
     with contextlib.closing(client), lease:
         plan = plan_lookback(
             last_reread(the_lake, stream),

@@ -787,7 +787,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             traceback.print_exc(file=sys.stderr)
             reply = _server_error(500)
-        if sandbox.faults.latency:
+        if sandbox.faults.latency and url.path != NON_RESPONSES_PATH:  # faults: the responses endpoint only
             time.sleep(sandbox.faults.latency)
         self._write(reply)
 
