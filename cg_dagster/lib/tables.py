@@ -84,7 +84,7 @@ class KeyFacts:
         if "nps" in keys.column_names:
             nps = keys["nps"]
             self.nps_out_of_range += pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
-        for name in tables.keys() - {self.key_table}:
+        for name in (name for name in tables if name != self.key_table):
             children = tables[name]["number_customergauge"]
             loose = children.filter(pc.invert(pc.is_in(children, value_set=numbers)))
             self.loose_children.setdefault(name, []).extend(loose.chunks)
