@@ -11,7 +11,14 @@ are read when used, so a malformed one fails the run that needs it, naming the v
 
 import dagster as dg
 
-from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
+from cg_dagster.customergauge.assets import (
+    current_non_responses,
+    current_tables,
+    flattened_tables,
+    non_responses,
+    raw_non_responses,
+    raw_responses,
+)
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.customergauge.schedules import hourly_sync_job, hourly_sync_schedule
 from cg_dagster.lib.tables import use_jemalloc_pool
@@ -29,7 +36,7 @@ use_jemalloc_pool()  # Arrow's pool for every process that loads the code locati
 
 
 defs = dg.Definitions(
-    assets=[raw_responses, flattened_tables, current_tables],
+    assets=[raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses],
     jobs=[hourly_sync_job],
     schedules=[hourly_sync_schedule],
     executor=dg.in_process_executor,

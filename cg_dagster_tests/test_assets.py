@@ -9,8 +9,18 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, RAW_OP, raw_run_config
+from cg_dagster.customergauge.checks import NON_RESPONSES_CHECK_SPECS, PARTITION_CHECK_SPECS
+from cg_dagster.customergauge.keys import (
+    CURRENT_KEYS,
+    CURRENT_NON_RESPONSES_KEY,
+    FLAT_KEYS,
+    NON_RESPONSES_KEY,
+    RAW_KEY,
+    RAW_NON_RESPONSES_KEY,
+    RAW_NON_RESPONSES_OP,
+    RAW_OP,
+    raw_run_config,
+)
 from cg_dagster.customergauge.schedules import hourly_sync_schedule
 from cg_dagster.definitions import defs
 from cg_dagster.lib.lake import Lake
@@ -211,7 +221,14 @@ def test_schedule_tick_requests_the_last_complete_hour():
     assert request.partition_key == "2026-11-29-09:00"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("customergauge_hourly_sync")
-    assert set(job.asset_layer.executable_asset_keys) == {RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()}
+    assert set(job.asset_layer.executable_asset_keys) == {
+        RAW_KEY,
+        *FLAT_KEYS.values(),
+        *CURRENT_KEYS.values(),
+        RAW_NON_RESPONSES_KEY,
+        NON_RESPONSES_KEY,
+        CURRENT_NON_RESPONSES_KEY,
+    }
     # the daemon's run of this job, and `dagster asset materialize` (the implicit asset job), run every step
     # in the run's process
     assert job.executor_def is dg.in_process_executor
@@ -243,7 +260,7 @@ def test_a_head_write_lost_after_the_data_landed_is_rolled_forward(sandbox, tmp_
         committed = lake.read_head()
         appended = [r["number_customergauge"] for r in sandbox.append_records(30)]
 
-        def crash(self, head):
+        def crash(self, head, stream):
             raise KeyboardInterrupt("killed between the data rename and the head write")
 
         monkeypatch.setattr(lake_module.Lake, "write_head", crash)
@@ -277,10 +294,18 @@ def test_the_cli_materializes_the_group_in_one_process_with_checks_per_partition
     kinds = [event.event_type for event in events]
     assert dg.DagsterEventType.STEP_WORKER_STARTING not in kinds
     steps = {event.step_key: event.pid for event in events if event.event_type == dg.DagsterEventType.STEP_START}
-    assert set(steps) == {RAW_OP, "flattened_tables", "current_tables"}
+    assert set(steps) == {
+        RAW_OP,
+        "flattened_tables",
+        "current_tables",
+        RAW_NON_RESPONSES_OP,
+        "customergauge__non_responses",
+        "customergauge__current_non_responses",
+    }
     assert len(set(steps.values())) == 1
     check_type = dg.DagsterEventType.ASSET_CHECK_EVALUATION
     evaluations = [event.event_specific_data for event in events if event.event_type == check_type]
-    assert sorted(e.check_name for e in evaluations) == sorted(spec.name for spec in PARTITION_CHECK_SPECS)
+    specs = [*PARTITION_CHECK_SPECS, *NON_RESPONSES_CHECK_SPECS]
+    assert sorted(e.check_name for e in evaluations) == sorted(spec.name for spec in specs)
     assert all(e.passed and e.partition == P1 for e in evaluations)
     assert_current_matches_sandbox(lake, sandbox)

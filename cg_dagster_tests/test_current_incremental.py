@@ -15,7 +15,7 @@ from cg_dagster.lib import current as current_module
 from cg_dagster.lib.client import Period
 from cg_dagster.lib.current import (
     CURRENT_TABLES,
-    STATE_FILE,
+    RESPONSES_CURRENT,
     build_current,
     range_path,
     update_current,
@@ -199,7 +199,7 @@ def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
     update_current(lake)
-    state = (lake.root / "_state" / STATE_FILE).read_bytes()
+    state = (lake.root / "_state" / RESPONSES_CURRENT.state_file).read_bytes()
     with dg.instance_for_test() as instance:
         for config, mode in (({}, "unchanged"), ({"full_rebuild": True}, "full rebuild")):
             result = dg.materialize(
@@ -211,7 +211,9 @@ def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
             [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == CURRENT_KEYS["responses"]]
             metadata = mat.materialization.metadata
             assert (metadata["update_mode"].value, metadata["dagster/row_count"].value) == (mode, 350)
-    assert (lake.root / "_state" / STATE_FILE).read_bytes() == state  # the same record: same files, same counts
+    assert (
+        lake.root / "_state" / RESPONSES_CURRENT.state_file
+    ).read_bytes() == state  # the same record: same files, same counts
     assert_current_matches_sandbox(lake, sandbox)
 
 
@@ -251,3 +253,16 @@ def test_another_range_width_rebuilds_everything_into_the_new_ranges(sandbox, tm
         assert {int(path.stem) for path in lake.current_path(name).iterdir()} == ids, name
     assert_same_as_full_rebuild(lake, tmp_path, "new width")
     assert_current_matches_sandbox(lake, sandbox)  # no response twice: no file of the old width is left
+
+
+def test_a_partition_whose_ids_lie_far_apart_rewrites_only_the_ranges_of_its_ids(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
+    write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": n, "nps": 1} for n in (10, 20)], fetched)
+    update_current(lake)
+    far = 20 * WIDTH + 3  # a late answer with an id far from the others: statistics span 21 ranges
+    records = [{"number_customergauge": n, "nps": 2} for n in (5, far)]
+    write_partition(lake, "2026-11-01-11:00", records, fetched + dt.timedelta(hours=1))
+    update = update_current(lake)
+    assert (update.mode, update.ranges) == ("merge", 2)  # ranges 0 and 20, not the 19 between them
+    assert_same_as_full_rebuild(lake, tmp_path, "ids far apart")

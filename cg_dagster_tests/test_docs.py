@@ -1,5 +1,7 @@
-"""The README's table reference is the contract's, and every flattened column has lineage to the raw table."""
+"""The README's table reference is the contract's, every flattened column has lineage to the raw table, and the
+README's response-rate query is the demo's."""
 
+import importlib.util
 from pathlib import Path
 
 from cg_dagster.customergauge.assets import RAW_KEY
@@ -23,3 +25,11 @@ def test_every_flattened_column_has_lineage_back_to_raw_responses():
     assert [d.column_name for d in deps["contact_first_name"]] == ["record_json.contact.first_name"]
     assert [d.column_name for d in deps["fetched_at"]] == ["fetched_at"]
     assert all(d.asset_key == RAW_KEY for deps_ in deps.values() for d in deps_)
+
+
+def test_the_readme_response_rate_query_is_the_one_the_demo_runs():
+    spec = importlib.util.spec_from_file_location("cg_demo", README.parent / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    query = demo.RESPONSE_RATE_SQL.format(lake="demo_lake").strip()
+    assert f"```sql\n{query}\n```" in README.read_text(encoding="utf-8")

@@ -54,7 +54,7 @@ def test_no_record_off_and_forced_plans():
 def test_a_corrupt_record_names_the_file_and_the_fix(tmp_path):
     lake = Lake(tmp_path / "lake")
     lake.write_state("lookback.json", {"partition_key": "yesterday"})
-    with pytest.raises(LakeError, match=r"_state/lookback.json holds no partition key .* delete it"):
+    with pytest.raises(LakeError, match=r"_state/lookback.json .*holds no partition key .* delete it"):
         plan_lookback(last_reread(lake), at("2026-11-29-09:00"), PERIOD, hour=2)
     (lake.root / "_state" / "lookback.json").write_text("{not json")
     with pytest.raises(LakeError, match=r"lookback.json.* is corrupt .*delete or restore it"):

@@ -187,7 +187,7 @@ def test_a_crash_between_data_and_head_is_recovered_by_the_next_sync(sandbox, la
         committed = lake.read_head()
         appended = numbers(sandbox.append_records(30))
 
-        def crash(self, head):
+        def crash(self, head, stream):
             raise KeyboardInterrupt("killed between the data and the head")
 
         with monkeypatch.context() as patch:

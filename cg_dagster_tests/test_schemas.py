@@ -34,8 +34,16 @@ def test_table_names():
         "response_tags",
         "response_questions",
         "response_properties",
+        "raw_non_responses",
+        "non_responses",
+        "current_non_responses",
     }
-    assert set(FLAT_TABLE_NAMES) == set(TABLES) - {"raw_responses"}
+    assert set(FLAT_TABLE_NAMES) == set(TABLES) - {
+        "raw_responses",
+        "raw_non_responses",
+        "non_responses",
+        "current_non_responses",
+    }
     assert all(contract.name == name for name, contract in TABLES.items())
 
 
@@ -83,6 +91,9 @@ def test_keys():
         "response_tags": ("number_customergauge", "tag_position"),
         "response_questions": ("number_customergauge", "question_position"),
         "response_properties": ("number_customergauge", "property_origin", "property_position"),
+        "raw_non_responses": ("number_customergauge", "sync_pass"),
+        "non_responses": ("number_customergauge",),
+        "current_non_responses": ("number_customergauge",),
     }
 
 

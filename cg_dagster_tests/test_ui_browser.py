@@ -23,7 +23,14 @@ import pytest
 from playwright import sync_api as playwright
 
 import cg_dagster.lib.tables as tables_module
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.keys import (
+    CURRENT_KEYS,
+    CURRENT_NON_RESPONSES_KEY,
+    FLAT_KEYS,
+    NON_RESPONSES_KEY,
+    RAW_KEY,
+    RAW_NON_RESPONSES_KEY,
+)
 from cg_dagster_tests._fixtures_dev import dev_env, free_port, wait_for_ui
 from cg_dagster_tests._fixtures_runs import run
 from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET, make_resources
@@ -135,8 +142,14 @@ def check_state(port: int) -> None:
     expected = {(raw, key) for key in flat.values()}
     for name, key in CURRENT_KEYS.items():
         expected |= {(flat[name], tuple(key.path)), (flat["responses"], tuple(key.path))}
+    non_responses, current_non_responses = tuple(NON_RESPONSES_KEY.path), tuple(CURRENT_NON_RESPONSES_KEY.path)
+    expected |= {
+        (tuple(RAW_NON_RESPONSES_KEY.path), non_responses),
+        (non_responses, current_non_responses),
+        (tuple(CURRENT_KEYS["responses"].path), current_non_responses),
+    }
     assert edges == expected
-    assert {n["groupName"] for n in nodes} == {"customergauge"} and len(nodes) == 11
+    assert {n["groupName"] for n in nodes} == {"customergauge"} and len(nodes) == 14
     state = graphql(
         port,
         """{
@@ -171,8 +184,9 @@ def check_pages(page, base: str) -> None:
         page.locator(f"text={name}").first.wait_for()
     page.wait_for_load_state("networkidle")
     page.screenshot(path=ARTIFACTS / "1-lineage.png")
-    # the drawn edges: 5 raw -> flattened, 5 flattened -> current, 4 responses -> the other current tables
-    assert page.locator('svg path[stroke="var(--color-lineage-edge)"]').count() == 14
+    # the drawn edges: 5 raw -> flattened, 5 flattened -> current, 4 responses -> the other current tables, and
+    # raw_non_responses -> non_responses -> current_non_responses <- current_responses
+    assert page.locator('svg path[stroke="var(--color-lineage-edge)"]').count() == 17
 
     page.goto(f"{base}/assets/customergauge/raw_responses")
     page.get_by_text("Fails if more than 2 hours since last materialization").wait_for()

@@ -1,14 +1,19 @@
-"""The demo: an initial load and an incremental sync from the sandbox into ./demo_lake, through Dagster's CLI.
+"""The demo: an initial load and an incremental sync of responses and non-responses from the sandbox into
+./demo_lake, through Dagster's CLI, and the response rate.
 
 Run it with ``python3 run.py demo`` (which creates .venv and sets DAGSTER_HOME=./.dagster_home).
 
 1. starts the sandbox API (``python -m cg_dagster.sandbox``) on a free loopback port;
 2. materializes every CustomerGauge asset for the partition two hours back: the initial load;
-3. appends records to the sandbox (its control endpoint ``POST /_sandbox/append``);
-4. materializes the last complete hour: the incremental sync, which must fetch exactly the appended records;
-5. prints per-table row counts (DuckDB over the lake) and the stored cursor (lake and Dagster metadata),
-   and exits 1 if any count differs from what the sandbox served, or if the second run's update of the
-   current tables was not a merge of the new partition into the ranges it touches (lib/current.py).
+3. appends responses to the sandbox and lets some non-responses answer (its control endpoints
+   ``POST /_sandbox/append`` and ``POST /_sandbox/convert``: each converted one becomes a new response);
+4. materializes the last complete hour: the incremental sync, which must fetch exactly the appended and
+   converted responses, and no non-response;
+5. prints per-table row counts (DuckDB over the lake), the stored cursors (lake and Dagster metadata) and the
+   response rate per month (RESPONSE_RATE_SQL, the README's query), and exits 1 if any count differs from what
+   the sandbox served, if a converted non-response is not ``is_response`` in current/non_responses, or if the
+   second run's update of the current tables was not a merge of the new partition into the ranges it touches
+   (lib/current.py).
 
 The demo lake is wiped at the start (the sandbox is regenerated from its seed each time, so the counts
 can be checked exactly); Dagster's run history in DAGSTER_HOME is kept, and ``python3 run.py dev`` works on
@@ -28,18 +33,54 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, RAW_KEY, raw_run_config
-from cg_dagster.lib.lake import Lake
+from cg_dagster.customergauge.keys import (
+    CURRENT_KEYS,
+    CURRENT_NON_RESPONSES_KEY,
+    FLAT_KEYS,
+    NON_RESPONSES_KEY,
+    RAW_KEY,
+    RAW_NON_RESPONSES_KEY,
+    raw_run_config,
+)
+from cg_dagster.lib.lake import NON_RESPONSES, Lake
 from cg_dagster.sandbox import project_env
 from cg_dagster.settings import LAKE_ROOT as LAKE_ROOT_SETTING
 
 ROOT = Path(__file__).resolve().parent.parent
 LAKE_ROOT = ROOT / "demo_lake"
-RECORDS, APPENDED = 2500, 137
+RECORDS, APPENDED, CONVERTED = 2500, 137, 40  # the sandbox serves RECORDS // 3 non-responses
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
-SELECTION = ",".join(key.to_user_string() for key in [RAW_KEY, *FLAT_KEYS.values(), *CURRENT_KEYS.values()])
-# The trailing-window re-read is off in the demo so the incremental sync's count is exactly the appended records.
-RUN_CONFIG = json.dumps(raw_run_config(lookback_hour=-1))
+SELECTION = ",".join(
+    key.to_user_string()
+    for key in [
+        RAW_KEY,
+        *FLAT_KEYS.values(),
+        *CURRENT_KEYS.values(),
+        RAW_NON_RESPONSES_KEY,
+        NON_RESPONSES_KEY,
+        CURRENT_NON_RESPONSES_KEY,
+    ]
+)
+# The trailing-window re-read is off in the demo so the incremental sync's count is exactly the new records.
+RUN_CONFIG = json.dumps(raw_run_config(non_responses=True, lookback_hour=-1))
+# The README's response-rate query (section "Non-responses and the response rate"), over a lake at {lake}: a
+# converted non-response is in both current tables, so only the unanswered ones (NOT is_response) count.
+RESPONSE_RATE_SQL = """
+WITH sent AS (
+    SELECT date_trunc('month', date_sent) AS month, true AS answered
+    FROM read_parquet('{lake}/current/responses/*.parquet', union_by_name = true)
+    WHERE status = 'response'
+    UNION ALL
+    SELECT date_trunc('month', date_sent), false
+    FROM read_parquet('{lake}/current/non_responses/*.parquet', union_by_name = true)
+    WHERE NOT is_response
+)
+SELECT strftime(month, '%Y-%m') AS month,
+       count(*) FILTER (WHERE answered) AS responses,
+       count(*) FILTER (WHERE NOT answered) AS non_responses,
+       round(count(*) FILTER (WHERE answered) / count(*), 3) AS response_rate
+FROM sent GROUP BY ALL ORDER BY month
+"""
 
 
 def main() -> int:
@@ -77,14 +118,28 @@ def main() -> int:
         first = _raw_rows(initial)
 
         appended = _post_json(f"{base_url}/_sandbox/append?count={APPENDED}")["appended"]
-        print(f"\n== sandbox appended {appended} records; incremental sync: partition {incremental}", flush=True)
+        converted = _post_json(f"{base_url}/_sandbox/convert?count={CONVERTED}")["numbers"]
+        print(
+            f"\n== sandbox appended {appended} responses and {len(converted)} non-responses answered; "
+            f"incremental sync: partition {incremental}",
+            flush=True,
+        )
         _materialize(incremental, env)
         second = _raw_rows(incremental)
-        served = _post_json(f"{base_url}/_sandbox/stats", method="GET")["records"]
+        stats = _post_json(f"{base_url}/_sandbox/stats", method="GET")
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
-    return _report(first, second, served, appended)
+    problems = _report(first, second, stats["records"], appended + len(converted))
+    problems += _report_non_responses(stats["non_responses"], converted)
+    for problem in problems:
+        print(f"DEMO FAILED: {problem}", file=sys.stderr)
+    if not problems:
+        print(
+            "OK: every served response and non-response is in the lake exactly once; the second sync fetched only new "
+            "ones; the answered non-responses are is_response."
+        )
+    return 1 if problems else 0
 
 
 def _materialize(partition: str, env: dict) -> None:
@@ -117,15 +172,16 @@ def _materialize(partition: str, env: dict) -> None:
     print(f"materialized {SELECTION} for {partition}", flush=True)
 
 
-def _raw_rows(partition: str) -> int:
-    path = Lake(LAKE_ROOT).partition_path("raw_responses", partition)
+def _raw_rows(partition: str, table: str = "raw_responses") -> int:
+    path = Lake(LAKE_ROOT).partition_path(table, partition)
     return duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall()[0][0]
 
 
-def _report(first: int, second: int, served: int, appended: int) -> int:
-    print(f"\ninitial load fetched {first} responses; incremental sync fetched {second} (appended: {appended})")
+def _report(first: int, second: int, served: int, new: int) -> list[str]:
+    """Print the responses' counts and cursor; return the problems found."""
+    print(f"\ninitial load fetched {first} responses; incremental sync fetched {second} (new: {new})")
     print(f"\n{'table':<22}{'rows':>8}   (all partitions of {LAKE_ROOT.name}/)")
-    for table in ["raw_responses", *FLAT_KEYS]:
+    for table in ["raw_responses", *FLAT_KEYS, "raw_non_responses", "non_responses"]:
         rows = duckdb.sql(f"select count(*) from read_parquet('{LAKE_ROOT / table}/*.parquet')").fetchall()[0][0]
         print(f"{table:<22}{rows:>8}")
     glob = f"{Lake(LAKE_ROOT).current_path('responses')}/*.parquet"
@@ -152,19 +208,41 @@ def _report(first: int, second: int, served: int, appended: int) -> int:
     problems = []
     if first + second != served:
         problems.append(f"the lake holds {first + second} raw responses but the sandbox served {served}")
-    if second != appended:
-        problems.append(f"the incremental sync fetched {second} responses, not the {appended} appended")
+    if second != new:
+        problems.append(f"the incremental sync fetched {second} responses, not the {new} appended and converted")
     if current != (served, served):
         problems.append(f"current/responses holds {current[0]} rows ({current[1]} distinct), not the {served} served")
     if update_mode != "merge":
         problems.append(f"the second update of the current tables was a {update_mode}, not a merge")
     if head.cursor != dagster_cursor:
         problems.append(f"lake cursor {head.cursor} != Dagster metadata cursor {dagster_cursor}")
-    for problem in problems:
-        print(f"DEMO FAILED: {problem}", file=sys.stderr)
-    if not problems:
-        print("OK: every served response is in the lake exactly once; the second sync fetched only new ones.")
-    return 1 if problems else 0
+    return problems
+
+
+def _report_non_responses(served: int, converted: list[int]) -> list[str]:
+    """Print the non-responses' cursor, is_response count and the response rate; return the problems found."""
+    lake = Lake(LAKE_ROOT)
+    raw = duckdb.sql(f"select count(*) from read_parquet('{lake.table_dir('raw_non_responses')}/*.parquet')")
+    glob = f"{lake.current_path('non_responses')}/*.parquet"
+    current = duckdb.sql(
+        f"select count(*), count(distinct number_customergauge), list(number_customergauge) filter (where is_response) "
+        f"from read_parquet('{glob}')"
+    ).fetchall()[0]
+    print(f"{'current/non_responses':<22}{current[0]:>8}   ({len(current[2] or [])} answered since: is_response)")
+    print(f"stored non-responses cursor: {lake.read_head(NON_RESPONSES).cursor} in _state/{NON_RESPONSES.head_file}")
+    rate = duckdb.sql(RESPONSE_RATE_SQL.format(lake=LAKE_ROOT))
+    print("\nresponse rate per month of date_sent (current tables):")
+    rate.show()
+    problems = []
+    if raw.fetchall()[0][0] != served or current[:2] != (served, served):
+        problems.append(
+            f"current/non_responses holds {current[0]} rows ({current[1]} distinct), not the {served} served"
+        )
+    if sorted(current[2] or []) != sorted(converted):
+        problems.append(
+            f"is_response is true for {len(current[2] or [])} non-responses, not the {len(converted)} answered"
+        )
+    return problems
 
 
 def _post_json(url: str, method: str = "POST") -> dict:

@@ -1,5 +1,7 @@
 """CustomerGauge assets: the raw responses of each sync window, the tables flattened from them, and the
-current tables (the latest version of every response) built over all partitions.
+current tables (the latest version of every response) built over all partitions; the same three steps for
+the non-responses (``raw_non_responses`` -> ``non_responses`` -> ``current_non_responses``), a stream of its
+own (lib/lake.py ``Stream``: head cursor, lease, re-read record), synced in the same hourly job.
 
 Every asset writes its own Parquet file per partition into the lake and returns ``MaterializeResult``
 (no I/O manager): ``{lake}/<asset name>/<partition>.parquet``.
@@ -11,29 +13,49 @@ from typing import Optional
 
 import dagster as dg
 
-from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS, partition_check_results
-from cg_dagster.customergauge.keys import CURRENT_KEYS, FLAT_KEYS, GROUP, RAW_KEY
+from cg_dagster.customergauge.checks import (
+    NON_RESPONSES_CHECK_SPECS,
+    PARTITION_CHECK_SPECS,
+    non_responses_check_results,
+    partition_check_results,
+)
+from cg_dagster.customergauge.keys import (
+    CURRENT_KEYS,
+    CURRENT_NON_RESPONSES_KEY,
+    FLAT_KEYS,
+    GROUP,
+    NON_RESPONSES_KEY,
+    RAW_KEY,
+    RAW_NON_RESPONSES_KEY,
+)
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import freshness_policy, hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
-from cg_dagster.lib.current import update_current
+from cg_dagster.lib.current import NON_RESPONSES_CURRENT, update_current
 from cg_dagster.lib.flatten import FlattenError
-from cg_dagster.lib.lake import LakeError
+from cg_dagster.lib.lake import NON_RESPONSES, RESPONSES, LakeError, Stream
 from cg_dagster.lib.lookback import explain, last_reread, plan_lookback
-from cg_dagster.lib.schemas import CURRENT_TABLES, FLAT_TABLE_NAMES, RAW_TABLE, TABLES
+from cg_dagster.lib.schemas import (
+    CURRENT_NON_RESPONSES,
+    CURRENT_TABLES,
+    FLAT_TABLE_NAMES,
+    NON_RESPONSES_TABLE,
+    RAW_NON_RESPONSES_TABLE,
+    RAW_TABLE,
+    TABLES,
+)
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition, stale_partitions
 from cg_dagster.settings import LEASE_WAIT_SECONDS, LOOKBACK_DAYS, LOOKBACK_FIELD, LOOKBACK_HOUR
 
 LEASE_WAIT_ENV = LEASE_WAIT_SECONDS.name
-LEASE_WAIT_SETTING = f"lease_wait_seconds (run config of raw_responses) or {LEASE_WAIT_ENV}"
 
 MAX_LOOKBACK_DAYS = 3660  # ten years: a longer re-read is a full refresh
 
 
 class RawResponsesConfig(dg.Config):
-    """Run config of ``raw_responses``.
+    """Run config of ``raw_responses`` and of ``raw_non_responses`` (each its own).
 
     ``full_refresh`` starts from no cursor (an initial load into this partition). The trailing-window
     re-read runs once a day (lib/lookback.py): in the first sync at or after the daily slot, hour
@@ -110,6 +132,7 @@ class RawResponsesConfig(dg.Config):
     kinds={"parquet"},
     partitions_def=hourly_partitions,
     freshness_policy=freshness_policy,
+    op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
     description=(
         "One row per response record fetched in this sync window, with its original JSON, "
         "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
@@ -124,8 +147,48 @@ def raw_responses(
     customergauge: CustomerGaugeResource,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
-    """Sync one window of responses into ``raw_responses/<partition>.parquet`` (see ``lib/sync.py``), holding
-    the lake's sync lease (``lib/lease.py``) so two runs never page the API from the same head at once."""
+    """Sync one window of responses into ``raw_responses/<partition>.parquet`` (``_sync_window``)."""
+    return _sync_window(context, config, customergauge, lake, RESPONSES, RAW_KEY)
+
+
+@dg.asset(
+    key=RAW_NON_RESPONSES_KEY,
+    group_name=GROUP,
+    kinds={"parquet"},
+    partitions_def=hourly_partitions,
+    freshness_policy=freshness_policy,
+    description=(
+        "One row per non-response record (a survey sent that got no answer: GET /v7/rest/sync/non-responses) "
+        "fetched in this sync window, as raw_responses holds responses: its own cursor, lease and commit, the "
+        "same replay and exactly-once guarantees."
+    ),
+)
+def raw_non_responses(
+    context: dg.AssetExecutionContext,
+    config: RawResponsesConfig,
+    customergauge: CustomerGaugeResource,
+    lake: LakeResource,
+) -> dg.MaterializeResult:
+    """Sync one window of non-responses into ``raw_non_responses/<partition>.parquet`` (``_sync_window``)."""
+    return _sync_window(context, config, customergauge, lake, NON_RESPONSES, RAW_NON_RESPONSES_KEY)
+
+
+def _sync_window(
+    context: dg.AssetExecutionContext,
+    config: RawResponsesConfig,
+    customergauge: CustomerGaugeResource,
+    lake: LakeResource,
+    stream: Stream,
+    key: dg.AssetKey,
+) -> dg.MaterializeResult:
+    """Sync one window of ``stream`` into its raw table (see ``lib/sync.py``), holding the stream's sync lease
+    (``lib/lease.py``) so two runs never page the API from the same head at once; the metadata of ``key``'s
+    materialization (``cursor`` is the committed head after it).
+
+    Raises:
+        dg.Failure: a run over a range of partitions. CustomerGaugeConfigError, LakeError, the client's and the
+            sync's errors: see ``sync_partition``; nothing committed.
+    """
     _require_one_partition(context)
     config = config.resolved()
     partition_start = context.partition_time_window.start
@@ -133,13 +196,16 @@ def raw_responses(
     params = customergauge.sync_params()
     client = customergauge.get_client()  # validates every setting before any request or write
     the_lake = lake.get_lake()
-    dagster_cursor = _latest_cursor_metadata(context)
-    lease = the_lake.lease("sync").hold(
-        context.run_id, wait_seconds=config.lease_wait_seconds, setting=LEASE_WAIT_SETTING
-    )
+    dagster_cursor = _latest_cursor_metadata(context, key)
+    setting = f"lease_wait_seconds (run config of {stream.raw_table}) or {LEASE_WAIT_ENV}"
+    lease = the_lake.lease(stream.lease).hold(context.run_id, wait_seconds=config.lease_wait_seconds, setting=setting)
     with contextlib.closing(client), lease:
         plan = plan_lookback(
-            last_reread(the_lake), partition_start, period, hour=config.lookback_hour, force=config.force_lookback
+            last_reread(the_lake, stream),
+            partition_start,
+            period,
+            hour=config.lookback_hour,
+            force=config.force_lookback,
         )
         result = sync_partition(
             client,
@@ -149,6 +215,7 @@ def raw_responses(
             run_id=context.run_id,
             full_refresh=config.full_refresh,
             lookback=plan.period,
+            stream=stream,
         )
     lake_cursor_before = result.head_before.cursor if result.head_before else None
     if dagster_cursor is not None and dagster_cursor != lake_cursor_before and not config.full_refresh:
@@ -160,7 +227,7 @@ def raw_responses(
     head = result.head_after.cursor if result.head_after else None
     lookback_reason = explain(plan, mode=record.mode, cursor_start=record.cursor_start, recorded_period=record.lookback)
     context.log.info(
-        f"{record.mode}: {record.rows} responses in {record.pages} pages, cursor {record.cursor_start} -> "
+        f"{record.mode}: {record.rows} {stream.endpoint} in {record.pages} pages, cursor {record.cursor_start} -> "
         f"{record.cursor_end}; head cursor {head}; trailing re-read: {lookback_reason}"
     )
     return dg.MaterializeResult(
@@ -179,7 +246,7 @@ def raw_responses(
             "reason": record.reason,
             "dagster/row_count": result.rows,
             "dagster/uri": lake_uri(result.path),
-            "dagster/column_schema": column_schema(TABLES[RAW_TABLE]),
+            "dagster/column_schema": column_schema(TABLES[stream.raw_table]),
         }
     )
 
@@ -196,9 +263,9 @@ def _require_one_partition(context: dg.AssetExecutionContext) -> None:
             )
 
 
-def _latest_cursor_metadata(context: dg.AssetExecutionContext) -> int | None:
-    """The ``cursor`` metadata of raw_responses' latest materialization in this Dagster instance, or None."""
-    event = context.instance.get_latest_materialization_event(RAW_KEY)
+def _latest_cursor_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> int | None:
+    """The ``cursor`` metadata of the raw asset ``key``'s latest materialization in this instance, or None."""
+    event = context.instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
         return None
     value = event.asset_materialization.metadata.get("cursor")
@@ -330,18 +397,104 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
         )
 
 
-def _flatten_stale(context: dg.AssetExecutionContext, the_lake, system_timezone: str) -> tuple[list[str], dict]:
-    """Flatten again every partition ``stale_partitions`` names and run its checks for their side effect
-    (quarantine); returns (partition keys flattened, {partition key: error} of those that failed)."""
+def _flatten_stale(
+    context: dg.AssetExecutionContext, the_lake, system_timezone: str, stream: Stream = RESPONSES
+) -> tuple[list[str], dict]:
+    """Flatten again every partition of ``stream`` that ``stale_partitions`` names and, for the responses, run
+    its checks for their side effect (quarantine); returns (partition keys flattened, {partition key: error}
+    of those that failed)."""
     done, failed = [], {}
-    for key in stale_partitions(the_lake):
+    for key in stale_partitions(the_lake, stream):
         try:
-            flat = flatten_partition(the_lake, key, system_timezone=system_timezone)
+            flat = flatten_partition(the_lake, key, system_timezone=system_timezone, stream=stream)
         except (FlattenError, LakeError) as error:
             context.log.error(f"partition {key} could not be flattened again: {error}")
             failed[key] = str(error)
             continue
-        list(partition_check_results(the_lake, key, flat, {spec.key for spec in PARTITION_CHECK_SPECS}))
+        if stream == RESPONSES:
+            list(partition_check_results(the_lake, key, flat, {spec.key for spec in PARTITION_CHECK_SPECS}))
         context.log.warning(f"partition {key}: raw file newer than its flattened files; flattened again")
         done.append(key)
     return done, failed
+
+
+@dg.asset(
+    key=NON_RESPONSES_KEY,
+    deps=[RAW_NON_RESPONSES_KEY],
+    group_name=GROUP,
+    kinds={"parquet"},
+    partitions_def=hourly_partitions,
+    freshness_policy=freshness_policy,
+    check_specs=NON_RESPONSES_CHECK_SPECS,
+    description=(
+        f"{TABLES[NON_RESPONSES_TABLE].description} Flattened from the same partition of raw_non_responses; "
+        "re-materializing rewrites the partition's file from the raw file (idempotent)."
+    ),
+    metadata={"dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE])},
+)
+def non_responses(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
+    """Flatten one raw_non_responses partition into ``non_responses/<partition>.parquet`` (``lib/tables.py``,
+    the responses' rules: ``flatten_non_responses``), then yield its checks (``checks.py``, none blocking)."""
+    _require_one_partition(context)
+    the_lake = lake.get_lake()
+    if not the_lake.exists(the_lake.partition_path(RAW_NON_RESPONSES_TABLE, context.partition_key)):
+        raise dg.Failure(
+            f"raw_non_responses has no file for partition {context.partition_key}: materialize "
+            "customergauge/raw_non_responses for this partition first"
+        )
+    done = flatten_partition(
+        the_lake, context.partition_key, system_timezone=customergauge.system_timezone, stream=NON_RESPONSES
+    )
+    if done.stats.unknown_fields:
+        context.log.warning(
+            f"fields the contract does not know (kept in raw_non_responses): {sorted(done.stats.unknown_fields)}"
+        )
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": done.rows[NON_RESPONSES_TABLE],
+            "dagster/uri": lake_uri(done.paths[NON_RESPONSES_TABLE]),
+            "dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE]),
+            "dagster/column_lineage": column_lineage(TABLES[NON_RESPONSES_TABLE], RAW_NON_RESPONSES_KEY),
+            **done.stats.counters(),
+            "unknown_fields": dg.MetadataValue.json(sorted(done.stats.unknown_fields)),
+        }
+    )
+    yield from non_responses_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
+
+
+@dg.asset(
+    key=CURRENT_NON_RESPONSES_KEY,
+    deps=[NON_RESPONSES_KEY, CURRENT_KEYS["responses"]],
+    group_name=GROUP,
+    kinds={"parquet", "duckdb"},
+    freshness_policy=freshness_policy,
+    description=(
+        f"{CURRENT_NON_RESPONSES.description} Latest fetch of each number_customergauge across all partitions, "
+        "in current/non_responses/ (one file per range of ids, updated as the current response tables are). "
+        "is_response: the non-response is now in current_responses."
+    ),
+    metadata={"dagster/column_schema": column_schema(CURRENT_NON_RESPONSES)},
+)
+def current_non_responses(context: dg.AssetExecutionContext, config: CurrentTablesConfig, lake: LakeResource):
+    """Update ``current/non_responses/`` (``lib/current.py``, ``NON_RESPONSES_CURRENT``) holding the lake's
+    "current" lease, after flattening again the partitions whose raw file is newer than their flat file (as
+    ``current_tables`` does); the update also sets ``is_response`` from current/responses."""
+    the_lake = lake.get_lake()
+    wait = LEASE_WAIT_SECONDS.integer(minimum=0)
+    with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
+        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, NON_RESPONSES)
+        update = update_current(the_lake, NON_RESPONSES_CURRENT, full_rebuild=config.full_rebuild)
+    context.log.info(f"current non-responses: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
+    if failed:
+        raise dg.Failure(f"current_non_responses was updated without partitions that could not be flattened: {failed}")
+    return dg.MaterializeResult(
+        metadata={
+            "update_mode": update.mode,
+            "update_reason": update.reason,
+            "ranges_rewritten": update.ranges,
+            "reflattened": dg.MetadataValue.json(reflattened),
+            "dagster/row_count": update.rows[NON_RESPONSES_TABLE],
+            "dagster/uri": lake_uri(the_lake.current_path(NON_RESPONSES_TABLE)),
+            "dagster/column_schema": column_schema(CURRENT_NON_RESPONSES),
+        }
+    )

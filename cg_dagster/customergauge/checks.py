@@ -17,6 +17,10 @@ current tables leave it out until the check passes again. The uniqueness check d
 current tables already leave out, response by response, a version fetched twice in one page. Warning checks
 flag what is only suspicious.
 
+The ``non_responses`` asset has three checks of its own (``NON_RESPONSES_CHECK_SPECS``, computed in its step
+the same way): unique number_customergauge, one row per raw row, no unknown fields. None blocks or
+quarantines: a non-response fetched twice in one page is left out of the current table, as a response is.
+
 A check does not run alone: the five files are written together, so re-checking an hour means materializing
 its flattened tables again (re-flattened from the raw file, no API request), which runs every check.
 """
@@ -28,28 +32,34 @@ from collections.abc import Set as AbstractSet
 import dagster as dg
 import numpy as np
 
-from cg_dagster.customergauge.keys import FLAT_KEYS, RAW_KEY
+from cg_dagster.customergauge.keys import FLAT_KEYS, NON_RESPONSES_KEY, RAW_KEY, RAW_NON_RESPONSES_KEY
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.lib.lake import Lake
-from cg_dagster.lib.schemas import CHILD_TABLES, RAW_TABLE
+from cg_dagster.lib.schemas import CHILD_TABLES, RAW_NON_RESPONSES_TABLE, RAW_TABLE
 from cg_dagster.lib.tables import FlattenedPartition, KeyFacts
 
 UNIQUE = "responses_number_customergauge_unique"
 NPS_IN_RANGE = "responses_nps_in_range"
 ROW_COUNT = "responses_row_count_matches_raw"
 NO_UNKNOWN_FIELDS = "responses_no_unknown_fields"
+NON_RESPONSES_UNIQUE = "non_responses_number_customergauge_unique"
+NON_RESPONSES_ROW_COUNT = "non_responses_row_count_matches_raw"
+NON_RESPONSES_NO_UNKNOWN_FIELDS = "non_responses_no_unknown_fields"
 
 
 def _child_check_name(table: str) -> str:
     return f"{table}_rows_point_to_responses"
 
 
-def _spec(name: str, table: str, description: str, blocking: bool = True, additional_deps=()) -> dg.AssetCheckSpec:
+def _spec(
+    name: str, asset: dg.AssetKey, description: str, blocking: bool = True, additional_deps=()
+) -> dg.AssetCheckSpec:
+    """A check of ``asset``, partitioned like it (one result per hourly partition)."""
     with warnings.catch_warnings():  # partitions_def on a check spec is marked preview in 1.13; it is what we need
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(
             name,
-            asset=FLAT_KEYS[table],
+            asset=asset,
             description=description,
             blocking=blocking,
             additional_deps=additional_deps,
@@ -60,21 +70,21 @@ def _spec(name: str, table: str, description: str, blocking: bool = True, additi
 PARTITION_CHECK_SPECS = [
     _spec(
         UNIQUE,
-        "responses",
+        FLAT_KEYS["responses"],
         "number_customergauge is unique in the partition. Two rows of the same fetch (same fetched_at) are a "
         "duplication bug (ERROR); two fetches of one response in one window (the API re-sent it while we "
         "paged) are only suspicious (WARN): the current tables keep the latest.",
     ),
-    _spec(NPS_IN_RANGE, "responses", "nps is 0..10 or null (NPS scale)."),
+    _spec(NPS_IN_RANGE, FLAT_KEYS["responses"], "nps is 0..10 or null (NPS scale)."),
     _spec(
         ROW_COUNT,
-        "responses",
+        FLAT_KEYS["responses"],
         "responses has exactly one row per row of raw_responses in the partition: nothing lost in flattening.",
         additional_deps=[RAW_KEY],
     ),
     _spec(
         NO_UNKNOWN_FIELDS,
-        "responses",
+        FLAT_KEYS["responses"],
         "The API sent no fields the table contract does not know (top-level keys, keys of nested objects or of "
         "list items). Unknown fields are kept in raw_responses.record_json; when this warns, extend "
         "lib/schemas.py.",
@@ -83,13 +93,58 @@ PARTITION_CHECK_SPECS = [
     *(
         _spec(
             _child_check_name(table),
-            table,
+            FLAT_KEYS[table],
             f"Every row of {table} has a number_customergauge that is in responses of the same partition.",
             additional_deps=[FLAT_KEYS["responses"]],
         )
         for table in CHILD_TABLES
     ),
 ]
+
+
+NON_RESPONSES_CHECK_SPECS = [
+    _spec(
+        NON_RESPONSES_UNIQUE,
+        NON_RESPONSES_KEY,
+        "number_customergauge is unique in the partition (severity as for responses: ERROR within one fetch, WARN "
+        "across two); the current table keeps the latest unambiguous version.",
+        blocking=False,
+    ),
+    _spec(
+        NON_RESPONSES_ROW_COUNT,
+        NON_RESPONSES_KEY,
+        "non_responses has exactly one row per row of raw_non_responses in the partition.",
+        blocking=False,
+        additional_deps=[RAW_NON_RESPONSES_KEY],
+    ),
+    _spec(
+        NON_RESPONSES_NO_UNKNOWN_FIELDS,
+        NON_RESPONSES_KEY,
+        "The API sent no fields the table contract does not know (kept in raw_non_responses.record_json).",
+        blocking=False,
+    ),
+]
+
+
+def non_responses_check_results(
+    lake: Lake, partition_key: str, done: FlattenedPartition, selected: AbstractSet[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """The results of the ``selected`` non-responses checks on one partition ``flatten_partition`` just wrote
+    (raw row count from the raw file's footer, the rest from ``done``). Nothing is quarantined."""
+    names = {key.name for key in selected}
+    if NON_RESPONSES_UNIQUE in names:
+        yield _unique(done.facts, NON_RESPONSES_KEY, NON_RESPONSES_UNIQUE)
+    if NON_RESPONSES_ROW_COUNT in names:
+        raw = lake.parquet_file(lake.partition_path(RAW_NON_RESPONSES_TABLE, partition_key)).metadata.num_rows
+        flat = done.rows["non_responses"]
+        yield dg.AssetCheckResult(
+            asset_key=NON_RESPONSES_KEY,
+            check_name=NON_RESPONSES_ROW_COUNT,
+            passed=raw == flat,
+            metadata={"raw_rows": raw, "non_responses_rows": flat},
+        )
+    if NON_RESPONSES_NO_UNKNOWN_FIELDS in names:
+        yield _no_unknown_fields(done, NON_RESPONSES_KEY, NON_RESPONSES_NO_UNKNOWN_FIELDS)
 
 
 def partition_check_results(
@@ -112,14 +167,7 @@ def partition_check_results(
         flat = done.rows["responses"]
         yield _judged(lake, partition_key, ROW_COUNT, raw == flat, {"raw_rows": raw, "responses_rows": flat})
     if NO_UNKNOWN_FIELDS in names:
-        unknown = sorted(done.stats.unknown_fields)
-        yield dg.AssetCheckResult(
-            asset_key=FLAT_KEYS["responses"],
-            check_name=NO_UNKNOWN_FIELDS,
-            passed=not unknown,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unknown_fields": dg.MetadataValue.json(unknown)},
-        )
+        yield _no_unknown_fields(done, FLAT_KEYS["responses"], NO_UNKNOWN_FIELDS)
     for table in CHILD_TABLES:
         name = _child_check_name(table)
         if name in names:
@@ -128,8 +176,20 @@ def partition_check_results(
             yield _judged(lake, partition_key, name, len(orphans) == 0, metadata, table)
 
 
-def _unique(facts: KeyFacts) -> dg.AssetCheckResult:
-    """Numbers held by more than one ``responses`` row; ERROR when two of those rows share their fetch."""
+def _no_unknown_fields(done: FlattenedPartition, asset: dg.AssetKey, name: str) -> dg.AssetCheckResult:
+    """WARN naming the record fields the contract does not know (``done.stats.unknown_fields``), if any."""
+    unknown = sorted(done.stats.unknown_fields)
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=not unknown,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"unknown_fields": dg.MetadataValue.json(unknown)},
+    )
+
+
+def _unique(facts: KeyFacts, asset: dg.AssetKey = FLAT_KEYS["responses"], name: str = UNIQUE) -> dg.AssetCheckResult:
+    """Numbers held by more than one key table row; ERROR when two of those rows share their fetch."""
     numbers, fetched_at = facts.responses_keys()
     ordered = np.sort(numbers)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
@@ -138,8 +198,8 @@ def _unique(facts: KeyFacts) -> dg.AssetCheckResult:
     )
     same_fetch = np.unique(pairs[counts > 1, 0])
     return dg.AssetCheckResult(
-        asset_key=FLAT_KEYS["responses"],
-        check_name=UNIQUE,
+        asset_key=asset,
+        check_name=name,
         passed=repeated.size == 0,
         severity=dg.AssetCheckSeverity.ERROR if same_fetch.size else dg.AssetCheckSeverity.WARN,
         metadata={

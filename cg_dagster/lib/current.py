@@ -58,6 +58,14 @@ file another tool rewrote with other Arrow types (pandas: large strings) reads a
 
 Partitions a blocking asset check quarantined (``Lake.quarantine``) are left out until the check passes.
 
+Two sets of current tables are kept this way, each with its own record (``CurrentSet``): the five response
+tables (``RESPONSES_CURRENT``, ``_state/current.json``) and ``non_responses`` (``NON_RESPONSES_CURRENT``,
+``_state/current_non_responses.json``; no quarantine: its checks do not block). A current non-response also
+says whether it was answered since: ``is_response`` is true when the range file of current/responses of its
+range holds its number_customergauge. It is set whenever a range is written, and the record keeps the version
+of each current/responses range file it was set from, so a range whose responses file changed since (a
+non-response converted, say) is rewritten by the next update (a merge of that range's current file alone).
+
 A fetch that returned the same number_customergauge twice (one page holding it twice: the blocking check
 ``responses_number_customergauge_unique`` fails on that partition; judged within one file, as two files
 holding the same fetch are copies, not an ambiguity) is ambiguous: its child rows cannot be
@@ -74,14 +82,43 @@ import numpy as np
 import pyarrow as pa
 
 from cg_dagster.lib.lake import Lake, LakeError
-from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, TABLES  # KEY_TABLE's rows decide winners, ranges
+from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, NON_RESPONSES_TABLE, TABLES, TableContract
 
 RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's density (ids ~3 apart)
+MAX_SPAN = 8  # ranges a row group's id statistics may span before its ids are read (_ranges_of)
 BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
 DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
-STATE_FILE = "current.json"
 STATE_VERSION = 1
 KEY = "number_customergauge"
+FLAG = "is_response"  # CurrentSet.answered_from's column
+
+
+@dataclass(frozen=True)
+class CurrentSet:
+    """Current tables updated together: ``tables`` (key table first: its rows decide the winners and the
+    ranges; partition files in ``<table>/``, range files in ``current/<table>/``), ``state_file`` (the record in
+    ``_state/``), ``quarantine`` (leave out partitions a blocking check quarantined), ``answered_from`` (a
+    current table whose range files decide the key table's FLAG column; None: no such column). A table's
+    range files have the contract ``current_<table>`` when schemas.py declares one, else ``<table>``'s."""
+
+    tables: tuple[str, ...]
+    state_file: str
+    quarantine: bool = True
+    answered_from: str | None = None
+
+    def contract(self, name: str) -> TableContract:
+        """The contract of table ``name``'s range files."""
+        return TABLES.get(f"current_{name}", TABLES[name])
+
+    @property
+    def key_table(self) -> str:
+        return self.tables[0]
+
+
+RESPONSES_CURRENT = CurrentSet(CURRENT_TABLES, "current.json")
+NON_RESPONSES_CURRENT = CurrentSet(
+    (NON_RESPONSES_TABLE,), "current_non_responses.json", quarantine=False, answered_from=KEY_TABLE
+)
 
 
 @dataclass(frozen=True)
@@ -100,14 +137,15 @@ class CurrentUpdate:
     ranges: int
 
 
-def build_current(lake: Lake) -> dict[str, int]:
+def build_current(lake: Lake, tables: CurrentSet = RESPONSES_CURRENT) -> dict[str, int]:
     """Full rebuild of the current tables (``update_current(lake, full_rebuild=True)``); returns their row counts."""
-    return update_current(lake, full_rebuild=True).rows
+    return update_current(lake, tables, full_rebuild=True).rows
 
 
-def update_current(lake: Lake, *, full_rebuild: bool = False) -> CurrentUpdate:
-    """Bring ``<lake>/current/<table>/`` up to date with the partition files (module docstring: merge,
-    rebuild of the touched ranges, or full rebuild). Call it holding the lake's "current" lease.
+def update_current(lake: Lake, tables: CurrentSet = RESPONSES_CURRENT, *, full_rebuild: bool = False) -> CurrentUpdate:
+    """Bring ``<lake>/current/<table>/`` of ``tables`` up to date with the partition files (module docstring:
+    merge, rebuild of the touched ranges, or full rebuild). Call it holding the lake's "current" lease (an
+    ``answered_from`` set reads that set's range files, which the lease keeps still).
 
     Idempotent: the result depends only on the partition files and the quarantine markers.
 
@@ -119,51 +157,65 @@ def update_current(lake: Lake, *, full_rebuild: bool = False) -> CurrentUpdate:
         pyarrow.ArrowInvalid: a column of a partition file cannot be cast to the contract's type.
     """
     lake.ensure_writable()
-    state = lake.read_state(STATE_FILE)
+    state = lake.read_state(tables.state_file)
     # object storage: every range write below is conditional on its file being as listed here (lib/storage.py)
-    existing = {name: _files(lake, name) for name in CURRENT_TABLES}
+    existing = {name: _files(lake, name) for name in tables.tables}
     known = state["partitions"] if _same_layout(state) else {}
-    found = _partitions(lake)
+    found = _partitions(lake, tables)
     new = {stem for stem, files in found.items() if known.get(stem, {}).get("files") != files}
-    ranges = {stem: _ranges_of(lake, stem) if stem in new else known[stem]["ranges"] for stem in found}
-    reason = "full_rebuild: true in run config" if full_rebuild else _why_full(state, existing)
+    ranges = {
+        stem: _ranges_of(lake, tables.key_table, stem) if stem in new else known[stem]["ranges"] for stem in found
+    }
+    answers = _answer_versions(lake, tables)
+    reason = "full_rebuild: true in run config" if full_rebuild else _why_full(tables, state, existing)
     if reason:
-        mode, rows = "full rebuild", {name: {} for name in CURRENT_TABLES}
+        mode, rows = "full rebuild", {name: {} for name in tables.tables}
         touched = {r for stem in found for r in ranges[stem]}
     else:
-        rows = {name: _int_keys(state["rows"][name]) for name in CURRENT_TABLES}
+        rows = {name: _int_keys(state["rows"][name]) for name in tables.tables}
         gone = set(known) - set(found) | new & set(known)  # quarantined, deleted or rewritten since applied
-        if not new and not gone:
+        recorded = state.get("answers", {})
+        answered = {r for r in rows[tables.key_table] if recorded.get(str(r)) != answers.get(r)}
+        if not new and not gone and not answered:
             return CurrentUpdate("unchanged", "no partition added, rewritten or quarantined", _totals(rows), 0, 0)
         touched = {r for stem in new for r in ranges[stem]} | {r for stem in gone for r in known[stem]["ranges"]}
+        touched |= answered
         mode = "rebuild" if gone else "merge"
         reason = (
             f"{len(gone & new)} partitions rewritten, {len(gone - new)} quarantined or deleted, {len(new - gone)} new"
             if gone
             else f"{len(new)} new partitions"
-        )
+        ) + (f", {len(answered)} ranges whose {tables.answered_from} changed" if answered else "")
     # range -> the partitions to read for it: a merge reads the new ones (and the range's current files)
     plan = {r: [] for r in touched}
     for stem in sorted(new if mode == "merge" else found):
         for r in touched.intersection(ranges[stem]):
             plan[r].append(stem)
-    written = _write_ranges(lake, plan, from_current=mode == "merge")
-    for name in CURRENT_TABLES:
+    written = _write_ranges(lake, tables, plan, from_current=mode == "merge")
+    for name in tables.tables:
         for r in touched:
             rows[name].pop(r, None)
         rows[name].update({r: n for r, n in written[name].items() if n})
-    _reconcile_files(lake, rows, old_layout=mode == "full rebuild")
-    lake.write_state(
-        STATE_FILE,
-        {
-            "version": STATE_VERSION,
-            "range_width": RANGE_WIDTH,
-            "partitions": {stem: {"files": found[stem], "ranges": ranges[stem]} for stem in sorted(found)},
-            "rows": {name: {str(r): n for r, n in sorted(rows[name].items())} for name in CURRENT_TABLES},
-        },
-    )
+    _reconcile_files(lake, tables, rows, old_layout=mode == "full rebuild")
+    record = {
+        "version": STATE_VERSION,
+        "range_width": RANGE_WIDTH,
+        "partitions": {stem: {"files": found[stem], "ranges": ranges[stem]} for stem in sorted(found)},
+        "rows": {name: {str(r): n for r, n in sorted(rows[name].items())} for name in tables.tables},
+    }
+    if tables.answered_from:
+        record["answers"] = {str(r): answers[r] for r in sorted(rows[tables.key_table]) if r in answers}
+    lake.write_state(tables.state_file, record)
     sources = {stem for stems in plan.values() for stem in stems}
     return CurrentUpdate(mode, reason, _totals(rows), len(sources), len(touched))
+
+
+def _answer_versions(lake: Lake, tables: CurrentSet) -> dict[int, str]:
+    """{range: version of its ``current/<answered_from>/`` range file} (one listing); {} without answered_from."""
+    if not tables.answered_from:
+        return {}
+    listed = lake.stats(lake.current_path(tables.answered_from))
+    return {int(name.removesuffix(".parquet")) // RANGE_WIDTH: stat.version for name, stat in listed.items()}
 
 
 def range_path(lake: Lake, table: str, range_index: int) -> Path:
@@ -175,47 +227,49 @@ def _file_name(range_index: int) -> str:
     return f"{range_index * RANGE_WIDTH:019d}.parquet"
 
 
-def _partitions(lake: Lake) -> dict[str, str]:
-    """Partition file stems with a ``responses`` file and no quarantine -> fingerprint of their five files."""
-    quarantined = lake.quarantined()
-    listed = {name: lake.stats(lake.table_dir(name)) for name in CURRENT_TABLES}  # one listing per folder
+def _partitions(lake: Lake, tables: CurrentSet) -> dict[str, str]:
+    """Partition file stems with a key table file and no quarantine (when ``tables.quarantine``) -> fingerprint
+    of their files."""
+    quarantined = lake.quarantined() if tables.quarantine else {}
+    listed = {name: lake.stats(lake.table_dir(name)) for name in tables.tables}  # one listing per folder
     found = {}
-    for path in lake.partition_files(KEY_TABLE):
+    for path in lake.partition_files(tables.key_table):
         if path.stem not in quarantined:
-            stats = [stat.version if (stat := listed[name].get(path.name)) else "-" for name in CURRENT_TABLES]
+            stats = [stat.version if (stat := listed[name].get(path.name)) else "-" for name in tables.tables]
             found[path.stem] = " ".join(stats)
     return found
 
 
-def _ranges_of(lake: Lake, stem: str) -> list[int]:
-    """Sorted indexes of the ranges a partition's ``responses`` touch (its child rows share the ids): every
+def _ranges_of(lake: Lake, key_table: str, stem: str) -> list[int]:
+    """Sorted indexes of the ranges a partition's key table rows touch (its child rows share the ids): every
     range from a row group's smallest to its largest id (Parquet statistics: no data read; a range in a gap is
-    rewritten for nothing), or the ranges of its ids when a row group has no statistics."""
-    path = lake.table_dir(KEY_TABLE) / f"{stem}.parquet"
+    rewritten for nothing), or the ranges of its ids (one column read) when a row group has no statistics or
+    spans more than MAX_SPAN ranges (ids far apart: a late answer to an old survey among new responses)."""
+    path = lake.table_dir(key_table) / f"{stem}.parquet"
     metadata = lake.parquet_file(path).metadata
     column = metadata.schema.names.index(KEY)
     found = set()
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
-        if stats is None or not stats.has_min_max:
+        if stats is None or not stats.has_min_max or stats.max // RANGE_WIDTH - stats.min // RANGE_WIDTH >= MAX_SPAN:
             ids = lake.read_table(path, columns=[KEY]).column(KEY).to_numpy()
             return sorted(int(r) for r in np.unique(np.floor_divide(ids, RANGE_WIDTH)))
         found.update(range(stats.min // RANGE_WIDTH, stats.max // RANGE_WIDTH + 1))
     return sorted(found)
 
 
-def _why_full(state: dict | None, existing: dict[str, set[str]]) -> str | None:
-    """Why the record in ``_state/current.json`` cannot be updated incrementally, or None when it can
+def _why_full(tables: CurrentSet, state: dict | None, existing: dict[str, set[str]]) -> str | None:
+    """Why the record in ``_state/<tables.state_file>`` cannot be updated incrementally, or None when it can
     (``existing``: {table: names of its range files})."""
     if state is None:
-        return f"no _state/{STATE_FILE} (first build, or a lake written before incremental updates)"
+        return f"no _state/{tables.state_file} (first build, or a lake written before incremental updates)"
     if not _same_layout(state):
-        return f"_state/{STATE_FILE} was written with another layout (range width {state.get('range_width')})"
-    expected = _expected(_int_keys(state["rows"][KEY_TABLE]))
-    for name in CURRENT_TABLES:
+        return f"_state/{tables.state_file} was written with another layout (range width {state.get('range_width')})"
+    expected = _expected(_int_keys(state["rows"][tables.key_table]))
+    for name in tables.tables:
         if missing := expected - existing[name]:  # an extra file (an update that died) is rewritten or deleted
             return (
-                f"current/{name}/ lacks {len(missing)} range files that _state/{STATE_FILE} records, "
+                f"current/{name}/ lacks {len(missing)} range files that _state/{tables.state_file} records, "
                 f"e.g. {min(missing)}"
             )
     return None
@@ -240,10 +294,10 @@ def _files(lake: Lake, table: str) -> set[str]:
 
 
 def _totals(rows: dict[str, dict[int, int]]) -> dict[str, int]:
-    return {name: sum(rows[name].values()) for name in CURRENT_TABLES}
+    return {name: sum(counts.values()) for name, counts in rows.items()}
 
 
-def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool) -> dict:
+def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *, from_current: bool) -> dict:
     """Rewrite each range of ``plan`` (range -> partition stems) in every table, one range at a time (memory
     is bounded by a range, not by the lake), from those partitions' files and, with ``from_current``, the
     range's current files. Returns {table: {range: rows written}}; a range without responses is not written."""
@@ -257,20 +311,21 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
             "temp_directory": str(spill),
         }
     )
-    written = {name: {} for name in CURRENT_TABLES}
+    written = {name: {} for name in tables.tables}
+    key_table = tables.key_table
     try:
         with lake.registered(con):  # object storage: DuckDB reads s3:// paths through the lake's fsspec filesystem
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET parquet_metadata_cache = true")  # each range's queries read the same partition files
             for r, stems in sorted(plan.items()):
-                sources = {name: _source(lake, name, r, stems, from_current) for name in CURRENT_TABLES}
-                if sources[KEY_TABLE] is None:
+                sources = {name: _source(lake, tables, name, r, stems, from_current) for name in tables.tables}
+                if sources[key_table] is None:
                     continue
                 con.execute(
                     f"""
                     CREATE OR REPLACE TEMP TABLE winners AS
                     SELECT {KEY}, fetched_at, from_current, source FROM (
-                        SELECT {KEY}, fetched_at, from_current, source FROM ({sources[KEY_TABLE]})
+                        SELECT {KEY}, fetched_at, from_current, source FROM ({sources[key_table]})
                         GROUP BY ALL
                         HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
                     )
@@ -279,42 +334,52 @@ def _write_ranges(lake: Lake, plan: dict[int, list[str]], *, from_current: bool)
                     ) = 1
                     """
                 )
-                for name in CURRENT_TABLES:
-                    written[name][r] = _write_range(lake, con, name, r, sources[name])
+                for name in tables.tables:
+                    written[name][r] = _write_range(lake, con, tables, name, r, sources[name])
         return written
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _source(lake: Lake, name: str, r: int, stems: list[str], from_current: bool) -> str | None:
+def _source(lake: Lake, tables: CurrentSet, name: str, r: int, stems: list[str], from_current: bool) -> str | None:
     """SQL of table ``name``'s rows in range ``r``: those of the partitions ``stems`` and, with
-    ``from_current``, of the range's current file, each row with ``from_current`` and ``source`` (its file's
+    ``from_current``, of the range's current file (without its FLAG: set again when written), each row with
+    ``from_current`` and ``source`` (its file's
     stem: ambiguity is judged within one file, and a fetch two files hold, e.g. after a tool copied rows
     into another partition file, is taken from one); None when there is no file."""
     where = f"{KEY} >= {r * RANGE_WIDTH} AND {KEY} < {(r + 1) * RANGE_WIDTH}"  # Parquet statistics prune
     current_files = [path for path in [range_path(lake, name, r)] if from_current and lake.exists(path)]
     partition_files = [path for stem in stems if lake.exists(path := lake.table_dir(name) / f"{stem}.parquet")]
+    derived = {"true": f"filename, {FLAG}" if tables.answered_from and name == tables.key_table else "filename"}
     branches = [
-        f"SELECT * EXCLUDE (filename), {flag} AS from_current, parse_filename(filename, true) AS source "
-        f"FROM {_read_parquet(files)} WHERE {where}"
+        f"SELECT * EXCLUDE ({derived.get(flag, 'filename')}), {flag} AS from_current, "
+        f"parse_filename(filename, true) AS source FROM {_read_parquet(files)} WHERE {where}"
         for files, flag in ((current_files, "true"), (partition_files, "false"))
         if files
     ]
     return " UNION ALL BY NAME ".join(branches) or None
 
 
-def _write_range(lake: Lake, con: duckdb.DuckDBPyConnection, name: str, r: int, source: str | None) -> int:
+def _write_range(
+    lake: Lake, con: duckdb.DuckDBPyConnection, tables: CurrentSet, name: str, r: int, source: str | None
+) -> int:
     """Write the winners' rows of table ``name`` in range ``r`` in key order to its range file (empty when
-    ``source`` is None); returns the rows written."""
-    schema = TABLES[name].arrow_schema
+    ``source`` is None), with the FLAG column of an ``answered_from`` set; returns the rows written."""
+    contract = tables.contract(name)
+    schema = contract.arrow_schema
+    flag = ""
+    if FLAG in schema.names:
+        answered = range_path(lake, tables.answered_from, r)
+        flag = f", {KEY} IN (SELECT {KEY} FROM {_read_parquet([answered])})" if lake.exists(answered) else ", false"
+        flag += f" AS {FLAG}"
     with lake.parquet_writer(range_path(lake, name, r), schema) as writer:
         if source is not None:
             reader = con.sql(
                 f"""
-                SELECT * EXCLUDE (from_current, source) FROM ({source})
+                SELECT * EXCLUDE (from_current, source){flag} FROM ({source})
                 SEMI JOIN winners USING ({KEY}, fetched_at, from_current, source)
-                ORDER BY {", ".join(TABLES[name].key)}
+                ORDER BY {", ".join(contract.key)}
                 """
             ).to_arrow_reader(BATCH_ROWS)
             for batch in reader:
@@ -323,15 +388,15 @@ def _write_range(lake: Lake, con: duckdb.DuckDBPyConnection, name: str, r: int, 
         return writer.rows
 
 
-def _reconcile_files(lake: Lake, rows: dict[str, dict[int, int]], *, old_layout: bool) -> None:
+def _reconcile_files(lake: Lake, tables: CurrentSet, rows: dict[str, dict[int, int]], *, old_layout: bool) -> None:
     """Give every table exactly the range files ``_expected`` names: an empty one where the lake holds no
     response, none where a range holds no response. With ``old_layout``, also delete the single files of the
     layout before range files."""
-    expected = _expected(rows[KEY_TABLE])
-    for name in CURRENT_TABLES:
+    expected = _expected(rows[tables.key_table])
+    for name in tables.tables:
         folder = lake.current_path(name)
         for file in expected - _files(lake, name):
-            lake.write_table(folder / file, TABLES[name].arrow_schema.empty_table())
+            lake.write_table(folder / file, tables.contract(name).empty_table())
         for file in _files(lake, name) - expected:  # no response left in its range, or not a range file
             lake.delete(folder / file)
         if old_layout:

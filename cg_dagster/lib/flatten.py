@@ -46,6 +46,8 @@ from cg_dagster.lib.client import parse_page_body
 from cg_dagster.lib.schemas import (
     FLAT_TABLE_NAMES,
     ITEM_KEYS,
+    KEY_TABLE,
+    NON_RESPONSES_TABLE,
     OBJECT_KEYS,
     RECORD_KEYS,
     TABLES,
@@ -110,7 +112,8 @@ class FlattenStats:
 
 @dataclass
 class FlatTables:
-    """The five flat tables of a batch of records (keys: FLAT_TABLE_NAMES) and the batch's stats."""
+    """The flat tables of a batch of records (keys: FLAT_TABLE_NAMES, or ``non_responses`` alone) and the
+    batch's stats."""
 
     tables: dict[str, pa.Table]
     stats: FlattenStats
@@ -246,6 +249,19 @@ def flatten_raw(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC")
                 f"raw table has no {name!r} column; pass a table with TABLES['raw_responses'].arrow_schema"
             )
     return _flatten_raw_arrow(raw, system_timezone)
+
+
+def flatten_non_responses(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC") -> FlatTables:
+    """Flatten raw_non_responses rows (same columns as raw_responses) into the ``non_responses`` table.
+
+    A non-response is read as a response is (``flatten_raw``: same value rules, same stats, unknown fields
+    reported the same way) and keeps the response columns the non_responses contract lists (schemas.py
+    NON_RESPONSE_COLUMNS); a key it should not carry (an nps, say) is in raw_non_responses' record_json only.
+    Returns FlatTables with the one table ``non_responses`` (exactly its schema); raises as ``flatten_raw``.
+    """
+    flat = flatten_raw(raw, system_timezone=system_timezone)
+    names = TABLES[NON_RESPONSES_TABLE].arrow_schema.names
+    return FlatTables({NON_RESPONSES_TABLE: flat.tables[KEY_TABLE].select(names)}, flat.stats)
 
 
 class _Flattener:

@@ -14,6 +14,12 @@ Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
     <root>/_state/commit.lock                      flock taken while a sync commits
     <root>/_state/sync.lease, current.lease        flock held for a whole sync / rebuild (lib/lease.py; holder in .json)
     <root>/_state/lookback.json                    the last completed trailing-window re-read (lib/lookback.py)
+    <root>/_state/fetched_at.json                  the latest fetched_at committed (lib/sync.py)
+
+Those names are of the responses stream. Each sync endpoint is a ``Stream`` with names of its own (head
+cursor, lease, re-read record, fetch clock; its raw table names its manifest folder): the non-responses'
+are ``raw_non_responses.cursor.json``, ``sync_non_responses.lease``, ``lookback_non_responses.json`` and
+``fetched_at_non_responses.json``. The commit lock is shared (a commit holds it for milliseconds).
     <root>/_state/quarantine/<stem>/<check>.json   a blocking check failed on that partition: kept out of current
     <root>/_tmp/                                   files being written; renamed into place when complete (local)
 
@@ -56,11 +62,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg_dagster.lib.lease import FileLease, Lease, LeaseLostError, ObjectLease
+from cg_dagster.lib.schemas import FLAT_TABLE_NAMES, NON_RESPONSES_TABLE, RAW_NON_RESPONSES_TABLE, RAW_TABLE
 from cg_dagster.lib.storage import FileStat, LakeError, PreconditionFailed, arrow_location, open_storage
 
 STATE_DIR = "_state"
 CURRENT_DIR = "current"
-HEAD_FILE = "raw_responses.cursor.json"
 QUARANTINE_DIR = "quarantine"
 MANIFEST_DIR = "manifests"
 MANIFEST_FOOTER_KEY = b"cg_dagster.sync"
@@ -68,7 +74,8 @@ MANIFEST_FOOTER_KEY = b"cg_dagster.sync"
 
 GLOB_CHARACTERS = frozenset("*?[]{}")  # DuckDB expands these in every path it reads (lib/current.py)
 UNREADABLE_FIX = (
-    "restore it from a backup, or run raw_responses for this partition with full_refresh: true (which "
+    "restore it from a backup, or run raw_responses (raw_non_responses for a non-responses file) for this "
+    "partition with full_refresh: true (which "
     "replaces it with everything the API returns from the start)"
 )
 
@@ -87,6 +94,46 @@ def read_parquet_metadata(path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
         raise
     except (OSError, pa.ArrowException) as exc:
         raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {fix}") from None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One sync endpoint's names: ``endpoint`` (``SyncParams.endpoint``, lib/client/params.py), ``raw_table``
+    (its raw table, which also names the manifests' folder), ``flat_tables`` (the tables flattened from it, its
+    key table first: one row per raw row, proof a partition was synced), and its files in ``_state/``:
+    ``head_file`` (the committed head cursor), ``lease`` (``Lake.lease`` name: one sync of this stream at a time),
+    ``lookback_state`` (the last trailing-window re-read, lib/lookback.py) and ``fetched_at_state`` (the fetch
+    clock, lib/sync.py). Streams share nothing but the commit lock, so their syncs run independently."""
+
+    endpoint: str
+    raw_table: str
+    flat_tables: tuple[str, ...]
+    head_file: str
+    lease: str
+    lookback_state: str
+    fetched_at_state: str
+
+
+# The responses' names are those of lakes written before streams existed: existing lakes keep working.
+RESPONSES = Stream(
+    "responses",
+    RAW_TABLE,
+    FLAT_TABLE_NAMES,
+    "raw_responses.cursor.json",
+    "sync",
+    "lookback.json",
+    "fetched_at.json",
+)
+NON_RESPONSES = Stream(
+    "non-responses",
+    RAW_NON_RESPONSES_TABLE,
+    (NON_RESPONSES_TABLE,),
+    "raw_non_responses.cursor.json",
+    "sync_non_responses",
+    "lookback_non_responses.json",
+    "fetched_at_non_responses.json",
+)
+STREAMS = (RESPONSES, NON_RESPONSES)
 
 
 class CursorConflictError(LakeError):
@@ -325,13 +372,13 @@ class Lake:
 
     # ---- head cursor -------------------------------------------------------------------------------
 
-    def read_head(self) -> HeadCursor | None:
-        """The committed head cursor, or None when this lake never committed a sync.
+    def read_head(self, stream: Stream = RESPONSES) -> HeadCursor | None:
+        """The committed head cursor of ``stream``, or None when this lake never committed a sync of it.
 
         Raises:
             LakeError: if the cursor file exists but is not valid JSON of the expected shape.
         """
-        path = self.root / STATE_DIR / HEAD_FILE
+        path = self.root / STATE_DIR / stream.head_file
         try:
             text = self.storage.read_bytes(path)  # object storage: its ETag is what write_head expects
         except FileNotFoundError:
@@ -340,7 +387,7 @@ class Lake:
             return HeadCursor.from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
             raise LakeError(
-                f"cursor file {str(path)!r} is corrupt ({exc!r}); restore it or run raw_responses with "
+                f"cursor file {str(path)!r} is corrupt ({exc!r}); restore it or run {stream.raw_table} with "
                 "full_refresh: true"
             ) from None
 
@@ -357,8 +404,10 @@ class Lake:
         with lock.hold(f"commit-{uuid.uuid4().hex[:12]}", wait_seconds=float("inf"), setting="", poll_seconds=0.2):
             yield
 
-    def assert_head(self, expected: HeadCursor | None, *, unreadable_ok: bool = False) -> None:
-        """Check that the committed head is still ``expected`` (call it holding ``commit_lock()``).
+    def assert_head(
+        self, expected: HeadCursor | None, *, unreadable_ok: bool = False, stream: Stream = RESPONSES
+    ) -> None:
+        """Check that the committed head of ``stream`` is still ``expected`` (call it holding ``commit_lock()``).
         ``unreadable_ok``: a corrupt cursor file counts as absent (a ``full_refresh`` that replaces it).
 
         Raises:
@@ -366,7 +415,7 @@ class Lake:
             LakeError: the cursor file is corrupt and not ``unreadable_ok``.
         """
         try:
-            current = self.read_head()
+            current = self.read_head(stream)
         except LakeError:
             if not unreadable_ok:
                 raise
@@ -374,12 +423,13 @@ class Lake:
         if current != expected:
             raise CursorConflictError(
                 f"the head cursor moved during this run: it was {_describe(expected)} when the sync started "
-                f"and is now {_describe(current)} (another sync of raw_responses committed first). Nothing "
+                f"and is now {_describe(current)} (another sync of {stream.raw_table} committed first). Nothing "
                 "was committed; run again to sync from the new head"
             )
 
-    def write_head(self, head: HeadCursor) -> None:
-        """Write the head cursor file atomically. Call it holding ``commit_lock()``, after the data is in place.
+    def write_head(self, head: HeadCursor, stream: Stream = RESPONSES) -> None:
+        """Write the head cursor file of ``stream`` atomically. Call it holding ``commit_lock()``, after the data
+        is in place.
 
         On object storage the write is conditional on the head this object last read (``read_head``,
         ``assert_head``): ``If-Match`` its ETag, or ``If-None-Match: *`` when there was none. A refused write
@@ -389,13 +439,13 @@ class Lake:
             CursorConflictError: the head changed since it was read (HTTP 412/409); the head was not written.
             LeaseLostError: a lease this object holds was lost (``check_leases``); nothing was written.
         """
-        path = self.root / STATE_DIR / HEAD_FILE
+        path = self.root / STATE_DIR / stream.head_file
         try:
             self._write_json(path, asdict(head))
         except LeaseLostError:
             raise
         except PreconditionFailed:
-            if self.read_head() == head:
+            if self.read_head(stream) == head:
                 return
             raise CursorConflictError(
                 f"the head cursor {str(path)!r} was written by another sync after this run read it (its conditional "
@@ -421,7 +471,8 @@ class Lake:
         self._write_json(self.root / STATE_DIR / name, data)
 
     def lease(self, name: str, path=None) -> Lease:
-        """The lease ``name`` ("sync", "current") of this lake, at ``_state/<name>.lease`` (or ``path``)
+        """The lease ``name`` ("sync", "current", a ``Stream.lease``) of this lake, at ``_state/<name>.lease``
+        (or ``path``)
         (lib/lease.py): local, a ``flock`` released when its holder's process dies; object storage, an
         ``ObjectLease`` (conditional writes, heartbeat, taken over after ``CG_LEASE_TTL_SECONDS``).
 

@@ -9,7 +9,8 @@ synced (api-notes.md: partial -> response 10-30 days later, GDPR anonymisation).
   otherwise in the first sync after it (a missed or failed 02:00 run: the 03:00 sync re-reads, or whichever
   comes next); the next day's slot brings it back to ``lookback_hour``.
 
-The record is ``_state/lookback.json`` (``{"partition_key", "run_id", "period", "committed_at"}``), written by
+The record is ``_state/lookback.json`` (a stream's ``lookback_state``: each stream keeps its own;
+``{"partition_key", "run_id", "period", "committed_at"}``), written by
 ``sync_partition`` under the commit lock right after the head cursor it goes with, so it never claims a re-read
 whose data is not committed (a crash in between only makes the next sync re-read again). An initial load or a
 full refresh reads everything and counts as a re-read (``period`` null). A replay or a skipped partition never
@@ -20,9 +21,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cg_dagster.lib.client import Period
-from cg_dagster.lib.lake import Lake, LakeError, utc_now
+from cg_dagster.lib.lake import RESPONSES, Lake, LakeError, Stream, utc_now
 
-STATE_NAME = "lookback.json"
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition keys, e.g. 2026-11-29-02:00 (UTC)
 
 
@@ -35,20 +35,20 @@ class LookbackPlan:
     reason: str
 
 
-def last_reread(lake: Lake) -> dict | None:
-    """The record of the last completed re-read (see the module docstring), or None when there is none.
+def last_reread(lake: Lake, stream: Stream = RESPONSES) -> dict | None:
+    """The record of ``stream``'s last completed re-read (see the module docstring), or None when there is none.
 
     Raises:
         LakeError: the record exists but is not JSON (``Lake.read_state``).
     """
-    return lake.read_state(STATE_NAME)
+    return lake.read_state(stream.lookback_state)
 
 
-def record_reread(lake: Lake, *, partition_key: str, run_id: str, period: dict | None) -> None:
+def record_reread(lake: Lake, stream: Stream, *, partition_key: str, run_id: str, period: dict | None) -> None:
     """Record a completed re-read (``period``: the ``{"field", "start", "end"}`` read, None for an initial
     load). Call it holding ``lake.commit_lock()``, after the head cursor was written."""
     record = {"partition_key": partition_key, "run_id": run_id, "period": period, "committed_at": utc_now().isoformat()}
-    lake.write_state(STATE_NAME, record)
+    lake.write_state(stream.lookback_state, record)
 
 
 def plan_lookback(
@@ -98,7 +98,8 @@ def _partition_start(last: dict) -> dt.datetime:
         return dt.datetime.strptime(last["partition_key"], PARTITION_KEY_FORMAT).replace(tzinfo=dt.timezone.utc)
     except (KeyError, TypeError, ValueError):
         raise LakeError(
-            f"the re-read record _state/{STATE_NAME} holds no partition key like 2026-11-29-02:00 ({last!r}): "
+            f"the re-read record _state/lookback.json (lookback_non_responses.json of the non-responses) holds no "
+            f"partition key like 2026-11-29-02:00 ({last!r}): "
             "delete it (the next sync then re-reads)"
         ) from None
 

@@ -13,6 +13,7 @@ Record shape sources: the vendor page (`customergauge-get-responses-api.txt`) fo
 and api-notes.md for `drivers: [{"label": ...}]` and `custom_fields: [{"field", "reference"}]`.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -68,8 +69,8 @@ ITEM_KEYS = {
     "custom_fields": frozenset({"field", "reference"}),
 }
 
-# Columns added by the sync itself rather than read from a record.
-ETL_COLUMNS = frozenset({"fetched_at", "sync_pass", "cursor_sent"})
+# Columns added by the sync (or the current tables' update: is_response) rather than read from a record.
+ETL_COLUMNS = frozenset({"fetched_at", "sync_pass", "cursor_sent", "is_response"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,13 @@ class TableContract:
     def empty_table(self) -> pa.Table:
         """A table with zero rows and exactly `arrow_schema`."""
         return self.arrow_schema.empty_table()
+
+    def column(self, name: str) -> Column:
+        """The column `name`; KeyError naming the table when it has none."""
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"table {self.name!r} has no column {name!r}")
 
 
 def _number_customergauge(table_description: str) -> Column:
@@ -377,6 +385,63 @@ RESPONSE_PROPERTIES = TableContract(
     key=("number_customergauge", "property_origin", "property_position"),
 )
 
+# Non-responses (GET /v7/rest/sync/non-responses, api-notes.md): "like a response without the answer"
+# (issue 11; the record shape is not documented further), so the raw table is raw_responses' twin and the
+# flat table takes the responses columns a non-response carries: no nps, comment, response date or follow-up
+# (and no drivers, tags or questions). Its `properties` stay in `record_json`.
+RAW_NON_RESPONSES = dataclasses.replace(
+    RAW_RESPONSES,
+    name="raw_non_responses",
+    description=(
+        "One row per record fetched from the non-responses sync endpoint, per sync pass: the record's JSON as received."
+    ),
+)
+NON_RESPONSE_COLUMNS = (
+    "number_customergauge",
+    "status",
+    "contact_first_name",
+    "contact_last_name",
+    "account_name",
+    "account_number",
+    "number_customer",
+    "number_order",
+    "email",
+    "phone",
+    "date_creation",
+    "date_order",
+    "date_sent",
+    "language",
+    "locale",
+    "fetched_at",
+)
+NON_RESPONSES = TableContract(
+    name="non_responses",
+    description=(
+        "One row per non-response (a survey sent that got no answer): the response columns it carries. Its "
+        "number_customergauge is the one a response gets if the contact answers later."
+    ),
+    columns=tuple(RESPONSES.column(name) for name in NON_RESPONSE_COLUMNS),
+    key=("number_customergauge",),
+)
+CURRENT_NON_RESPONSES = TableContract(
+    name="current_non_responses",
+    description=(
+        "The latest version of every non-response (current/non_responses/), with whether it has been answered since."
+    ),
+    columns=(
+        *NON_RESPONSES.columns,
+        Column(
+            "is_response",
+            pa.bool_(),
+            False,
+            "True when current/responses holds this number_customergauge: the contact answered after all (the "
+            "record is then in both tables). Set when the current tables are updated.",
+            (),
+        ),
+    ),
+    key=("number_customergauge",),
+)
+
 TABLES: dict[str, TableContract] = {
     contract.name: contract
     for contract in (
@@ -386,12 +451,22 @@ TABLES: dict[str, TableContract] = {
         RESPONSE_TAGS,
         RESPONSE_QUESTIONS,
         RESPONSE_PROPERTIES,
+        RAW_NON_RESPONSES,
+        NON_RESPONSES,
+        CURRENT_NON_RESPONSES,
     )
 }
 
 # Table names, from the contract above: import them from here, never type them out again.
 RAW_TABLE = RAW_RESPONSES.name  # the sync writes it: one file per hourly partition, each record as received
 KEY_TABLE = RESPONSES.name  # one row per response; the child tables' rows point to it by number_customergauge
-FLAT_TABLE_NAMES = tuple(name for name in TABLES if name != RAW_TABLE)  # flattened from a raw file, key table first
+FLAT_TABLE_NAMES = (
+    KEY_TABLE,
+    *(t.name for t in (RESPONSE_DRIVERS, RESPONSE_TAGS, RESPONSE_QUESTIONS, RESPONSE_PROPERTIES)),
+)
 CHILD_TABLES = tuple(name for name in FLAT_TABLE_NAMES if name != KEY_TABLE)
 CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table (latest version of every response) per flattened table
+RAW_NON_RESPONSES_TABLE = RAW_NON_RESPONSES.name
+NON_RESPONSES_TABLE = (
+    NON_RESPONSES.name
+)  # flattened from raw_non_responses; current/non_responses/ is its current table

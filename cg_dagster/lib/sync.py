@@ -1,6 +1,8 @@
 """One sync window: page the API from the committed cursor into one raw Parquet file, then commit the cursor.
 
-No Dagster import. The ``raw_responses`` asset calls ``sync_partition`` and turns the result into metadata.
+No Dagster import. The ``raw_responses`` and ``raw_non_responses`` assets call ``sync_partition`` and turn the
+result into metadata. Each sync endpoint is a ``Stream`` (lib/lake.py): its raw table, head cursor, lease,
+re-read record and fetch clock are its own, so everything below holds for each stream on its own.
 
 The commit protocol (data first, cursor second):
 
@@ -38,21 +40,22 @@ import pyarrow.compute as pc
 from cg_dagster.lib.client import CustomerGaugeClient, Page, Period, SyncParams
 from cg_dagster.lib.flatten import raw_rows, raw_rows_from_json
 from cg_dagster.lib.lake import (
+    RESPONSES,
     UNREADABLE_FIX,
     CursorConflictError,
     HeadCursor,
     Lake,
     LakeError,
+    Stream,
     SyncManifest,
     partition_file_stem,
     read_parquet_metadata,
     utc_now,
 )
 from cg_dagster.lib.lookback import last_reread, record_reread
-from cg_dagster.lib.schemas import KEY_TABLE, RAW_TABLE, TABLES
+from cg_dagster.lib.schemas import RAW_TABLE, TABLES
 from cg_dagster.lib.storage import PreconditionFailed
 
-FETCHED_AT_STATE = "fetched_at.json"  # _state/: the latest fetched_at this lake committed (_FetchClock)
 RAW_ROW_GROUP_ROWS = 10_000  # rows per Parquet row group of a raw file (~15 MB of sandbox JSON in memory)
 RAW_DICTIONARY_COLUMNS = ["fetched_at", "sync_pass", "cursor_sent"]  # one value per page: a dictionary pays
 PROGRESS_SECONDS = 10.0  # a long sync logs its progress about this often
@@ -83,8 +86,10 @@ def sync_partition(
     run_id: str,
     full_refresh: bool = False,
     lookback: Period | None = None,
+    stream: Stream = RESPONSES,
 ) -> SyncResult:
-    """Sync one partition of ``raw_responses`` (see the module docstring for the three modes).
+    """Sync one partition of ``stream``'s raw table (see the module docstring for the three modes), paging
+    ``stream.endpoint`` (it replaces ``params.endpoint``).
 
     Idempotent: running it again for the same partition replays the recorded range and rewrites the same
     file; it never moves the head. ``full_refresh`` ignores the head (and any recorded range) and loads from
@@ -92,7 +97,7 @@ def sync_partition(
     cursor file, raw file or manifest of this partition (the fix the errors name). Committed rows are never
     lost: a file that holds rows but has no manifest (a tool rewrote it and its sidecar is gone), a deleted
     file whose manifest says it held rows, or a missing or empty one without a manifest whose flattened
-    ``responses`` file holds rows, is refused (``_refuse_to_lose_rows``) except by a ``full_refresh``. Every
+    ``stream.flat_tables[0]`` file holds rows, is refused (``_refuse_to_lose_rows``) except by a ``full_refresh``. Every
     page's ``fetched_at`` is later than any this lake committed before (``_FetchClock``).
 
     Raises:
@@ -106,16 +111,17 @@ def sync_partition(
     lake.ensure_writable()
     for name in lake.sweep_tmp():
         log.warning("removed %s from the lake's _tmp/: a day old, left by a killed run", name)
-    target = lake.partition_path(RAW_TABLE, partition_key)
-    head = _unless_unreadable(recover_lost_head, lake, full_refresh=full_refresh)
+    params = dataclasses.replace(params, endpoint=stream.endpoint)
+    target = lake.partition_path(stream.raw_table, partition_key)
+    head = _unless_unreadable(recover_lost_head, lake, stream, full_refresh=full_refresh)
     recorded = _unless_unreadable(lake.read_manifest, target, full_refresh=full_refresh)
-    clock = _FetchClock(lake)
-    last_reread(lake)  # so that the commit's write of it is conditional on it as it is now (object storage)
+    clock = _FetchClock(lake, stream)
+    last_reread(lake, stream)  # so that the commit's write of it is conditional on it as it is now (object storage)
 
     if not full_refresh:
-        _refuse_to_lose_rows(lake, target, recorded)
+        _refuse_to_lose_rows(lake, target, recorded, stream)
     if recorded is not None and not full_refresh:
-        return _replay(client, lake, recorded, target, head, run_id, clock)
+        return _replay(client, lake, recorded, target, head, run_id, clock, stream)
     if head is not None and partition_key < head.partition_key and not full_refresh:
         return _skip(lake, params, target, head, partition_key, run_id)
 
@@ -155,18 +161,26 @@ def sync_partition(
             cursor=cursor_end, partition_key=partition_key, run_id=run_id, committed_at=utc_now().isoformat()
         )
         with lake.commit_lock():
-            lake.assert_head(head, unreadable_ok=full_refresh)
+            lake.assert_head(head, unreadable_ok=full_refresh, stream=stream)
             writes = [
                 (f"the raw file {str(target)!r}", file.commit),
                 ("its manifest", lambda: lake.write_manifest(target, manifest)),
-                ("the head cursor", lambda: lake.write_head(new_head)),
-                (f"_state/{FETCHED_AT_STATE}", lambda: clock.commit(lake)),
+                ("the head cursor", lambda: lake.write_head(new_head, stream)),
+                (f"_state/{stream.fetched_at_state}", lambda: clock.commit(lake)),
             ]
             if manifest.lookback or start is None:  # a re-read, or an initial load: read everything
                 record = {"partition_key": partition_key, "run_id": run_id, "period": manifest.lookback}
-                writes.append(("the re-read record", lambda: record_reread(lake, **record)))
+                writes.append(("the re-read record", lambda: record_reread(lake, stream, **record)))
             _publish(writes)
-    log.info("partition %s: %d rows in %d pages, cursor %s -> %s", partition_key, rows, pages, start, cursor_end)
+    log.info(
+        "%s partition %s: %d rows in %d pages, cursor %s -> %s",
+        stream.raw_table,
+        partition_key,
+        rows,
+        pages,
+        start,
+        cursor_end,
+    )
     return SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
 
 
@@ -182,24 +196,25 @@ def _unless_unreadable(read, *args, full_refresh: bool):
         return None
 
 
-def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None) -> None:
+def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None, stream: Stream) -> None:
     """Raise LakeError naming the file and the fix when materializing ``target`` would lose committed rows:
     it holds rows but has no manifest (its range is unknown, so a sync or a skip would replace them), its
     manifest outlived the deleted file (a replay cannot tell which responses of the range's last page, which
     reaches past the range, were the file's own), or it is gone or empty with no manifest while the
-    partition's flattened ``responses`` file holds rows (proof it was synced: a sync or skip would write it
+    partition's flattened ``stream.flat_tables[0]`` file holds rows (proof it was synced: a sync or skip would write it
     empty and the flattening would then empty the partition)."""
     fix = (
-        "Restore the original file and its manifest from a backup, or run raw_responses for this partition with "
-        "full_refresh: true (loads every response from the start into it)"
+        f"Restore the original file and its manifest from a backup, or run {stream.raw_table} for this partition "
+        "with full_refresh: true (loads every record from the start into it)"
     )
     target_exists = lake.exists(target)
     rows = read_parquet_metadata(target).num_rows if target_exists else 0
-    flat = lake.table_dir(KEY_TABLE) / target.name  # one row per raw row: proof it was synced
+    flat = lake.table_dir(stream.flat_tables[0]) / target.name  # one row per raw row: proof it was synced
     if recorded is None and not rows and lake.exists(flat) and (flat_rows := read_parquet_metadata(flat).num_rows):
         raise LakeError(
             f"{str(target)!r} is {'empty' if target_exists else 'missing'} and has no sync manifest "
-            f"({str(lake.manifest_path(target))!r}), but {str(flat)!r} holds {flat_rows} responses flattened from "
+            f"({str(lake.manifest_path(target))!r}), but {str(flat)!r} holds {flat_rows} "
+            f"{stream.flat_tables[0]} flattened from "
             f"it: the partition was synced, and materializing it would replace them with none. {fix}"
         )
     if recorded is None and rows:
@@ -216,8 +231,8 @@ def _refuse_to_lose_rows(lake: Lake, target: Path, recorded: SyncManifest | None
         )
 
 
-def recover_lost_head(lake: Lake) -> HeadCursor | None:
-    """The committed head, rolled forward if a sync's data landed but its head write did not.
+def recover_lost_head(lake: Lake, stream: Stream = RESPONSES) -> HeadCursor | None:
+    """The committed head of ``stream``, rolled forward if a sync's data landed but its head write did not.
 
     A sync renames its file into place, then writes the manifest's sidecar, then the head (all under the
     commit lock). A process killed after the rename leaves a raw file whose manifest (in its footer, and in
@@ -232,11 +247,11 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
         LakeError: the cursor file is corrupt (names it and the fix).
     """
     with lake.commit_lock():
-        _write_missing_sidecars(lake)
-        head = lake.read_head()
+        _write_missing_sidecars(lake, stream)
+        head = lake.read_head(stream)
         newer = [
             path
-            for path in lake.partition_files(RAW_TABLE)
+            for path in lake.partition_files(stream.raw_table)
             if head is None or path.stem > partition_file_stem(head.partition_key)
         ]
         for path in reversed(newer):
@@ -255,17 +270,17 @@ def recover_lost_head(lake: Lake) -> HeadCursor | None:
                     lost.run_id,
                     lost.cursor,
                 )
-                lake.write_head(lost)
+                lake.write_head(lost, stream)
                 return lost
         return head
 
 
-def _write_missing_sidecars(lake: Lake) -> None:
+def _write_missing_sidecars(lake: Lake, stream: Stream) -> None:
     """Give every raw file whose manifest is only in its footer a sidecar (files of a lake written before
     sidecars existed, or of a commit that died between its data rename and its sidecar write), so that a tool
     rewriting the file later cannot lose its manifest. Reads the footers of those files only."""
-    sidecars = {path.stem for path in lake.files(lake.manifest_dir(RAW_TABLE), ".json")}
-    for path in lake.partition_files(RAW_TABLE):
+    sidecars = {path.stem for path in lake.files(lake.manifest_dir(stream.raw_table), ".json")}
+    for path in lake.partition_files(stream.raw_table):
         if path.stem not in sidecars and (manifest := _readable_manifest(lake, path)) is not None:
             lake.write_manifest(path, manifest)
 
@@ -341,22 +356,24 @@ def _page_rows(page: Page, sync_pass: str, clock: "_FetchClock") -> pa.Table:
 
 class _FetchClock:
     """The ``fetched_at`` of each page: ``utc_now()``, but always at least 1 µs after the previous page and
-    after the latest fetched_at the lake committed (``_state/fetched_at.json``; absent: no floor). The host
+    after the latest fetched_at the lake committed for the stream (``_state/<stream.fetched_at_state>``;
+    absent: no floor). The host
     clock can step back (a VM restored, an NTP step); the current tables let the latest fetched_at win, so an
     older clock must never make a newer fetch (a GDPR anonymisation re-read) lose. ``commit`` records the
     latest value; call it holding the commit lock, with the data.
 
     Raises (on construction):
-        LakeError: ``_state/fetched_at.json`` is corrupt; names it and the fix.
+        LakeError: the state file is corrupt; names it and the fix.
     """
 
-    def __init__(self, lake: Lake):
-        data = lake.read_state(FETCHED_AT_STATE)
+    def __init__(self, lake: Lake, stream: Stream):
+        self.state = stream.fetched_at_state
+        data = lake.read_state(self.state)
         try:
             self.last = dt.datetime.fromisoformat(data["fetched_at"]) if data is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise LakeError(
-                f"state file {str(lake.root / '_state' / FETCHED_AT_STATE)!r} is corrupt ({exc!r}): delete it "
+                f"state file {str(lake.root / '_state' / self.state)!r} is corrupt ({exc!r}): delete it "
                 "(the next sync writes it again)"
             ) from None
 
@@ -369,7 +386,7 @@ class _FetchClock:
 
     def commit(self, lake: Lake) -> None:
         if self.last is not None:
-            lake.write_state(FETCHED_AT_STATE, {"fetched_at": self.last.isoformat()})
+            lake.write_state(self.state, {"fetched_at": self.last.isoformat()})
 
 
 def _replay_range(
@@ -404,7 +421,7 @@ def _replay_range(
 
 
 def _replay(
-    client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str, clock: "_FetchClock"
+    client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str, clock: "_FetchClock", stream: Stream
 ) -> SyncResult:
     """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays.
 
@@ -414,7 +431,9 @@ def _replay(
     skipping what the cursor pass holds. Rows of a file another tool rewrote (other Arrow types, no footer)
     are read back with the contract's types.
     """
-    params = SyncParams(per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter)
+    params = SyncParams(
+        per_page=recorded.per_page, with_=recorded.with_, filter=recorded.filter, endpoint=stream.endpoint
+    )
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
     committed = _committed_numbers(lake, target)
     with _raw_writer(lake, target) as file:
@@ -458,7 +477,7 @@ def _replay(
                 [
                     (f"the raw file {str(target)!r}", file.commit),
                     ("its manifest", lambda: lake.write_manifest(target, manifest)),
-                    (f"_state/{FETCHED_AT_STATE}", lambda: clock.commit(lake)),
+                    (f"_state/{stream.fetched_at_state}", lambda: clock.commit(lake)),
                 ]
             )
     return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)

@@ -1,5 +1,8 @@
 """The flattened tables of one raw partition, written to the lake. No Dagster import.
 
+Per stream (lib/lake.py ``Stream``): raw_responses -> the five response tables (``flatten_raw``),
+raw_non_responses -> ``non_responses`` (``flatten_non_responses``).
+
 The raw file is streamed in batches of RAW_BATCH_ROWS rows through ``flatten_raw`` into one Parquet file
 per table, each written atomically (``Lake.parquet_writer``). Idempotent: running it again for the same
 partition rewrites the same five files from the same raw file.
@@ -21,10 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, FlattenStats, flatten_raw
-from cg_dagster.lib.lake import Lake, LakeError, partition_key_of, read_parquet_metadata
+from cg_dagster.lib.flatten import FlattenError, FlattenStats, flatten_non_responses, flatten_raw
+from cg_dagster.lib.lake import RESPONSES, Lake, LakeError, Stream, partition_key_of, read_parquet_metadata
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster.lib.sync import RAW_TABLE
 
 RAW_BATCH_ROWS = 2_500  # 5,000: 35 MB more at the peak, no faster; 1,000: 50% slower
 FLATTEN_THREADS = 2  # batches flattened at once (pyarrow.json, Arrow compute and Parquet release the GIL)
@@ -60,12 +62,14 @@ class KeyFacts:
     written (``add``), so no check reads a flat file back: memory is 16 bytes per response, nothing per
     child row.
 
-    - numbers, fetched_at: ``responses``' number_customergauge (int64) and fetched_at (int64 us), in file order;
-    - nps_out_of_range: ``responses`` rows whose nps is below 0 or above 10;
-    - loose_children: {child table: its numbers that are in no ``responses`` row of their own batch}, in file
+    - key_table: the stream's key table (``responses``, or ``non_responses``), one row per record;
+    - numbers, fetched_at: the key table's number_customergauge (int64) and fetched_at (int64 us), in file order;
+    - nps_out_of_range: ``responses`` rows whose nps is below 0 or above 10 (0 for a table without nps);
+    - loose_children: {child table: its numbers that are in no key table row of their own batch}, in file
       order (empty unless the tables disagree): ``orphans`` judges them against the whole partition.
     """
 
+    key_table: str = RESPONSES.flat_tables[0]
     numbers: list[np.ndarray] = field(default_factory=list)
     fetched_at: list[np.ndarray] = field(default_factory=list)
     nps_out_of_range: int = 0
@@ -73,13 +77,14 @@ class KeyFacts:
 
     def add(self, tables: dict[str, pa.Table]) -> None:
         """Take the facts of one batch's flat tables ({table name: table with its contract schema})."""
-        responses = tables["responses"]
-        numbers = responses["number_customergauge"].combine_chunks()
+        keys = tables[self.key_table]
+        numbers = keys["number_customergauge"].combine_chunks()
         self.numbers.append(numbers.to_numpy())
-        self.fetched_at.append(responses["fetched_at"].cast(pa.int64()).to_numpy())
-        nps = responses["nps"]
-        self.nps_out_of_range += pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
-        for name in FLAT_TABLE_NAMES[1:]:
+        self.fetched_at.append(keys["fetched_at"].cast(pa.int64()).to_numpy())
+        if "nps" in keys.column_names:
+            nps = keys["nps"]
+            self.nps_out_of_range += pc.sum(pc.or_(pc.less(nps, 0), pc.greater(nps, 10))).as_py() or 0
+        for name in (name for name in tables if name != self.key_table):
             children = tables[name]["number_customergauge"]
             loose = children.filter(pc.invert(pc.is_in(children, value_set=numbers)))
             self.loose_children.setdefault(name, []).extend(loose.chunks)
@@ -110,8 +115,11 @@ class FlattenedPartition:
     facts: KeyFacts
 
 
-def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = "UTC") -> FlattenedPartition:
-    """Write ``<table>/<partition>.parquet`` for the five flat tables from ``raw_responses/<partition>.parquet``.
+def flatten_partition(
+    lake: Lake, partition_key: str, *, system_timezone: str = "UTC", stream: Stream = RESPONSES
+) -> FlattenedPartition:
+    """Write ``<table>/<partition>.parquet`` for each of ``stream.flat_tables`` (the five response tables, or
+    ``non_responses``) from ``<stream.raw_table>/<partition>.parquet``.
 
     FLATTEN_THREADS batches of RAW_BATCH_ROWS raw rows (RAW_COLUMNS only) are flattened at once, in threads,
     while the flat rows of the batch before them are written in file order, so memory holds FLATTEN_THREADS
@@ -120,23 +128,25 @@ def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = 
     memory grows with the file), and freed memory goes back to the system before the first batch and after each
     (``_free_unused_memory``). Every file has exactly its table's declared schema, even when empty.
 
-    Never replaces a ``responses`` file with one of fewer rows unless the raw file's manifest records a
+    Never replaces a key table (``responses``, ``non_responses``) file with one of fewer rows unless the raw
+    file's manifest records a
     ``full_refresh`` (a replay keeps every committed row, so fewer rows mean a raw file emptied or cut by hand).
 
     Raises:
         FileNotFoundError: the partition has no raw file.
         FlattenError: a raw row cannot be flattened (see ``flatten_raw``; the message names the raw file and
             the rows of the batch, and the row in the batch); no file is replaced.
-        LakeError: the raw file is unreadable, it holds fewer rows than the ``responses`` file it would
+        LakeError: the raw file is unreadable, it holds fewer rows than the key table's file it would
             replace (names both files and the fix; no file is replaced), or the lake cannot be written.
     """
-    raw_path = lake.partition_path(RAW_TABLE, partition_key)
+    raw_path = lake.partition_path(stream.raw_table, partition_key)
     read_parquet_metadata(raw_path)  # a clear LakeError for a damaged file
     raw = lake.parquet_file(raw_path, pre_buffer=False)
     _free_unused_memory()  # what the sync step freed
-    responses = lake.partition_path("responses", partition_key)
-    before = read_parquet_metadata(responses).num_rows if lake.exists(responses) else 0
-    stats, facts = FlattenStats(), KeyFacts()
+    key_table = stream.flat_tables[0]
+    key_path = lake.partition_path(key_table, partition_key)
+    before = read_parquet_metadata(key_path).num_rows if lake.exists(key_path) else 0
+    stats, facts = FlattenStats(), KeyFacts(key_table)
     with contextlib.ExitStack() as stack:
         writers = {
             name: stack.enter_context(
@@ -146,29 +156,30 @@ def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = 
                     use_dictionary=[c for c in TABLES[name].arrow_schema.names if c in DICTIONARY_COLUMNS],
                 )
             )
-            for name in FLAT_TABLE_NAMES
+            for name in stream.flat_tables
         }
         pool = ThreadPoolExecutor(FLATTEN_THREADS, thread_name_prefix="flatten")
         stack.callback(pool.shutdown, cancel_futures=True)  # on an error, batches not started are dropped
         batches = raw.iter_batches(batch_size=RAW_BATCH_ROWS, columns=list(RAW_COLUMNS))
-        for count, future in _in_flight(pool, batches, system_timezone):
+        flatten = flatten_raw if stream == RESPONSES else flatten_non_responses  # into stream.flat_tables
+        for count, future in _in_flight(pool, flatten, batches, system_timezone):
             try:
                 flat = future.result()
             except FlattenError as error:
                 rows = f"rows {stats.records}..{stats.records + count - 1}"
-                raise FlattenError(f"{RAW_TABLE} file {raw_path.name}, {rows}: {error}") from None
+                raise FlattenError(f"{stream.raw_table} file {raw_path.name}, {rows}: {error}") from None
             stats.merge(flat.stats)
             facts.add(flat.tables)
-            for name in FLAT_TABLE_NAMES:
+            for name in stream.flat_tables:
                 writers[name].write(flat.tables[name])
             del flat
             _free_unused_memory()
-        shrinks = writers["responses"].rows < before
+        shrinks = writers[key_table].rows < before
         if shrinks and not ((manifest := lake.read_manifest(raw_path)) and manifest.full_refresh):
             raise LakeError(
-                f"{str(raw_path)!r} holds {writers['responses'].rows} rows but {str(responses)!r} holds {before} "
-                "flattened from it before: flattening it would lose responses, so nothing was replaced. Restore "
-                "the raw file from a backup, or run raw_responses for this partition with full_refresh: true"
+                f"{str(raw_path)!r} holds {writers[key_table].rows} rows but {str(key_path)!r} holds {before} "
+                "flattened from it before: flattening it would lose records, so nothing was replaced. Restore "
+                f"the raw file from a backup, or run {stream.raw_table} for this partition with full_refresh: true"
             )
         for writer in writers.values():
             writer.commit()
@@ -182,27 +193,28 @@ def flatten_partition(lake: Lake, partition_key: str, *, system_timezone: str = 
 
 
 def _in_flight(
-    pool: ThreadPoolExecutor, batches: Iterable[pa.RecordBatch], system_timezone: str
+    pool: ThreadPoolExecutor, flatten, batches: Iterable[pa.RecordBatch], system_timezone: str
 ) -> Iterator[tuple[int, Future]]:
-    """``(rows of the batch, future of its FlatTables)`` for each batch, in order: each batch is handed to
+    """``(rows of the batch, future of its FlatTables by ``flatten``)`` for each batch, in order: each batch is
+    handed to
     ``pool`` as soon as fewer than FLATTEN_THREADS are being flattened, so the caller writes one batch while
     the next are flattened."""
     pending = collections.deque()
     for batch in batches:
-        pending.append((batch.num_rows, pool.submit(flatten_raw, batch, system_timezone=system_timezone)))
+        pending.append((batch.num_rows, pool.submit(flatten, batch, system_timezone=system_timezone)))
         if len(pending) == FLATTEN_THREADS:
             yield pending.popleft()
     yield from pending
 
 
-def stale_partitions(lake: Lake) -> list[str]:
-    """Keys of the partitions whose raw file is newer than one of its five flattened files, or lacks one
-    (modification times: a flattening writes its files after reading the raw file). Costs six ``stat`` calls
-    per partition, no read."""
+def stale_partitions(lake: Lake, stream: Stream = RESPONSES) -> list[str]:
+    """Keys of the partitions whose raw file (of ``stream``) is newer than one of its flattened files, or lacks
+    one (modification times: a flattening writes its files after reading the raw file). Costs a ``stat`` call
+    per file, no read."""
     stale = []
-    listed = {name: lake.stats(lake.table_dir(name)) for name in (RAW_TABLE, *FLAT_TABLE_NAMES)}  # one listing each
-    for raw_name, raw in sorted(listed[RAW_TABLE].items()):
-        for name in FLAT_TABLE_NAMES:
+    listed = {name: lake.stats(lake.table_dir(name)) for name in (stream.raw_table, *stream.flat_tables)}  # one each
+    for raw_name, raw in sorted(listed[stream.raw_table].items()):
+        for name in stream.flat_tables:
             flat = listed[name].get(raw_name)
             if flat is None or flat.mtime_ns < raw.mtime_ns:
                 stale.append(partition_key_of(raw_name.removesuffix(".parquet")))

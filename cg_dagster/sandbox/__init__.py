@@ -1,4 +1,4 @@
-"""Local CustomerGauge-compatible HTTP API (v7 sync responses + OAuth2 token).
+"""Local CustomerGauge-compatible HTTP API (v7 sync responses and non-responses + OAuth2 token).
 
 Used by the demo, ``run.py dev``, the tests and the benchmark; ``project_env`` is the environment that
 points the project at a sandbox.

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated records: same seed, same records")
     parser.add_argument("--records", type=int, default=2500, help="responses served at start")
+    parser.add_argument(
+        "--non-responses", type=int, default=None, help="non-responses served at start (None: a third of --records)"
+    )
     parser.add_argument("--client-id", default="sandbox-client", help="client_id the token endpoint accepts")
     parser.add_argument("--client-secret", default="sandbox-secret", help="client_secret the token endpoint accepts")
     parser.add_argument("--token-ttl", type=int, default=3600, help="expires_in of tokens, seconds")
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     server = SandboxServer(
         seed=args.seed,
         records=args.records,
+        non_responses=args.non_responses,
         client_id=args.client_id,
         client_secret=args.client_secret,
         host=args.host,

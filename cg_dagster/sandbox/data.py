@@ -6,6 +6,12 @@ references, long Unicode comments). Each record also carries ``_pos``, its inter
 sandbox orders and pages by (the cursor). ``_pos`` is never sent over HTTP. ``number_customergauge`` grows
 with ``_pos`` but is never equal to it, so a client cannot mistake one for the other.
 
+Non-responses (surveys sent that got no answer, ``GET /v7/rest/sync/non-responses``) are the same kind of
+record without the answer (``as_non_response``): no NPS, comment, response date, follow-up, drivers, tags or
+questions; ids, contact, account, the other dates, language, locale and properties stay. Their
+number_customergauge lie from NON_RESPONSE_NUMBERS_FROM on, apart from the responses' numbers, so a
+non-response that becomes a response (``as_response``) keeps its number in both endpoints.
+
 The first record is exactly the vendor page's example. Every kind of variety is forced once into the
 records right after it (so the first 50 records hold each kind) and afterwards appears at random.
 """
@@ -19,6 +25,13 @@ DEFAULT_BASE_DATE = date(2026, 11, 1)
 
 EXPANSIONS = ("selected_drivers", "tags", "questions", "properties")
 """The four ``with[]`` expansions of the vendor page; a record carries only those asked for."""
+
+ANSWER_KEYS = ("nps", "comment", "date_survey_response", "follow_up", "tags", "questions", "selected_drivers")
+"""The keys of a response that a non-response lacks: the answer (issue 11: "like a response without the answer")."""
+NON_RESPONSE_NUMBERS_FROM = 900_000_000
+"""number_customergauge of non-responses = this + the generated number: never a response's number."""
+DAYS_TO_ANSWER = 12
+"""A converted non-response's date_survey_response is this many days after its date_sent."""
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 ZERO_DATE = "0000-00-00 00:00:00"
@@ -189,6 +202,28 @@ class RecordGenerator:
             ],
             "_pos": pos,
         }
+
+
+def as_non_response(record: dict) -> dict:
+    """A generated record as a non-response: the answer keys (ANSWER_KEYS) dropped, status "non_response",
+    number_customergauge moved up by NON_RESPONSE_NUMBERS_FROM; other keys (``_pos`` included) kept."""
+    kept = {key: value for key, value in record.items() if key not in ANSWER_KEYS}
+    return {
+        **kept,
+        "status": "non_response",
+        "number_customergauge": NON_RESPONSE_NUMBERS_FROM + record["number_customergauge"],
+    }
+
+
+def as_response(non_response: dict, answer: dict, position: int) -> dict:
+    """The response a non-response became: its keys with status "response", the answer keys of ``answer`` (a
+    generated record), date_survey_response DAYS_TO_ANSWER days after its date_sent, at ``position``; keys in
+    the vendor example's order."""
+    sent = datetime.strptime(non_response["date_sent"], DATE_FORMAT)
+    merged = {**non_response, **{key: answer[key] for key in ANSWER_KEYS}, "status": "response", "_pos": position}
+    merged["date_survey_response"] = (sent + timedelta(days=DAYS_TO_ANSWER)).strftime(DATE_FORMAT)
+    order = [*VENDOR_EXAMPLE_RECORD, *(key for key in merged if key not in VENDOR_EXAMPLE_RECORD)]
+    return {key: merged[key] for key in order if key in merged}
 
 
 def _random_question(rng: random.Random, title: str) -> dict:

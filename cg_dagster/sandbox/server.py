@@ -1,11 +1,18 @@
-"""A local HTTP stand-in for CustomerGauge's v7 sync API (token endpoint + responses endpoint).
+"""A local HTTP stand-in for CustomerGauge's v7 sync API (token endpoint, responses and non-responses endpoints).
 
 Contract sources: the vendor page (endpoint, parameters, example body, 401 body) and api-notes.md (token
 response shape, 400 ``invalid_client``, Laravel 422/429 bodies, 504 from a gateway, empty-page cursor
 variants, ``drivers`` instead of ``selected_drivers``). Faults are switched on with ``SandboxFaults``.
 
-Two control endpoints, NOT part of the vendor API, serve the demo: ``POST /_sandbox/append?count=N`` and
-``GET /_sandbox/stats`` (no auth).
+The non-responses endpoint (api-notes.md: "pages the same way") is served like the responses endpoint, from
+its own records in its own cursor order (sandbox/data.py ``as_non_response``); ``with[]``, ``filter`` and
+``period[...]`` apply as far as a non-response has the fields (no ``date_survey_response``: a period on it
+matches none).
+
+Control endpoints, NOT part of the vendor API, serve the demo and the tests (no auth):
+``POST /_sandbox/append?count=N[&endpoint=non-responses]``, ``POST /_sandbox/convert?count=N`` (the N oldest
+non-responses not yet converted answer: each becomes a response, appended to the responses, same
+number_customergauge; it stays a non-response too) and ``GET /_sandbox/stats``.
 """
 
 import copy
@@ -23,11 +30,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from cg_dagster import settings
-from cg_dagster.sandbox.data import EXPANSIONS, RecordGenerator
+from cg_dagster.sandbox.data import EXPANSIONS, RecordGenerator, as_non_response, as_response
 
 TOKEN_PATH = "/oauth2/token"
 RESPONSES_PATH = "/v7/rest/sync/responses"
+NON_RESPONSES_PATH = "/v7/rest/sync/non-responses"
+ENDPOINTS = {RESPONSES_PATH: "responses", NON_RESPONSES_PATH: "non-responses"}  # path -> endpoint name
 APPEND_PATH = "/_sandbox/append"
+CONVERT_PATH = "/_sandbox/convert"
 STATS_PATH = "/_sandbox/stats"
 
 DEFAULT_PER_PAGE = 1000
@@ -65,7 +75,8 @@ REDACTED = "<redacted>"
 class SandboxFaults:
     """Faults the sandbox injects; mutable while the server runs.
 
-    The ``*_every`` counters count GET requests to /v7/rest/sync/responses only, 1-based (with
+    Faults apply to the responses endpoint only (the non-responses endpoint is served by the same code). The
+    ``*_every`` counters count GET requests to /v7/rest/sync/responses only, 1-based (with
     ``fail_every=3`` requests 3, 6, 9 fail); 0 switches a fault off. When several match the same request
     only the first applies, in this order: fail, rate_limit, drop_body, truncate_json. 5xx and 429 are
     answered before the token is checked (as a gateway or throttle would); drop_body and truncate_json
@@ -127,7 +138,7 @@ class RequestLogEntry:
 
 @dataclass(frozen=True)
 class ResponsesQuery:
-    """Validated parameters of a responses request (names as on the vendor page)."""
+    """Validated parameters of a sync request (names as on the vendor page)."""
 
     per_page: int = DEFAULT_PER_PAGE
     cursor: int | None = None
@@ -154,11 +165,45 @@ class _Reply:
     drop_body: bool = False  # announce the full length, write half, close the connection
 
 
+class _RecordIndex:
+    """The published records of one sync endpoint in cursor order (``_pos``), with their positions and a
+    lookup by number_customergauge. Not locked: the sandbox calls it holding its lock."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+        self.positions: list[int] = []
+        self.by_number: dict[int, dict] = {}
+
+    def publish_at_end(self, record: dict) -> None:
+        self.records.append(record)
+        self.positions.append(record["_pos"])
+        self.by_number[record["number_customergauge"]] = record
+
+    def unpublish(self, record: dict) -> None:
+        index = bisect_right(self.positions, record["_pos"]) - 1
+        del self.records[index]
+        del self.positions[index]
+        del self.by_number[record["number_customergauge"]]
+
+    def replace(self, old: dict, new: dict) -> None:
+        """Put ``new`` in the place of ``old`` (same position and number)."""
+        self.records[bisect_right(self.positions, old["_pos"]) - 1] = new
+        self.by_number[new["number_customergauge"]] = new
+
+    def find(self, number_customergauge: int) -> dict:
+        try:
+            return self.by_number[number_customergauge]
+        except KeyError:
+            raise KeyError(f"no record with number_customergauge={number_customergauge}") from None
+
+
 class SandboxServer:
     """CustomerGauge-compatible HTTP server on a loopback port, serving records from ``generate_records``.
 
-    ``base_url`` serves both /oauth2/token and /v7/rest/sync/responses. Records are kept in cursor order
-    and never mutated once published (changes replace them), so pages are served without copying.
+    ``base_url`` serves /oauth2/token, /v7/rest/sync/responses and /v7/rest/sync/non-responses. Records
+    are kept in cursor order and never mutated once published (changes replace them), so pages are served
+    without copying. ``non_responses`` (None: a third of ``records``) non-responses are generated from
+    their own seeded generator, so the responses are the same whatever their count.
     ``base_date`` (None = 2026-11-01) and ``verbose`` (log each request to stderr) are extras beyond the
     brief. ``client_secret`` never appears in the repr or the request log.
     """
@@ -168,6 +213,7 @@ class SandboxServer:
         *,
         seed: int = 7,
         records: int = 2500,
+        non_responses: int | None = None,
         client_id: str = CLIENT_ID,
         client_secret: str = CLIENT_SECRET,
         host: str = "127.0.0.1",
@@ -187,9 +233,12 @@ class SandboxServer:
         self._port = port
         self._lock = threading.Lock()
         self._generator = RecordGenerator(seed, start_key=start_key, base_date=base_date)
-        self._records: list[dict] = []
-        self._positions: list[int] = []
-        self._by_number: dict[int, dict] = {}
+        # non-responses, and the answers of converted ones: generators of their own (seeded from ``seed``)
+        self._non_response_generator = RecordGenerator(seed + 1, start_key=start_key, base_date=base_date)
+        self._answers = RecordGenerator(seed + 2, start_key=start_key, base_date=base_date)
+        self._index = {name: _RecordIndex() for name in ENDPOINTS.values()}
+        self._responses_index = self._index["responses"]
+        self._converted: set[int] = set()  # number_customergauge of the non-responses converted
         self._tokens: dict[str, float] = {}  # access token -> expiry (time.monotonic())
         self._responses_count = 0
         self._pages_served = 0  # non-empty pages since start or reset_log (SandboxFaults.repeat_page_after)
@@ -198,11 +247,12 @@ class SandboxServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for record in self._generator.next_records(records):
-            self._publish_at_end(record)
+            self._responses_index.publish_at_end(record)
+        self._append_non_responses(records // 3 if non_responses is None else non_responses)
 
     def __repr__(self) -> str:
         state = self.base_url if self._httpd else "not started"
-        return f"SandboxServer({state}, records={len(self._records)}, client_id={self._client_id!r})"
+        return f"SandboxServer({state}, records={len(self._responses_index.records)}, client_id={self._client_id!r})"
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -251,11 +301,42 @@ class SandboxServer:
     # --- data changes (ground truth for tests) -------------------------------------------------------
 
     def append_records(self, n: int) -> list[dict]:
-        """Add ``n`` new records after the last cursor position; return them (API shape, copies)."""
+        """Add ``n`` new responses after the last cursor position; return them (API shape, copies)."""
         with self._lock:
             new = self._generator.next_records(n)
             for record in new:
-                self._publish_at_end(record)
+                self._responses_index.publish_at_end(record)
+        return [_public_copy(record) for record in new]
+
+    def append_non_responses(self, n: int) -> list[dict]:
+        """Add ``n`` new non-responses after the last non-responses position; return them (API shape, copies)."""
+        with self._lock:
+            new = self._append_non_responses(n)
+        return [_public_copy(record) for record in new]
+
+    def _append_non_responses(self, n: int) -> list[dict]:
+        new = [as_non_response(record) for record in self._non_response_generator.next_records(n)]
+        for record in new:
+            self._index["non-responses"].publish_at_end(record)
+        return new
+
+    def convert_non_responses(self, n: int) -> list[dict]:
+        """Let the ``n`` oldest non-responses not converted before answer: each becomes a response (same
+        number_customergauge, an answer from the answers' generator, ``data.as_response``) appended after
+        the last responses position, as upstream would send a late answer; it stays a non-response too.
+        Returns the new responses (API shape, copies). ValueError if fewer than ``n`` are left."""
+        with self._lock:
+            waiting = [
+                r for r in self._index["non-responses"].records if r["number_customergauge"] not in self._converted
+            ]
+            if not 0 <= n <= len(waiting):
+                raise ValueError(f"count must be from 0 to {len(waiting)} (the non-responses not converted), got {n}")
+            new = []
+            for record, answer in zip(waiting[:n], self._answers.next_records(n), strict=True):
+                response = as_response(record, answer, self._generator.allocate_position())
+                self._responses_index.publish_at_end(response)
+                self._converted.add(record["number_customergauge"])
+                new.append(response)
         return [_public_copy(record) for record in new]
 
     def update_record(self, number_customergauge: int, changes: dict, *, move_to_end: bool = False) -> dict:
@@ -270,16 +351,15 @@ class SandboxServer:
         if "number_customergauge" in changes or "_pos" in changes:
             raise ValueError("changes may not set number_customergauge or _pos; delete and append instead")
         with self._lock:
-            old = self._find(number_customergauge)
+            old = self._responses_index.find(number_customergauge)
             new = copy.deepcopy(old)
             _deep_merge(new, copy.deepcopy(changes))
             if move_to_end:
-                self._unpublish(old)
+                self._responses_index.unpublish(old)
                 new["_pos"] = self._generator.allocate_position()
-                self._publish_at_end(new)
+                self._responses_index.publish_at_end(new)
             else:
-                self._records[bisect_right(self._positions, old["_pos"]) - 1] = new
-                self._by_number[number_customergauge] = new
+                self._responses_index.replace(old, new)
         return _public_copy(new)
 
     def anonymise_record(self, number_customergauge: int) -> dict:
@@ -298,20 +378,21 @@ class SandboxServer:
     def delete_record(self, number_customergauge: int) -> None:
         """Remove a record; KeyError if number_customergauge is unknown."""
         with self._lock:
-            self._unpublish(self._find(number_customergauge))
+            self._responses_index.unpublish(self._responses_index.find(number_customergauge))
 
-    def records(self) -> list[dict]:
-        """Current records in cursor order, with all four expansions and without ``_pos`` (deep copies),
-        i.e. what paging with every with[] would return."""
+    def records(self, endpoint: str = "responses") -> list[dict]:
+        """Current records of ``endpoint`` ("responses" or "non-responses") in cursor order, with every
+        expansion and without ``_pos`` (deep copies), i.e. what paging with every with[] would return."""
         with self._lock:
-            current = list(self._records)
+            current = list(self._index[endpoint].records)
         return [_public_copy(record) for record in current]
 
     @property
     def last_cursor(self) -> int | None:
-        """Internal position of the last record (what cursor.next is after the last page); None if empty."""
+        """Internal position of the last response (what cursor.next is after the last page); None if empty."""
         with self._lock:
-            return self._positions[-1] if self._positions else None
+            positions = self._responses_index.positions
+            return positions[-1] if positions else None
 
     def reset_log(self) -> None:
         """Empty ``requests_log`` and zero ``token_requests``, the fault counter and the page counter."""
@@ -322,25 +403,6 @@ class SandboxServer:
             self._pages_served = 0
             self._last_rows = None
 
-    # --- record index (call with the lock held) -----------------------------------------------------
-
-    def _publish_at_end(self, record: dict) -> None:
-        self._records.append(record)
-        self._positions.append(record["_pos"])
-        self._by_number[record["number_customergauge"]] = record
-
-    def _unpublish(self, record: dict) -> None:
-        index = bisect_right(self._positions, record["_pos"]) - 1
-        del self._records[index]
-        del self._positions[index]
-        del self._by_number[record["number_customergauge"]]
-
-    def _find(self, number_customergauge: int) -> dict:
-        try:
-            return self._by_number[number_customergauge]
-        except KeyError:
-            raise KeyError(f"no record with number_customergauge={number_customergauge}") from None
-
     # --- HTTP handling (called from the handler threads) ---------------------------------------------
 
     def _handle(
@@ -350,13 +412,15 @@ class SandboxServer:
         if path == TOKEN_PATH and method == "POST":
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             reply = self._token(form)
-        elif path == RESPONSES_PATH and method == "GET":
-            reply = self._responses(query, authorization)
+        elif path in ENDPOINTS and method == "GET":
+            reply = self._responses(query, authorization, self._index[ENDPOINTS[path]])
         elif path == APPEND_PATH and method == "POST":
             reply = self._append(query)
+        elif path == CONVERT_PATH and method == "POST":
+            reply = self._convert(query)
         elif path == STATS_PATH and method == "GET":
             reply = self._stats()
-        elif path in (TOKEN_PATH, RESPONSES_PATH, APPEND_PATH, STATS_PATH):
+        elif path in (TOKEN_PATH, *ENDPOINTS, APPEND_PATH, CONVERT_PATH, STATS_PATH):
             reply = _json_reply(405, {"message": "Method Not Allowed."})
         else:
             reply = _json_reply(404, {"message": "Not Found."})
@@ -389,11 +453,13 @@ class SandboxServer:
             expiry = self._tokens.get(token.strip())
         return expiry is not None and time.monotonic() < expiry
 
-    def _responses(self, query: list[tuple[str, str]], authorization: str | None) -> _Reply:
-        faults = self.faults
+    def _responses(self, query: list[tuple[str, str]], authorization: str | None, index: _RecordIndex) -> _Reply:
+        """A page of either sync endpoint, from ``index``'s records (faults: the responses endpoint only)."""
+        responses = index is self._responses_index
+        faults = self.faults if responses else SandboxFaults(empty_next=self.faults.empty_next, latency=0.0)
         with self._lock:
-            self._responses_count += 1
-            fault = _fault_for(self._responses_count, faults)
+            self._responses_count += responses
+            fault = _fault_for(self._responses_count, faults) if responses else None
         if fault == "fail":
             return _server_error(faults.fail_status)
         if fault == "rate_limit":
@@ -408,36 +474,37 @@ class SandboxServer:
             parsed = parse_responses_query(query, legacy_drivers=faults.legacy_drivers)
         except QueryInvalid as invalid:
             return _json_reply(422, {"message": "The given data was invalid.", "errors": invalid.errors})
-        reply = self._page_reply(parsed, faults)
+        reply = self._page_reply(parsed, faults, index)
         if fault == "drop_body":
             reply.drop_body = True
         elif fault == "truncate_json":
             reply.body = reply.body[: len(reply.body) // 2]
         return reply
 
-    def _page_reply(self, query: ResponsesQuery, faults: SandboxFaults) -> _Reply:
+    def _page_reply(self, query: ResponsesQuery, faults: SandboxFaults, index: _RecordIndex) -> _Reply:
         with self._lock:
             repeat = faults.repeat_page_after and self._pages_served >= faults.repeat_page_after
             rows = self._last_rows if repeat else None
         if rows is not None:
             return _page(rows, (query.cursor or 0) + 1)
-        page = self._select(query)
+        page = self._select(query, index)
         if not page:
             same = query.cursor if query.cursor is not None else 0
             return _json_reply(200, _empty_page(faults.empty_next, same))
         rows = b",".join(self._row_json(record, query.expansions, faults.legacy_drivers) for record in page)
-        with self._lock:
-            self._pages_served += 1
-            self._last_rows = rows if faults.repeat_page_after else None
+        if index is self._responses_index:  # repeat_page_after counts responses pages
+            with self._lock:
+                self._pages_served += 1
+                self._last_rows = rows if faults.repeat_page_after else None
         return _page(rows, page[-1]["_pos"])
 
     def _row_json(self, record: dict, expansions: frozenset, legacy_drivers: bool) -> bytes:
-        """UTF-8 JSON of one rendered record, cached per (position, expansions, legacy_drivers).
+        """UTF-8 JSON of one rendered record, cached per (number, expansions, legacy_drivers).
 
         Encoding 1000 records per request costs ~20 ms; the cache keeps pages fast. An entry is valid
         only for the very record object it was made from (records are replaced, never mutated).
         """
-        key = (record["_pos"], expansions, legacy_drivers)
+        key = (record["number_customergauge"], expansions, legacy_drivers)
         cached = self._row_cache.get(key)
         if cached is not None and cached[0] is record:
             return cached[1]
@@ -446,16 +513,16 @@ class SandboxServer:
         self._row_cache[key] = (record, encoded)
         return encoded
 
-    def _select(self, query: ResponsesQuery) -> list[dict]:
+    def _select(self, query: ResponsesQuery, index: _RecordIndex) -> list[dict]:
         keep = _record_filter(query)
         with self._lock:
             if query.number_customergauge is not None:
-                found = self._by_number.get(query.number_customergauge)
+                found = index.by_number.get(query.number_customergauge)
                 candidates = [found] if found is not None else []
                 start = 0
             else:
-                candidates = self._records
-                start = 0 if query.cursor is None else bisect_right(self._positions, query.cursor)
+                candidates = index.records
+                start = 0 if query.cursor is None else bisect_right(index.positions, query.cursor)
             page = []
             for index in range(start, len(candidates)):
                 record = candidates[index]
@@ -466,22 +533,49 @@ class SandboxServer:
         return page
 
     def _append(self, query: list[tuple[str, str]]) -> _Reply:
-        errors: dict[str, list[str]] = {}
-        count = _integer_param(dict(query), "count", errors, low=1, high=MAX_APPEND)
-        if count is None and not errors:
-            errors["count"] = ["The count field is required."]
+        params = dict(query)
+        endpoint = params.get("endpoint", "responses")
+        errors = {} if endpoint in ENDPOINTS.values() else {"endpoint": ["The selected endpoint is invalid."]}
+        count = _count_param(params, errors, MAX_APPEND)
         if errors:
             return _json_reply(422, {"message": "The given data was invalid.", "errors": errors})
-        new = self.append_records(count)
+        new = self.append_records(count) if endpoint == "responses" else self.append_non_responses(count)
         return _json_reply(200, {"appended": count, "numbers": [r["number_customergauge"] for r in new]})
+
+    def _convert(self, query: list[tuple[str, str]]) -> _Reply:
+        errors: dict[str, list[str]] = {}
+        with self._lock:
+            waiting = len(self._index["non-responses"].records) - len(self._converted)
+        count = _count_param(dict(query), errors, waiting)
+        if errors:
+            return _json_reply(422, {"message": "The given data was invalid.", "errors": errors})
+        new = self.convert_non_responses(count)
+        return _json_reply(200, {"converted": count, "numbers": [r["number_customergauge"] for r in new]})
 
     def _stats(self) -> _Reply:
         with self._lock:
-            count = len(self._records)
-        return _json_reply(200, {"records": count, "last_cursor": self.last_cursor})
+            count, non_responses = len(self._responses_index.records), self._index["non-responses"].records
+            last_non_response = non_responses[-1]["_pos"] if non_responses else None
+        return _json_reply(
+            200,
+            {
+                "records": count,
+                "last_cursor": self.last_cursor,
+                "non_responses": len(non_responses),
+                "non_responses_last_cursor": last_non_response,
+            },
+        )
 
 
 # --- query validation (Laravel style) ---------------------------------------------------------------
+
+
+def _count_param(params: dict, errors: dict, high: int) -> int | None:
+    """The required ``count`` of a control request, 1..``high``; a Laravel-style message in ``errors`` else."""
+    count = _integer_param(params, "count", errors, low=1, high=high)
+    if count is None and not errors:
+        errors["count"] = ["The count field is required."]
+    return count
 
 
 def parse_responses_query(pairs: list[tuple[str, str]], *, legacy_drivers: bool = False) -> ResponsesQuery:
@@ -592,7 +686,7 @@ def _record_filter(query: ResponsesQuery):
             return False
         if query.period is not None:
             field_name, start, end = query.period
-            day = record[field_name][:10]
+            day = (record.get(field_name) or "")[:10]  # a non-response has no date_survey_response
             if not start <= day <= end:
                 return False
         return outbound(record)
@@ -693,7 +787,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             traceback.print_exc(file=sys.stderr)
             reply = _server_error(500)
-        if sandbox.faults.latency:
+        if sandbox.faults.latency and url.path != NON_RESPONSES_PATH:  # faults: the responses endpoint only
             time.sleep(sandbox.faults.latency)
         self._write(reply)
 

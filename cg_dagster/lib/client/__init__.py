@@ -1,4 +1,5 @@
-"""Client for the CustomerGauge v7 sync API (``GET /v7/rest/sync/responses``), by concern:
+"""Client for the CustomerGauge v7 sync API (``GET /v7/rest/sync/responses`` and
+``/v7/rest/sync/non-responses``), by concern:
 
 - ``errors``: every error raised (``CustomerGaugeError`` and its kinds);
 - ``params``: regions and base URLs, ``Period``, ``SyncParams`` (the query of a sync), argument checks;
@@ -40,6 +41,7 @@ from cg_dagster.lib.client.params import (
     MAX_PER_PAGE,
     PERIOD_FIELDS,
     REGIONS,
+    SYNC_ENDPOINTS,
     WITH_VALUES,
     Period,
     SyncParams,
@@ -53,6 +55,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "PERIOD_FIELDS",
     "REGIONS",
+    "SYNC_ENDPOINTS",
     "WITH_VALUES",
     "CustomerGaugeAPIError",
     "CustomerGaugeAuthError",

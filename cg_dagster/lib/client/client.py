@@ -1,6 +1,6 @@
-"""The CustomerGauge v7 sync API client: ``CustomerGaugeClient.iter_pages`` pages ``GET
-/v7/rest/sync/responses`` from a cursor, fetching the next page in a worker thread while the caller holds
-the current one.
+"""The CustomerGauge v7 sync API client: ``CustomerGaugeClient.iter_pages`` pages a sync endpoint (``GET
+/v7/rest/sync/responses`` or ``/v7/rest/sync/non-responses``, ``SyncParams.endpoint``) from a cursor,
+fetching the next page in a worker thread while the caller holds the current one.
 
 Source: "vendor page" /work/shared/reference/customergauge-get-responses-api.txt.
 """
@@ -35,7 +35,6 @@ from cg_dagster.lib.client.transport import Transport, redact, redirect_text
 
 logger = logging.getLogger("cg_dagster.client")
 
-RESPONSES_PATH = "/v7/rest/sync/responses"  # vendor page
 API_SETTING = "api_base_url (CUSTOMERGAUGE_API_BASE_URL)"
 
 
@@ -110,7 +109,8 @@ class CustomerGaugeClient:
         """Yield the non-empty pages from ``cursor`` (None: from the first record) until the API answers an
         empty "data" list (vendor page), or after ``max_pages`` non-empty pages.
 
-        Each page is requested with ``params.query(cursor)``, so only the cursor changes between pages.
+        Each page is requested from ``params.path`` (the endpoint) with ``params.query(cursor)``, so only
+        the cursor changes between pages.
         Nothing is requested before the first ``next()``. While the caller holds page n, page n+1 is fetched
         in a worker thread (never more than one page ahead, none past ``max_pages``), so waiting for the
         API overlaps the caller's work; pages are never accumulated. An error is raised at the page it
@@ -156,7 +156,7 @@ class CustomerGaugeClient:
         """Request and parse page ``number`` (worker thread): (the Page, its ``page_key``), or None for the
         empty last page."""
         query = params.query(cursor)
-        body = self._transport.retry_body(f"page {number}", lambda: self._get_page_body(query))
+        body = self._transport.retry_body(f"page {number}", lambda: self._get_page_body(params.path, query))
         count = len(body.record_json if body.record_json is not None else body.decoded[0])
         if not count:
             logger.debug("empty page after cursor %s: sync finished after %d page(s)", cursor, number - 1)
@@ -166,26 +166,26 @@ class CustomerGaugeClient:
         page = Page(number, cursor, cursor_next, body.record_json, body.numbers, body.decoded)
         return page, page_key(page)
 
-    def _get_page_body(self, query: list[tuple[str, str]]) -> PageBody:
-        """One GET of the responses endpoint, with one token refresh on a 401, read by ``split_page_body``,
+    def _get_page_body(self, path: str, query: list[tuple[str, str]]) -> PageBody:
+        """One GET of the sync endpoint at ``path``, with one token refresh on a 401, read by ``split_page_body``,
         or by ``parse_page_body`` when that cannot."""
         token = self.access_token()
-        response = self._get_responses(query, token)
+        response = self._get_page(path, query, token)
         if response.status_code == 401:
             self._transport.read_body(response)
             logger.info("API answered 401; fetching a new access token and repeating the request once")
             self._forget_token(token)
             token = self.access_token()
-            response = self._get_responses(query, token)
+            response = self._get_page(path, query, token)
             if response.status_code == 401:
                 self._transport.read_body(response)
                 raise CustomerGaugeAuthError(
-                    f"GET {self._path()} answered 401 Unauthenticated even with a fresh "
+                    f"GET {self._path(path)} answered 401 Unauthenticated even with a fresh "
                     "access token: check that the Connected App may use the sync API"
                 )
         raw = self._transport.read_body(response)
         if not response.ok:
-            raise self._transport.api_error("GET", self._path(), response, raw, token)
+            raise self._transport.api_error("GET", self._path(path), response, raw, token)
         split = split_page_body(raw)
         if split is not None:
             return PageBody(cursor=split[2], record_json=split[0], numbers=split[1])
@@ -193,13 +193,13 @@ class CustomerGaugeClient:
         body = check_page_body(body)
         return PageBody(cursor=body.get("cursor"), decoded=(body["data"], orjson_safe))
 
-    def _get_responses(self, query: list[tuple[str, str]], token: str) -> requests.Response:
-        """GET the responses endpoint with the token; a redirect is not followed (requests would drop the
+    def _get_page(self, path: str, query: list[tuple[str, str]], token: str) -> requests.Response:
+        """GET the sync endpoint at ``path`` with the token; a redirect is not followed (requests would drop the
         token, or hand it to another origin) but raised as CustomerGaugeRedirectError."""
         headers = {"Authorization": f"Bearer {token}"}
         response = self._transport.request(
             "GET",
-            self.api_base_url + RESPONSES_PATH,
+            self.api_base_url + path,
             API_SETTING,
             params=query,
             headers=headers,
@@ -212,9 +212,9 @@ class CustomerGaugeClient:
             )
         return response
 
-    def _path(self) -> str:
-        """The responses endpoint's path as shown in errors: the base URL's path prefix, no host or query."""
-        return urlsplit(self.api_base_url).path + RESPONSES_PATH
+    def _path(self, path: str) -> str:
+        """An endpoint's path as shown in errors: the base URL's path prefix, no host or query."""
+        return urlsplit(self.api_base_url).path + path
 
     # ---- token
 

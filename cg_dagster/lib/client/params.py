@@ -149,11 +149,19 @@ def _parse_date(text: str, setting: str) -> datetime.date:
     raise CustomerGaugeConfigError(f"{setting} must be a date written YYYY-MM-DD (vendor page), got {text!r}")
 
 
+SYNC_ENDPOINTS = {
+    "responses": "/v7/rest/sync/responses",  # vendor page
+    "non-responses": "/v7/rest/sync/non-responses",  # api-notes.md: pages the same way as responses
+}
+"""The sync endpoints by name: ``SyncParams.endpoint`` -> path under the API base URL."""
+
+
 @dataclass(frozen=True)
 class SyncParams:
-    """Every query parameter sent on every page except the cursor (vendor page; api-notes.md says all of
-    them must be repeated, unchanged, on every page).
+    """Which sync endpoint to page, and every query parameter sent on every page except the cursor (vendor
+    page; api-notes.md says all of them must be repeated, unchanged, on every page).
 
+    - ``endpoint``: a key of SYNC_ENDPOINTS, "responses" or "non-responses" (same paging, same parameters).
     - ``per_page``: records per page, 1..1000.
     - ``with_``: expansions to request, a subset of WITH_VALUES without duplicates; () requests none
       (records then carry no drivers, tags and topics, questions or properties/segments).
@@ -169,8 +177,14 @@ class SyncParams:
     number_customergauge: Optional[int] = None
     filter: Optional[str] = None
     period: Optional[Period] = None
+    endpoint: str = "responses"
 
     def __post_init__(self):
+        if self.endpoint not in SYNC_ENDPOINTS:
+            raise CustomerGaugeConfigError(
+                f"endpoint must be one of {', '.join(map(repr, SYNC_ENDPOINTS))} (the sync endpoints), "
+                f"got {self.endpoint!r}"
+            )
         if not is_int(self.per_page) or not 1 <= self.per_page <= MAX_PER_PAGE:
             raise CustomerGaugeConfigError(
                 f"per_page must be an integer from 1 to {MAX_PER_PAGE} (vendor page), got {self.per_page!r}"
@@ -208,6 +222,11 @@ class SyncParams:
             pairs.append(("period[start]", self.period.start.isoformat()))
             pairs.append(("period[end]", self.period.end.isoformat()))
         return pairs
+
+    @property
+    def path(self) -> str:
+        """The endpoint's path, e.g. ``/v7/rest/sync/non-responses``."""
+        return SYNC_ENDPOINTS[self.endpoint]
 
 
 def _check_with(values: object) -> tuple[str, ...]:

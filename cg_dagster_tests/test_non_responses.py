@@ -1,0 +1,243 @@
+"""Non-responses beside responses (issue 11 item 1): the sandbox's non-responses endpoint, the client paging it,
+the sync protocol on its own stream (head, lease, replay), and the Dagster assets end to end over real HTTP."""
+
+import contextlib
+import dataclasses
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from cg_dagster.customergauge.assets import (
+    current_non_responses,
+    current_tables,
+    flattened_tables,
+    non_responses,
+    raw_non_responses,
+    raw_responses,
+)
+from cg_dagster.customergauge.keys import RAW_NON_RESPONSES_OP, raw_run_config
+from cg_dagster.lib.client import CustomerGaugeConfigError, SyncParams
+from cg_dagster.lib.lake import MANIFEST_FOOTER_KEY, NON_RESPONSES, RESPONSES, Lake
+from cg_dagster.lib.lease import LeaseTimeoutError
+from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.sync import sync_partition
+from cg_dagster.sandbox.data import ANSWER_KEYS, NON_RESPONSE_NUMBERS_FROM
+from cg_dagster_tests._fixtures_runs import numbers
+from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET, make_resources
+
+P1, P2 = "2026-11-01-10:00", "2026-11-01-11:00"
+NON_RESPONSES_PATH = "/v7/rest/sync/non-responses"
+ALL_ASSETS = [raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses]
+NO_LOOKBACK = raw_run_config(non_responses=True, lookback_hour=-1)
+
+
+def token(sandbox) -> str:
+    form = {"grant_type": "client_credentials", "client_id": SANDBOX_ID, "client_secret": SANDBOX_SECRET}
+    return requests.post(sandbox.base_url + "/oauth2/token", data=form).json()["access_token"]
+
+
+def non_response_numbers(lake: Lake, partition: str) -> list[int]:
+    return (
+        lake.read_table(lake.partition_path("raw_non_responses", partition)).column("number_customergauge").to_pylist()
+    )
+
+
+def sync_non_responses(resource, lake: Lake, partition: str, **kwargs):
+    with contextlib.closing(resource.get_client()) as client:
+        params = resource.sync_params()
+        return sync_partition(
+            client, params, lake, partition_key=partition, run_id=f"run-{partition}", stream=NON_RESPONSES, **kwargs
+        )
+
+
+# ---- the sandbox ----------------------------------------------------------------------------------------
+
+
+def test_the_sandbox_pages_non_responses_like_responses(sandbox):
+    served = sandbox.records("non-responses")
+    assert len(served) == 350 // 3  # a third of the responses, by default
+    headers = {"Authorization": f"Bearer {token(sandbox)}"}
+    pages, cursor = [], None
+    while True:
+        query = {"per_page": 50, "with[]": "properties", **({"cursor": cursor} if cursor is not None else {})}
+        body = requests.get(sandbox.base_url + NON_RESPONSES_PATH, params=query, headers=headers).json()
+        if not body["data"]:
+            break
+        pages.append(body["data"])
+        cursor = body["cursor"]["next"]
+    assert [len(page) for page in pages] == [50, 50, 16]
+    assert [record for page in pages for record in page] == served  # properties asked for: every key there is
+    assert requests.get(sandbox.base_url + "/_sandbox/stats").json()["non_responses_last_cursor"] == cursor
+    for record in served:
+        assert record["status"] == "non_response" and not set(ANSWER_KEYS) & record.keys()
+        assert record["number_customergauge"] > NON_RESPONSE_NUMBERS_FROM
+    assert not set(numbers(served)) & set(numbers(sandbox.records()))  # apart from the responses' numbers
+    unauthenticated = requests.get(sandbox.base_url + NON_RESPONSES_PATH)
+    assert (unauthenticated.status_code, unauthenticated.json()) == (401, {"message": "Unauthenticated."})
+    bad = requests.get(sandbox.base_url + NON_RESPONSES_PATH, params={"per_page": 1001}, headers=headers)
+    assert bad.status_code == 422 and list(bad.json()["errors"]) == ["per_page"]
+
+
+def test_a_converted_non_response_is_appended_to_the_responses_with_its_number(sandbox):
+    waiting = sandbox.records("non-responses")
+    last = sandbox.last_cursor
+    reply = requests.post(sandbox.base_url + "/_sandbox/convert", params={"count": 2})
+    assert reply.json() == {"converted": 2, "numbers": numbers(waiting[:2])}
+    new = sandbox.records()[-2:]
+    assert numbers(new) == numbers(waiting[:2]) and sandbox.last_cursor > last
+    assert [record["status"] for record in new] == ["response", "response"]
+    assert new[0]["contact"] == waiting[0]["contact"] and set(ANSWER_KEYS) <= new[0].keys()
+    assert sandbox.records("non-responses") == waiting  # still a non-response as well
+    assert numbers(sandbox.convert_non_responses(1)) == numbers(waiting[2:3])  # the next one not converted yet
+    too_many = requests.post(sandbox.base_url + "/_sandbox/convert", params={"count": len(waiting)})
+    assert too_many.status_code == 422 and list(too_many.json()["errors"]) == ["count"]
+    appended = requests.post(sandbox.base_url + "/_sandbox/append", params={"count": 3, "endpoint": "non-responses"})
+    assert appended.json()["numbers"] == numbers(sandbox.records("non-responses")[-3:])
+    wrong = requests.post(sandbox.base_url + "/_sandbox/append", params={"count": 3, "endpoint": "surveys"})
+    assert wrong.status_code == 422 and list(wrong.json()["errors"]) == ["endpoint"]
+
+
+# ---- the client -----------------------------------------------------------------------------------------
+
+
+def test_sync_params_refuse_an_unknown_endpoint_naming_the_field():
+    with pytest.raises(
+        CustomerGaugeConfigError, match=r"endpoint must be one of 'responses', 'non-responses'.*'surveys'"
+    ):
+        SyncParams(endpoint="surveys")
+    assert SyncParams(endpoint="non-responses").path == NON_RESPONSES_PATH
+
+
+def test_the_client_pages_the_non_responses_endpoint_with_the_same_token(sandbox, tmp_path):
+    resource = make_resources(sandbox, tmp_path)["customergauge"]
+    sandbox.reset_log()
+    with contextlib.closing(resource.get_client()) as client:
+        params = dataclasses.replace(resource.sync_params(), per_page=40)
+        got = [
+            r for page in client.iter_pages(dataclasses.replace(params, endpoint="non-responses")) for r in page.records
+        ]
+        responses = [r for page in client.iter_pages(params) for r in page.records]
+    assert numbers(got) == numbers(sandbox.records("non-responses"))
+    assert numbers(responses) == numbers(sandbox.records())
+    paths = [entry.path for entry in sandbox.requests_log if entry.method == "GET"]
+    assert paths == [NON_RESPONSES_PATH] * 4 + ["/v7/rest/sync/responses"] * 10  # 3 + 9 pages, each and an empty one
+    assert sandbox.token_requests == 1
+
+
+# ---- the sync protocol on the non-responses stream ------------------------------------------------------
+
+
+def test_non_responses_sync_exactly_once_on_their_own_head(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resource = make_resources(sandbox, lake.root)["customergauge"]
+    first = sync_non_responses(resource, lake, P1)
+    assert non_response_numbers(lake, P1) == numbers(sandbox.records("non-responses"))
+    appended = numbers(sandbox.append_non_responses(7))
+    second = sync_non_responses(resource, lake, P2)
+    assert non_response_numbers(lake, P2) == appended
+    assert second.manifest.cursor_start == first.head_after.cursor < second.head_after.cursor
+    assert lake.read_head(NON_RESPONSES) == second.head_after and lake.read_head(RESPONSES) is None
+    assert (lake.root / "_state" / "raw_non_responses.cursor.json").is_file()
+    assert not lake.exists(lake.partition_path("raw_responses", P1))  # the responses' stream is untouched
+    assert lake.read_manifest(lake.partition_path("raw_non_responses", P2)) == second.manifest
+
+
+def test_a_held_responses_lease_does_not_block_the_non_responses_sync(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    with lake.lease(RESPONSES.lease).hold("responses-run", wait_seconds=0, setting="-"):
+        with lake.lease(NON_RESPONSES.lease).hold("non-responses-run", wait_seconds=0, setting="-") as holder:
+            assert lake.lease(NON_RESPONSES.lease).holder() == holder
+        with pytest.raises(LeaseTimeoutError, match="responses-run"):
+            with lake.lease(RESPONSES.lease).hold("another-run", wait_seconds=0, setting="-"):
+                pass
+
+
+# ---- the assets, end to end -----------------------------------------------------------------------------
+
+
+def run_all(instance, resources, partition, run_config=NO_LOOKBACK):
+    return dg.materialize(
+        ALL_ASSETS, instance=instance, resources=resources, partition_key=partition, run_config=run_config
+    )
+
+
+def current_non_response_flags(lake: Lake) -> dict[int, bool]:
+    table = pq.read_table(lake.current_path("non_responses"))
+    assert table.schema == TABLES["current_non_responses"].arrow_schema
+    return dict(zip(table["number_customergauge"].to_pylist(), table["is_response"].to_pylist(), strict=True))
+
+
+@pytest.mark.slow
+def test_both_endpoints_sync_exactly_once_and_a_converted_non_response_flips_is_response(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    waiting = numbers(sandbox.records("non-responses"))
+    with dg.instance_for_test() as instance:
+        first = run_all(instance, resources, P1)
+        assert current_non_response_flags(lake) == dict.fromkeys(waiting, False)
+        converted = numbers(sandbox.convert_non_responses(3))
+        appended = numbers(sandbox.append_non_responses(5))
+        second = run_all(instance, resources, P2)
+    assert non_response_numbers(lake, P1) == waiting and non_response_numbers(lake, P2) == appended
+    raw = pq.read_table(lake.partition_path("raw_responses", P2)).column("number_customergauge").to_pylist()
+    assert raw == converted  # the forward cursor of responses brought the late answers
+    flags = current_non_response_flags(lake)
+    assert flags == {**dict.fromkeys(waiting + appended, False), **dict.fromkeys(converted, True)}
+    current = pq.read_table(lake.current_path("responses"), columns=["number_customergauge", "status"])
+    answered = current.filter(pc.is_in(current["number_customergauge"], pa.array(converted, pa.int64())))
+    assert answered["status"].to_pylist() == ["response"] * 3  # in both tables
+    [mat] = second.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
+    meta = {key: value.value for key, value in mat.metadata.items()}
+    [first_mat] = first.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
+    assert meta["cursor_start"] == first_mat.metadata["cursor"].value and meta["dagster/row_count"] == 5
+    assert meta["cursor"] == lake.read_head(NON_RESPONSES).cursor and meta["sync_mode"] == "sync"
+    checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations() if "non_responses" in e.check_name}
+    assert checks == dict.fromkeys(
+        [
+            "non_responses_number_customergauge_unique",
+            "non_responses_row_count_matches_raw",
+            "non_responses_no_unknown_fields",
+        ],
+        True,
+    )
+
+
+@pytest.mark.slow
+def test_a_rewritten_raw_non_responses_file_is_replayed_and_the_heads_stay(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    with dg.instance_for_test() as instance:
+        run_all(instance, resources, P1)
+        heads = lake.read_head(RESPONSES), lake.read_head(NON_RESPONSES)
+        path = lake.partition_path("raw_non_responses", P1)
+        pq.write_table(pq.read_table(path), path)  # a tool's rewrite: the footer's manifest is gone
+        assert MANIFEST_FOOTER_KEY not in (pq.read_metadata(path).metadata or {})
+        sandbox.anonymise_record(sandbox.records()[0]["number_customergauge"])  # upstream moves on meanwhile
+        replayed = dg.materialize(
+            [raw_non_responses, non_responses],
+            instance=instance,
+            resources=resources,
+            partition_key=P1,
+            run_config={"ops": {RAW_NON_RESPONSES_OP: {"config": {"lookback_hour": -1}}}},
+        )
+    [mat] = replayed.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
+    assert mat.metadata["sync_mode"].value == "replay"
+    assert (lake.read_head(RESPONSES), lake.read_head(NON_RESPONSES)) == heads
+    assert sorted(non_response_numbers(lake, P1)) == sorted(numbers(sandbox.records("non-responses")))
+
+
+@pytest.mark.slow
+def test_a_held_responses_lease_does_not_hold_up_the_non_responses_asset(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    config = {"ops": {RAW_NON_RESPONSES_OP: {"config": {"lookback_hour": -1, "lease_wait_seconds": 0}}}}
+    with lake.lease(RESPONSES.lease).hold("a-responses-sync", wait_seconds=0, setting="-"):
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(
+                [raw_non_responses], instance=instance, resources=resources, partition_key=P1, run_config=config
+            )
+    assert result.success and non_response_numbers(lake, P1) == numbers(sandbox.records("non-responses"))
