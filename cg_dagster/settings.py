@@ -10,6 +10,7 @@
 | `CUSTOMERGAUGE_SYSTEM_TIMEZONE` | `UTC` | IANA zone of the API's dates, which carry none (resources) |
 | `CUSTOMERGAUGE_PER_PAGE` | `1000` | records per page, 1..1000 (resource, when a sync starts) |
 | `CG_LAKE_ROOT` | `lake`; `demo_lake` in `run.py dev` | the lake: a folder or `s3://bucket/prefix` (LakeResource) |
+| `CG_ACCOUNTS_FILE` | unset: one account, from the variables above | YAML file listing several accounts (accounts.py) |
 | `CG_PARTITIONS_START` | recorded in `$DAGSTER_HOME` | first hourly partition: a UTC day or hour (partitions.py) |
 | `CG_FRESHNESS_HOURS` | `2` | hours without a materialization before an asset fails freshness |
 | `CG_LOOKBACK_HOUR` | `2` | daily UTC hour of the trailing-window re-read, -1: off (run config) |
@@ -27,9 +28,14 @@
 
 Values are read when used, so a malformed one fails the run that needs it with an error naming the variable
 and the fix (``CustomerGaugeConfigError``), and never stops the code location from loading. The exceptions
-are `CG_PARTITIONS_START` and `CG_FRESHNESS_HOURS`: they shape the asset definitions (the partition grid, the
-freshness policy) that Dagster builds when it loads the code, so a bad value stops the load, with the same
-kind of error.
+are `CG_PARTITIONS_START`, `CG_FRESHNESS_HOURS` and `CG_ACCOUNTS_FILE`: they shape the asset definitions (the
+partition grid, the freshness policy, the accounts) that Dagster builds when it loads the code, so a bad value
+stops the load, with the same kind of error.
+
+With `CG_ACCOUNTS_FILE` set, each account's region, credentials (by the names of its own variables), hosts,
+time zone and lake come from the file (``cg_dagster/customergauge/accounts.py``), and `CUSTOMERGAUGE_REGION`,
+`_CLIENT_ID`, `_CLIENT_SECRET`, `_API_BASE_URL`, `_AUTH_BASE_URL`, `_SYSTEM_TIMEZONE` and `CG_LAKE_ROOT` are not
+read; every other variable applies to every account.
 
 No Dagster import: ``cg_dagster/lib`` may use it.
 """
@@ -113,6 +119,7 @@ AUTH_BASE_URL = Setting("CUSTOMERGAUGE_AUTH_BASE_URL", None, "must be an https U
 SYSTEM_TIMEZONE = Setting("CUSTOMERGAUGE_SYSTEM_TIMEZONE", "UTC", "must be an IANA time zone, e.g. Europe/Amsterdam")
 PER_PAGE = Setting("CUSTOMERGAUGE_PER_PAGE", "1000", "must be an integer from 1 to 1000 (vendor page)")
 LAKE_ROOT = Setting("CG_LAKE_ROOT", "lake", "must be the lake's folder, e.g. /data/customergauge")
+ACCOUNTS_FILE = Setting("CG_ACCOUNTS_FILE", None, "must be the path of the accounts file (YAML)")
 PARTITIONS_START = Setting(
     "CG_PARTITIONS_START",
     None,

@@ -53,6 +53,8 @@ DEPLOY = PROJECT / "deploy"
 BIN = Path(sys.executable).parent
 TIMEOUT = 180  # seconds for any one wait below; each normally takes a few seconds
 QUEUE_PASS = "Priority sorting and checking tag concurrency limits for queued runs."
+# one queued sync at a time per account: the tag's value is the account (AccountNames.sync_run_tags)
+PER_ACCOUNT_LIMIT = {"key": "customergauge/sync", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
 postgres, pg_env = _fixtures_postgres.postgres, _fixtures_postgres.pg_env  # the server's fixtures, used here
 
 
@@ -84,7 +86,7 @@ def make_home(tmp_path: Path, storage: str) -> Path:
 def test_the_deployed_queue_limits_the_tag_every_sync_job_run_carries():
     config = deployed_config("postgres")
     [limit] = config["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert limit == {"key": "customergauge/sync", "limit": 1}
+    assert limit == PER_ACCOUNT_LIMIT
     assert limit["key"] in SYNC_RUN_TAGS
     assert hourly_sync_job.tags.items() >= SYNC_RUN_TAGS.items()
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
@@ -138,7 +140,7 @@ def test_dagster_instance_info_validates_the_deployed_config_on_postgres(pg_env,
         "event_log_storage: PostgresEventLogStorage",
         "schedule_storage: PostgresScheduleStorage",
         "class: DefaultRunLauncher",
-        "- key: customergauge/sync\n      limit: 1",
+        "- key: customergauge/sync\n      limit: 1\n      value:\n        applyLimitPerUniqueValue: true",
         "managed_python_loggers:\n  - cg_dagster",
     ):
         assert name in output, name
@@ -164,9 +166,7 @@ def test_a_materialization_of_the_group_is_stored_in_postgres(sandbox, pg_env, t
     partition = "2026-11-02-10:00"
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits == [
-            {"key": "customergauge/sync", "limit": 1}
-        ]
+        assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits == [PER_ACCOUNT_LIMIT]
         result = run(instance, make_resources(sandbox, lake.root), partition)
         cursor = raw_metadata(result)["cursor"]
     assert cursor == lake.read_head().cursor

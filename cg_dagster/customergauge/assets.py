@@ -5,6 +5,11 @@ own (lib/lake.py ``Stream``: head cursor, lease, re-read record), synced in the 
 
 Every asset writes its own Parquet file per partition into the lake and returns ``MaterializeResult``
 (no I/O manager): ``{lake}/<asset name>/<partition>.parquet``.
+
+``account_assets(names)`` builds the six asset definitions of one account (``keys.AccountNames``: its asset
+keys, group, op names and resource keys); the module-level ``raw_responses`` ... ``current_non_responses`` are
+the default account's (no accounts file). The decorators are all an account changes: every body is a shared
+function here that takes the account's names and resolves its resources by key (``_resources``).
 """
 
 import contextlib
@@ -14,20 +19,14 @@ from typing import Optional
 import dagster as dg
 
 from cg_dagster.customergauge.checks import (
-    NON_RESPONSES_CHECK_SPECS,
-    PARTITION_CHECK_SPECS,
     non_responses_check_results,
+    non_responses_check_specs,
     partition_check_results,
+    partition_check_specs,
 )
-from cg_dagster.customergauge.keys import (
-    CURRENT_KEYS,
-    CURRENT_NON_RESPONSES_KEY,
-    FLAT_KEYS,
-    GROUP,
-    NON_RESPONSES_KEY,
-    RAW_KEY,
-    RAW_NON_RESPONSES_KEY,
-)
+from cg_dagster.customergauge.keys import CURRENT_KEYS as CURRENT_KEYS  # re-exported (tests import them here)
+from cg_dagster.customergauge.keys import DEFAULT, AccountNames
+from cg_dagster.customergauge.keys import RAW_KEY as RAW_KEY
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import freshness_policy, hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
@@ -126,58 +125,160 @@ class RawResponsesConfig(dg.Config):
         return Period(field=config.lookback_field, start=end - dt.timedelta(days=config.lookback_days), end=end)
 
 
-@dg.asset(
-    key=RAW_KEY,
-    group_name=GROUP,
-    kinds={"parquet"},
-    partitions_def=hourly_partitions,
-    freshness_policy=freshness_policy,
-    op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
-    description=(
-        "One row per response record fetched in this sync window, with its original JSON, "
-        "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
-        "partition pages the v7 sync API from the committed cursor until the data is empty and commits the "
-        "new cursor after the file; materializing it again replays the recorded range and rewrites the same "
-        "file without moving the cursor (idempotent)."
-    ),
-)
-def raw_responses(
-    context: dg.AssetExecutionContext,
-    config: RawResponsesConfig,
-    customergauge: CustomerGaugeResource,
-    lake: LakeResource,
-) -> dg.MaterializeResult:
-    """Sync one window of responses into ``raw_responses/<partition>.parquet`` (``_sync_window``)."""
-    return _sync_window(context, config, customergauge, lake, RESPONSES, RAW_KEY)
+class CurrentTablesConfig(dg.Config):
+    """Run config of the current tables: ``full_rebuild`` rebuilds them from every partition file instead of
+    updating only the ranges that changed (lib/current.py); both give the same tables."""
+
+    full_rebuild: bool = False
 
 
-@dg.asset(
-    key=RAW_NON_RESPONSES_KEY,
-    group_name=GROUP,
-    kinds={"parquet"},
-    partitions_def=hourly_partitions,
-    freshness_policy=freshness_policy,
-    description=(
-        "One row per non-response record (a survey sent that got no answer: GET /v7/rest/sync/non-responses) "
-        "fetched in this sync window, as raw_responses holds responses: its own cursor, lease and commit, the "
-        "same replay and exactly-once guarantees."
-    ),
-)
-def raw_non_responses(
-    context: dg.AssetExecutionContext,
-    config: RawResponsesConfig,
-    customergauge: CustomerGaugeResource,
-    lake: LakeResource,
-) -> dg.MaterializeResult:
-    """Sync one window of non-responses into ``raw_non_responses/<partition>.parquet`` (``_sync_window``)."""
-    return _sync_window(context, config, customergauge, lake, NON_RESPONSES, RAW_NON_RESPONSES_KEY)
+def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
+    """The six asset definitions of one account, on its keys, group, op names and resource keys (``names``):
+    ``raw_responses``, ``flattened_tables`` (five tables and eight checks), ``current_tables`` (five tables),
+    ``raw_non_responses``, ``non_responses`` (three checks), ``current_non_responses``. Every account shares the
+    partition grid and the freshness policy. Only the decorators are here; each body is a shared function."""
+    resource_keys = {names.api_resource, names.lake_resource}
+    flattened_op, current_op = names.multi_asset_ops
+
+    @dg.asset(
+        key=names.raw_key,
+        group_name=names.group,
+        kinds={"parquet"},
+        partitions_def=hourly_partitions,
+        freshness_policy=freshness_policy,
+        required_resource_keys=resource_keys,
+        op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
+        description=(
+            "One row per response record fetched in this sync window, with its original JSON, "
+            "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
+            "partition pages the v7 sync API from the committed cursor until the data is empty and commits the "
+            "new cursor after the file; materializing it again replays the recorded range and rewrites the same "
+            "file without moving the cursor (idempotent)."
+        ),
+    )
+    def raw_responses(context: dg.AssetExecutionContext, config: RawResponsesConfig) -> dg.MaterializeResult:
+        """Sync one window of responses into ``raw_responses/<partition>.parquet`` (``_sync_window``)."""
+        return _sync_window(context, config, names, RESPONSES, names.raw_key)
+
+    @dg.asset(
+        key=names.raw_non_responses_key,
+        group_name=names.group,
+        kinds={"parquet"},
+        partitions_def=hourly_partitions,
+        freshness_policy=freshness_policy,
+        required_resource_keys=resource_keys,
+        description=(
+            "One row per non-response record (a survey sent that got no answer: GET /v7/rest/sync/non-responses) "
+            "fetched in this sync window, as raw_responses holds responses: its own cursor, lease and commit, the "
+            "same replay and exactly-once guarantees."
+        ),
+    )
+    def raw_non_responses(context: dg.AssetExecutionContext, config: RawResponsesConfig) -> dg.MaterializeResult:
+        """Sync one window of non-responses into ``raw_non_responses/<partition>.parquet`` (``_sync_window``)."""
+        return _sync_window(context, config, names, NON_RESPONSES, names.raw_non_responses_key)
+
+    @dg.multi_asset(
+        name=flattened_op,
+        specs=[
+            dg.AssetSpec(
+                key=names.flat_keys[name],
+                deps=[names.raw_key],
+                group_name=names.group,
+                kinds={"parquet"},
+                partitions_def=hourly_partitions,
+                freshness_policy=freshness_policy,
+                description=(
+                    f"{TABLES[name].description} Flattened from the same partition of raw_responses; "
+                    "re-materializing rewrites the partition's file from the raw file (idempotent)."
+                ),
+                metadata={"dagster/column_schema": column_schema(TABLES[name])},
+            )
+            for name in FLAT_TABLE_NAMES
+        ],
+        check_specs=partition_check_specs(names),
+        partitions_def=hourly_partitions,
+        required_resource_keys=resource_keys,
+        can_subset=False,
+    )
+    def flattened_tables(context: dg.AssetExecutionContext):
+        """Flatten one raw partition into the five tables and judge them (``_flatten_responses``)."""
+        yield from _flatten_responses(context, names)
+
+    @dg.multi_asset(
+        name=current_op,
+        specs=[
+            dg.AssetSpec(
+                key=names.current_keys[name],
+                deps=[names.flat_keys[name], names.flat_keys["responses"]],
+                group_name=names.group,
+                kinds={"parquet", "duckdb"},
+                freshness_policy=freshness_policy,
+                description=(
+                    f"{TABLES[name].description} Latest version of every response across all partitions (the "
+                    "latest fetch of each number_customergauge wins; child rows of that fetch only), one file per "
+                    "range of ids. Updated with DuckDB after each sync by rewriting only the ranges the new "
+                    "partitions touch (run config full_rebuild: true rebuilds it whole). This is the table to query."
+                ),
+                metadata={"dagster/column_schema": column_schema(TABLES[name])},
+            )
+            for name in CURRENT_TABLES
+        ],
+        required_resource_keys=resource_keys,
+        can_subset=False,
+    )
+    def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfig):
+        """Update the current response tables (``_update_current_tables``)."""
+        yield from _update_current_tables(context, config, names)
+
+    @dg.asset(
+        key=names.non_responses_key,
+        deps=[names.raw_non_responses_key],
+        group_name=names.group,
+        kinds={"parquet"},
+        partitions_def=hourly_partitions,
+        freshness_policy=freshness_policy,
+        check_specs=non_responses_check_specs(names),
+        required_resource_keys=resource_keys,
+        description=(
+            f"{TABLES[NON_RESPONSES_TABLE].description} Flattened from the same partition of raw_non_responses; "
+            "re-materializing rewrites the partition's file from the raw file (idempotent)."
+        ),
+        metadata={"dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE])},
+    )
+    def non_responses(context: dg.AssetExecutionContext):
+        """Flatten one raw_non_responses partition (``_flatten_non_responses``)."""
+        yield from _flatten_non_responses(context, names)
+
+    @dg.asset(
+        key=names.current_non_responses_key,
+        deps=[names.non_responses_key, names.current_keys["responses"]],
+        group_name=names.group,
+        kinds={"parquet", "duckdb"},
+        freshness_policy=freshness_policy,
+        required_resource_keys=resource_keys,
+        description=(
+            f"{CURRENT_NON_RESPONSES.description} Latest fetch of each number_customergauge across all partitions, "
+            "in current/non_responses/ (one file per range of ids, updated as the current response tables are). "
+            "is_response: the non-response is now in current_responses."
+        ),
+        metadata={"dagster/column_schema": column_schema(CURRENT_NON_RESPONSES)},
+    )
+    def current_non_responses(context: dg.AssetExecutionContext, config: CurrentTablesConfig) -> dg.MaterializeResult:
+        """Update ``current/non_responses/`` (``_update_current_non_responses``)."""
+        return _update_current_non_responses(context, config, names)
+
+    return [raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses]
+
+
+def _resources(context: dg.AssetExecutionContext, names: AccountNames) -> tuple[CustomerGaugeResource, LakeResource]:
+    """The account's API and lake resources, by their keys (``names.api_resource``, ``names.lake_resource``)."""
+    return getattr(context.resources, names.api_resource), getattr(context.resources, names.lake_resource)
 
 
 def _sync_window(
     context: dg.AssetExecutionContext,
     config: RawResponsesConfig,
-    customergauge: CustomerGaugeResource,
-    lake: LakeResource,
+    names: AccountNames,
     stream: Stream,
     key: dg.AssetKey,
 ) -> dg.MaterializeResult:
@@ -190,6 +291,7 @@ def _sync_window(
             sync's errors: see ``sync_partition``; nothing committed.
     """
     _require_one_partition(context)
+    customergauge, lake = _resources(context, names)
     config = config.resolved()
     partition_start = context.partition_time_window.start
     period = config.lookback_period(partition_start)
@@ -272,39 +374,19 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey)
     return value.value if value is not None else None
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            key=FLAT_KEYS[name],
-            deps=[RAW_KEY],
-            group_name=GROUP,
-            kinds={"parquet"},
-            partitions_def=hourly_partitions,
-            freshness_policy=freshness_policy,
-            description=(
-                f"{TABLES[name].description} Flattened from the same partition of raw_responses; "
-                "re-materializing rewrites the partition's file from the raw file (idempotent)."
-            ),
-            metadata={"dagster/column_schema": column_schema(TABLES[name])},
-        )
-        for name in FLAT_TABLE_NAMES
-    ],
-    check_specs=PARTITION_CHECK_SPECS,
-    partitions_def=hourly_partitions,
-    can_subset=False,
-)
-def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
+def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames):
     """Flatten one raw partition into the five tables (``lib/tables.py``: streamed in batches, each file
     written atomically with exactly its declared schema, even when empty), then judge them: the partition's
     asset checks (``checks.py``) are computed here and yielded after the materializations; a failed blocking
     check fails this step, so the current tables are not rebuilt in this run."""
     _require_one_partition(context)
+    customergauge, lake = _resources(context, names)
     the_lake = lake.get_lake()
     raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
     if not raw_path.exists():
         raise dg.Failure(
             f"raw_responses has no file for partition {context.partition_key} at {raw_path}: materialize "
-            "customergauge/raw_responses for this partition first"
+            f"{names.raw_key.to_user_string()} for this partition first"
         )
     done = flatten_partition(the_lake, context.partition_key, system_timezone=customergauge.system_timezone)
     stats = done.stats
@@ -317,44 +399,17 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
             "dagster/row_count": done.rows[name],
             "dagster/uri": lake_uri(done.paths[name]),
             "dagster/column_schema": column_schema(TABLES[name]),
-            "dagster/column_lineage": column_lineage(TABLES[name], RAW_KEY),
+            "dagster/column_lineage": column_lineage(TABLES[name], names.raw_key),
         }
         if name == "responses":
             # every counter of FlattenStats (nps_invalid, dates_invalid, ...) and the unknown field names
             metadata.update(stats.counters())
             metadata["unknown_fields"] = dg.MetadataValue.json(sorted(stats.unknown_fields))
-        yield dg.MaterializeResult(asset_key=FLAT_KEYS[name], metadata=metadata)
+        yield dg.MaterializeResult(asset_key=names.flat_keys[name], metadata=metadata)
     yield from partition_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
 
 
-class CurrentTablesConfig(dg.Config):
-    """Run config of the current tables: ``full_rebuild`` rebuilds them from every partition file instead of
-    updating only the ranges that changed (lib/current.py); both give the same tables."""
-
-    full_rebuild: bool = False
-
-
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            key=CURRENT_KEYS[name],
-            deps=[FLAT_KEYS[name], FLAT_KEYS["responses"]],
-            group_name=GROUP,
-            kinds={"parquet", "duckdb"},
-            freshness_policy=freshness_policy,
-            description=(
-                f"{TABLES[name].description} Latest version of every response across all partitions (the "
-                "latest fetch of each number_customergauge wins; child rows of that fetch only), one file per "
-                "range of ids. Updated with DuckDB after each sync by rewriting only the ranges the new "
-                "partitions touch (run config full_rebuild: true rebuilds it whole). This is the table to query."
-            ),
-            metadata={"dagster/column_schema": column_schema(TABLES[name])},
-        )
-        for name in CURRENT_TABLES
-    ],
-    can_subset=False,
-)
-def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfig, lake: LakeResource):
+def _update_current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfig, names: AccountNames):
     """Update ``current/<table>/`` for the five flattened tables (see ``lib/current.py``): merge the new
     partitions into the ranges they touch, rebuild the ranges of a rewritten or quarantined one, or rebuild
     everything (``full_rebuild``, first build).
@@ -364,16 +419,17 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
     the partition checks (quarantine included), so it is in this update; ``reflattened`` lists them. One
     that cannot be flattened is left out of this update, which still runs, and then fails the step naming
     it and the error."""
+    _, lake = _resources(context, names)
     the_lake = lake.get_lake()
     wait = LEASE_WAIT_SECONDS.integer(minimum=0)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
         # one update at a time: two would interleave their file writes
-        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone)
+        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, names)
         update = update_current(the_lake, full_rebuild=config.full_rebuild)
     context.log.info(f"current tables: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
     for name in CURRENT_TABLES:
         yield dg.MaterializeResult(
-            asset_key=CURRENT_KEYS[name],
+            asset_key=names.current_keys[name],
             metadata={
                 "update_mode": update.mode,
                 "update_reason": update.reason,
@@ -384,7 +440,7 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
                 "dagster/column_schema": column_schema(TABLES[name]),
                 "dagster/column_lineage": dg.TableColumnLineage(
                     deps_by_column={
-                        column.name: [dg.TableColumnDep(asset_key=FLAT_KEYS[name], column_name=column.name)]
+                        column.name: [dg.TableColumnDep(asset_key=names.flat_keys[name], column_name=column.name)]
                         for column in TABLES[name].columns
                     }
                 ),
@@ -398,7 +454,7 @@ def current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfi
 
 
 def _flatten_stale(
-    context: dg.AssetExecutionContext, the_lake, system_timezone: str, stream: Stream = RESPONSES
+    context: dg.AssetExecutionContext, the_lake, system_timezone: str, names: AccountNames, stream: Stream = RESPONSES
 ) -> tuple[list[str], dict]:
     """Flatten again every partition of ``stream`` that ``stale_partitions`` names and, for the responses, run
     its checks for their side effect (quarantine); returns (partition keys flattened, {partition key: error}
@@ -412,35 +468,22 @@ def _flatten_stale(
             failed[key] = str(error)
             continue
         if stream == RESPONSES:
-            list(partition_check_results(the_lake, key, flat, {spec.key for spec in PARTITION_CHECK_SPECS}))
+            list(partition_check_results(the_lake, key, flat, {spec.key for spec in partition_check_specs(names)}))
         context.log.warning(f"partition {key}: raw file newer than its flattened files; flattened again")
         done.append(key)
     return done, failed
 
 
-@dg.asset(
-    key=NON_RESPONSES_KEY,
-    deps=[RAW_NON_RESPONSES_KEY],
-    group_name=GROUP,
-    kinds={"parquet"},
-    partitions_def=hourly_partitions,
-    freshness_policy=freshness_policy,
-    check_specs=NON_RESPONSES_CHECK_SPECS,
-    description=(
-        f"{TABLES[NON_RESPONSES_TABLE].description} Flattened from the same partition of raw_non_responses; "
-        "re-materializing rewrites the partition's file from the raw file (idempotent)."
-    ),
-    metadata={"dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE])},
-)
-def non_responses(context: dg.AssetExecutionContext, customergauge: CustomerGaugeResource, lake: LakeResource):
+def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountNames):
     """Flatten one raw_non_responses partition into ``non_responses/<partition>.parquet`` (``lib/tables.py``,
     the responses' rules: ``flatten_non_responses``), then yield its checks (``checks.py``, none blocking)."""
     _require_one_partition(context)
+    customergauge, lake = _resources(context, names)
     the_lake = lake.get_lake()
     if not the_lake.exists(the_lake.partition_path(RAW_NON_RESPONSES_TABLE, context.partition_key)):
         raise dg.Failure(
             f"raw_non_responses has no file for partition {context.partition_key}: materialize "
-            "customergauge/raw_non_responses for this partition first"
+            f"{names.raw_non_responses_key.to_user_string()} for this partition first"
         )
     done = flatten_partition(
         the_lake, context.partition_key, system_timezone=customergauge.system_timezone, stream=NON_RESPONSES
@@ -454,7 +497,7 @@ def non_responses(context: dg.AssetExecutionContext, customergauge: CustomerGaug
             "dagster/row_count": done.rows[NON_RESPONSES_TABLE],
             "dagster/uri": lake_uri(done.paths[NON_RESPONSES_TABLE]),
             "dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE]),
-            "dagster/column_lineage": column_lineage(TABLES[NON_RESPONSES_TABLE], RAW_NON_RESPONSES_KEY),
+            "dagster/column_lineage": column_lineage(TABLES[NON_RESPONSES_TABLE], names.raw_non_responses_key),
             **done.stats.counters(),
             "unknown_fields": dg.MetadataValue.json(sorted(done.stats.unknown_fields)),
         }
@@ -462,27 +505,17 @@ def non_responses(context: dg.AssetExecutionContext, customergauge: CustomerGaug
     yield from non_responses_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
 
 
-@dg.asset(
-    key=CURRENT_NON_RESPONSES_KEY,
-    deps=[NON_RESPONSES_KEY, CURRENT_KEYS["responses"]],
-    group_name=GROUP,
-    kinds={"parquet", "duckdb"},
-    freshness_policy=freshness_policy,
-    description=(
-        f"{CURRENT_NON_RESPONSES.description} Latest fetch of each number_customergauge across all partitions, "
-        "in current/non_responses/ (one file per range of ids, updated as the current response tables are). "
-        "is_response: the non-response is now in current_responses."
-    ),
-    metadata={"dagster/column_schema": column_schema(CURRENT_NON_RESPONSES)},
-)
-def current_non_responses(context: dg.AssetExecutionContext, config: CurrentTablesConfig, lake: LakeResource):
+def _update_current_non_responses(
+    context: dg.AssetExecutionContext, config: CurrentTablesConfig, names: AccountNames
+) -> dg.MaterializeResult:
     """Update ``current/non_responses/`` (``lib/current.py``, ``NON_RESPONSES_CURRENT``) holding the lake's
     "current" lease, after flattening again the partitions whose raw file is newer than their flat file (as
     ``current_tables`` does); the update also sets ``is_response`` from current/responses."""
+    _, lake = _resources(context, names)
     the_lake = lake.get_lake()
     wait = LEASE_WAIT_SECONDS.integer(minimum=0)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
-        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, NON_RESPONSES)
+        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, names, NON_RESPONSES)
         update = update_current(the_lake, NON_RESPONSES_CURRENT, full_rebuild=config.full_rebuild)
     context.log.info(f"current non-responses: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
     if failed:
@@ -498,3 +531,9 @@ def current_non_responses(context: dg.AssetExecutionContext, config: CurrentTabl
             "dagster/column_schema": column_schema(CURRENT_NON_RESPONSES),
         }
     )
+
+
+# The default account's assets (no accounts file): today's keys, op names and resource keys.
+raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses = (
+    account_assets(DEFAULT)
+)

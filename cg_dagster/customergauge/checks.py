@@ -23,6 +23,9 @@ quarantines: a non-response fetched twice in one page is left out of the current
 
 A check does not run alone: the five files are written together, so re-checking an hour means materializing
 its flattened tables again (re-flattened from the raw file, no API request), which runs every check.
+
+Every account's group has the same checks (``partition_check_specs(names)``, ``non_responses_check_specs(names)``
+on its own asset keys); one code judges them all: each result takes its asset key from the selected check key.
 """
 
 import warnings
@@ -32,7 +35,7 @@ from collections.abc import Set as AbstractSet
 import dagster as dg
 import numpy as np
 
-from cg_dagster.customergauge.keys import FLAT_KEYS, NON_RESPONSES_KEY, RAW_KEY, RAW_NON_RESPONSES_KEY
+from cg_dagster.customergauge.keys import DEFAULT, AccountNames
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import CHILD_TABLES, RAW_NON_RESPONSES_TABLE, RAW_TABLE
@@ -67,113 +70,124 @@ def _spec(
         )
 
 
-PARTITION_CHECK_SPECS = [
-    _spec(
-        UNIQUE,
-        FLAT_KEYS["responses"],
-        "number_customergauge is unique in the partition. Two rows of the same fetch (same fetched_at) are a "
-        "duplication bug (ERROR); two fetches of one response in one window (the API re-sent it while we "
-        "paged) are only suspicious (WARN): the current tables keep the latest.",
-    ),
-    _spec(NPS_IN_RANGE, FLAT_KEYS["responses"], "nps is 0..10 or null (NPS scale)."),
-    _spec(
-        ROW_COUNT,
-        FLAT_KEYS["responses"],
-        "responses has exactly one row per row of raw_responses in the partition: nothing lost in flattening.",
-        additional_deps=[RAW_KEY],
-    ),
-    _spec(
-        NO_UNKNOWN_FIELDS,
-        FLAT_KEYS["responses"],
-        "The API sent no fields the table contract does not know (top-level keys, keys of nested objects or of "
-        "list items). Unknown fields are kept in raw_responses.record_json; when this warns, extend "
-        "lib/schemas.py.",
-        blocking=False,
-    ),
-    *(
+def partition_check_specs(names: AccountNames) -> list[dg.AssetCheckSpec]:
+    """The eight checks of an account's flattened response tables (``names``: its asset keys)."""
+    responses = names.flat_keys["responses"]
+    return [
         _spec(
-            _child_check_name(table),
-            FLAT_KEYS[table],
-            f"Every row of {table} has a number_customergauge that is in responses of the same partition.",
-            additional_deps=[FLAT_KEYS["responses"]],
-        )
-        for table in CHILD_TABLES
-    ),
-]
+            UNIQUE,
+            responses,
+            "number_customergauge is unique in the partition. Two rows of the same fetch (same fetched_at) are a "
+            "duplication bug (ERROR); two fetches of one response in one window (the API re-sent it while we "
+            "paged) are only suspicious (WARN): the current tables keep the latest.",
+        ),
+        _spec(NPS_IN_RANGE, responses, "nps is 0..10 or null (NPS scale)."),
+        _spec(
+            ROW_COUNT,
+            responses,
+            "responses has exactly one row per row of raw_responses in the partition: nothing lost in flattening.",
+            additional_deps=[names.raw_key],
+        ),
+        _spec(
+            NO_UNKNOWN_FIELDS,
+            responses,
+            "The API sent no fields the table contract does not know (top-level keys, keys of nested objects or of "
+            "list items). Unknown fields are kept in raw_responses.record_json; when this warns, extend "
+            "lib/schemas.py.",
+            blocking=False,
+        ),
+        *(
+            _spec(
+                _child_check_name(table),
+                names.flat_keys[table],
+                f"Every row of {table} has a number_customergauge that is in responses of the same partition.",
+                additional_deps=[responses],
+            )
+            for table in CHILD_TABLES
+        ),
+    ]
 
 
-NON_RESPONSES_CHECK_SPECS = [
-    _spec(
-        NON_RESPONSES_UNIQUE,
-        NON_RESPONSES_KEY,
-        "number_customergauge is unique in the partition (severity as for responses: ERROR within one fetch, WARN "
-        "across two); the current table keeps the latest unambiguous version.",
-        blocking=False,
-    ),
-    _spec(
-        NON_RESPONSES_ROW_COUNT,
-        NON_RESPONSES_KEY,
-        "non_responses has exactly one row per row of raw_non_responses in the partition.",
-        blocking=False,
-        additional_deps=[RAW_NON_RESPONSES_KEY],
-    ),
-    _spec(
-        NON_RESPONSES_NO_UNKNOWN_FIELDS,
-        NON_RESPONSES_KEY,
-        "The API sent no fields the table contract does not know (kept in raw_non_responses.record_json).",
-        blocking=False,
-    ),
-]
+def non_responses_check_specs(names: AccountNames) -> list[dg.AssetCheckSpec]:
+    """The three checks of an account's ``non_responses`` (``names``: its asset keys)."""
+    return [
+        _spec(
+            NON_RESPONSES_UNIQUE,
+            names.non_responses_key,
+            "number_customergauge is unique in the partition (severity as for responses: ERROR within one fetch, "
+            "WARN across two); the current table keeps the latest unambiguous version.",
+            blocking=False,
+        ),
+        _spec(
+            NON_RESPONSES_ROW_COUNT,
+            names.non_responses_key,
+            "non_responses has exactly one row per row of raw_non_responses in the partition.",
+            blocking=False,
+            additional_deps=[names.raw_non_responses_key],
+        ),
+        _spec(
+            NON_RESPONSES_NO_UNKNOWN_FIELDS,
+            names.non_responses_key,
+            "The API sent no fields the table contract does not know (kept in raw_non_responses.record_json).",
+            blocking=False,
+        ),
+    ]
+
+
+PARTITION_CHECK_SPECS = partition_check_specs(DEFAULT)  # the default account's
+NON_RESPONSES_CHECK_SPECS = non_responses_check_specs(DEFAULT)
 
 
 def non_responses_check_results(
     lake: Lake, partition_key: str, done: FlattenedPartition, selected: AbstractSet[dg.AssetCheckKey]
 ) -> Iterator[dg.AssetCheckResult]:
-    """The results of the ``selected`` non-responses checks on one partition ``flatten_partition`` just wrote
-    (raw row count from the raw file's footer, the rest from ``done``). Nothing is quarantined."""
-    names = {key.name for key in selected}
-    if NON_RESPONSES_UNIQUE in names:
-        yield _unique(done.facts, NON_RESPONSES_KEY, NON_RESPONSES_UNIQUE)
-    if NON_RESPONSES_ROW_COUNT in names:
+    """The results of the ``selected`` non-responses checks (of any account: each result is on its check key's
+    asset) on one partition ``flatten_partition`` just wrote (raw row count from the raw file's footer, the
+    rest from ``done``). Nothing is quarantined."""
+    keys = {key.name: key.asset_key for key in selected}
+    if NON_RESPONSES_UNIQUE in keys:
+        yield _unique(done.facts, keys[NON_RESPONSES_UNIQUE], NON_RESPONSES_UNIQUE)
+    if NON_RESPONSES_ROW_COUNT in keys:
         raw = lake.parquet_file(lake.partition_path(RAW_NON_RESPONSES_TABLE, partition_key)).metadata.num_rows
         flat = done.rows["non_responses"]
         yield dg.AssetCheckResult(
-            asset_key=NON_RESPONSES_KEY,
+            asset_key=keys[NON_RESPONSES_ROW_COUNT],
             check_name=NON_RESPONSES_ROW_COUNT,
             passed=raw == flat,
             metadata={"raw_rows": raw, "non_responses_rows": flat},
         )
-    if NON_RESPONSES_NO_UNKNOWN_FIELDS in names:
-        yield _no_unknown_fields(done, NON_RESPONSES_KEY, NON_RESPONSES_NO_UNKNOWN_FIELDS)
+    if NON_RESPONSES_NO_UNKNOWN_FIELDS in keys:
+        yield _no_unknown_fields(done, keys[NON_RESPONSES_NO_UNKNOWN_FIELDS], NON_RESPONSES_NO_UNKNOWN_FIELDS)
 
 
 def partition_check_results(
     lake: Lake, partition_key: str, done: FlattenedPartition, selected: AbstractSet[dg.AssetCheckKey]
 ) -> Iterator[dg.AssetCheckResult]:
-    """The results of the ``selected`` checks on one partition that ``flatten_partition`` just wrote.
+    """The results of the ``selected`` checks (of any account: each result is on its check key's asset) on one
+    partition that ``flatten_partition`` just wrote.
 
     Reads the partition's raw row count from its footer; the rest comes from what the flattening wrote:
     ``done.rows``, ``done.facts`` (keys, nps, child rows without a response) and ``done.stats`` (unknown
     fields). Quarantines (or releases) the partition per whole-partition check as a side effect.
     """
-    names = {key.name for key in selected}
-    if UNIQUE in names:
-        yield _unique(done.facts)
-    if NPS_IN_RANGE in names:
+    keys = {key.name: key.asset_key for key in selected}
+    if UNIQUE in keys:
+        yield _unique(done.facts, keys[UNIQUE], UNIQUE)
+    if NPS_IN_RANGE in keys:
         out_of_range = done.facts.nps_out_of_range
-        yield _judged(lake, partition_key, NPS_IN_RANGE, out_of_range == 0, {"out_of_range": out_of_range})
-    if ROW_COUNT in names:
+        yield _judged(lake, partition_key, keys, NPS_IN_RANGE, out_of_range == 0, {"out_of_range": out_of_range})
+    if ROW_COUNT in keys:
         raw = lake.parquet_file(lake.partition_path(RAW_TABLE, partition_key)).metadata.num_rows  # local or s3://
         flat = done.rows["responses"]
-        yield _judged(lake, partition_key, ROW_COUNT, raw == flat, {"raw_rows": raw, "responses_rows": flat})
-    if NO_UNKNOWN_FIELDS in names:
-        yield _no_unknown_fields(done, FLAT_KEYS["responses"], NO_UNKNOWN_FIELDS)
+        yield _judged(lake, partition_key, keys, ROW_COUNT, raw == flat, {"raw_rows": raw, "responses_rows": flat})
+    if NO_UNKNOWN_FIELDS in keys:
+        yield _no_unknown_fields(done, keys[NO_UNKNOWN_FIELDS], NO_UNKNOWN_FIELDS)
     for table in CHILD_TABLES:
         name = _child_check_name(table)
-        if name in names:
+        if name in keys:
             orphans = done.facts.orphans(table)
             metadata = {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])}
-            yield _judged(lake, partition_key, name, len(orphans) == 0, metadata, table)
+            yield _judged(lake, partition_key, keys, name, len(orphans) == 0, metadata)
 
 
 def _no_unknown_fields(done: FlattenedPartition, asset: dg.AssetKey, name: str) -> dg.AssetCheckResult:
@@ -188,7 +202,7 @@ def _no_unknown_fields(done: FlattenedPartition, asset: dg.AssetKey, name: str) 
     )
 
 
-def _unique(facts: KeyFacts, asset: dg.AssetKey = FLAT_KEYS["responses"], name: str = UNIQUE) -> dg.AssetCheckResult:
+def _unique(facts: KeyFacts, asset: dg.AssetKey, name: str) -> dg.AssetCheckResult:
     """Numbers held by more than one key table row; ERROR when two of those rows share their fetch."""
     numbers, fetched_at = facts.responses_keys()
     ordered = np.sort(numbers)
@@ -211,13 +225,14 @@ def _unique(facts: KeyFacts, asset: dg.AssetKey = FLAT_KEYS["responses"], name: 
 
 
 def _judged(
-    lake: Lake, partition_key: str, name: str, passed: bool, metadata: dict, table: str = "responses"
+    lake: Lake, partition_key: str, keys: dict[str, dg.AssetKey], name: str, passed: bool, metadata: dict
 ) -> dg.AssetCheckResult:
-    """The result of a check that quarantines its partition on failure and releases it on success."""
+    """The result of check ``name`` (on ``keys[name]``) that quarantines its partition on failure and releases
+    it on success."""
     if passed:
         lake.release(partition_key, name)
     else:
         lake.quarantine(partition_key, name, {"metadata": {k: v for k, v in metadata.items() if isinstance(v, int)}})
     return dg.AssetCheckResult(
-        asset_key=FLAT_KEYS[table], check_name=name, passed=passed, metadata={**metadata, "quarantined": not passed}
+        asset_key=keys[name], check_name=name, passed=passed, metadata={**metadata, "quarantined": not passed}
     )

@@ -1,9 +1,13 @@
-"""Dagster names of the CustomerGauge assets: group, asset keys, the raw asset's op name and its run config,
-the sync runs' tags.
+"""Dagster names of the CustomerGauge assets: group, asset keys, op names, the hourly job, resource keys and the
+sync runs' tags, for the default account and for each account of an accounts file (``AccountNames``).
 
 One home for them, imported by the assets, the checks, the schedule, the scripts and the tests. Table names
-come from the table contract (``lib/schemas.py``).
+come from the table contract (``lib/schemas.py``). The module-level names (``RAW_KEY``, ``FLAT_KEYS``, ...) are
+the default account's: the zero-configuration code location, whose keys have no account part.
 """
+
+from dataclasses import dataclass
+from typing import Optional
 
 import dagster as dg
 
@@ -16,24 +20,122 @@ from cg_dagster.lib.schemas import (
     RAW_TABLE,
 )
 
-GROUP = "customergauge"
 KEY_PREFIX = "customergauge"
-RAW_KEY = dg.AssetKey([KEY_PREFIX, RAW_TABLE])
-FLAT_KEYS = {name: dg.AssetKey([KEY_PREFIX, name]) for name in FLAT_TABLE_NAMES}
-CURRENT_KEYS = {name: dg.AssetKey([KEY_PREFIX, f"current_{name}"]) for name in CURRENT_TABLES}
-RAW_OP = f"{KEY_PREFIX}__{RAW_TABLE}"  # the op of raw_responses: run config goes under ops.<RAW_OP>.config
-RAW_NON_RESPONSES_KEY = dg.AssetKey([KEY_PREFIX, RAW_NON_RESPONSES_TABLE])
-NON_RESPONSES_KEY = dg.AssetKey([KEY_PREFIX, NON_RESPONSES_TABLE])
-CURRENT_NON_RESPONSES_KEY = dg.AssetKey([KEY_PREFIX, CURRENT_NON_RESPONSES.name])
-RAW_NON_RESPONSES_OP = f"{KEY_PREFIX}__{RAW_NON_RESPONSES_TABLE}"
-# Carried by every run of the hourly sync job (schedule ticks, backfills): deploy/dagster.yaml's run queue
-# starts at most one run with this tag key at a time (tag_concurrency_limits).
-SYNC_RUN_TAGS = {"customergauge/sync": "true"}
+# The tag key of every run of an hourly sync job (schedule ticks, backfills): deploy/dagster.yaml's run queue
+# starts at most one run per value of it at a time (tag_concurrency_limits, applyLimitPerUniqueValue).
+SYNC_TAG = "customergauge/sync"
 
 
-def raw_run_config(*, non_responses: bool = False, **config) -> dict:
-    """Run config of a run that materializes ``raw_responses`` (and ``raw_non_responses`` with
-    ``non_responses``): ``config`` (fields of ``RawResponsesConfig``, e.g. ``lookback_hour=-1``) under
-    ``ops.<op>.config`` of each."""
-    ops = (RAW_OP, RAW_NON_RESPONSES_OP) if non_responses else (RAW_OP,)
-    return {"ops": {op: {"config": config} for op in ops}}
+@dataclass(frozen=True)
+class AccountNames:
+    """Every Dagster name of one account's asset group. ``account`` None is the default account (no accounts
+    file): today's names, ``customergauge/raw_responses``, group ``customergauge``, job
+    ``customergauge_hourly_sync``, resources ``customergauge`` and ``lake``. An account ``acme`` (a valid Dagster
+    name, checked by ``accounts.py``) gets ``customergauge/acme/raw_responses``, group ``customergauge_acme``,
+    job ``customergauge_acme_hourly_sync``, resources ``customergauge_acme`` and ``lake_acme``."""
+
+    account: Optional[str] = None
+
+    @property
+    def _prefix(self) -> list[str]:
+        return [KEY_PREFIX] if self.account is None else [KEY_PREFIX, self.account]
+
+    def _suffix(self, name: str) -> str:
+        return name if self.account is None else f"{name}_{self.account}"
+
+    def key(self, name: str) -> dg.AssetKey:
+        """The asset key of table ``name`` (``customergauge[/<account>]/<name>``)."""
+        return dg.AssetKey([*self._prefix, name])
+
+    @property
+    def group(self) -> str:
+        return self._suffix(KEY_PREFIX)
+
+    @property
+    def raw_key(self) -> dg.AssetKey:
+        return self.key(RAW_TABLE)
+
+    @property
+    def flat_keys(self) -> dict[str, dg.AssetKey]:
+        return {name: self.key(name) for name in FLAT_TABLE_NAMES}
+
+    @property
+    def current_keys(self) -> dict[str, dg.AssetKey]:
+        return {name: self.key(f"current_{name}") for name in CURRENT_TABLES}
+
+    @property
+    def raw_non_responses_key(self) -> dg.AssetKey:
+        return self.key(RAW_NON_RESPONSES_TABLE)
+
+    @property
+    def non_responses_key(self) -> dg.AssetKey:
+        return self.key(NON_RESPONSES_TABLE)
+
+    @property
+    def current_non_responses_key(self) -> dg.AssetKey:
+        return self.key(CURRENT_NON_RESPONSES.name)
+
+    @property
+    def all_keys(self) -> list[dg.AssetKey]:
+        """The group's fourteen asset keys, in lineage order."""
+        return [
+            self.raw_key,
+            *self.flat_keys.values(),
+            *self.current_keys.values(),
+            self.raw_non_responses_key,
+            self.non_responses_key,
+            self.current_non_responses_key,
+        ]
+
+    def op(self, name: str) -> str:
+        """The op (step) name of asset or multi-asset ``name``: ``customergauge[__<account>]__<name>``, as Dagster
+        names an asset's op after its key. Run config of an op goes under ``ops.<op>.config``."""
+        return "__".join([*self._prefix, name])
+
+    @property
+    def multi_asset_ops(self) -> tuple[str, str]:
+        """Op names of the flattened and the current response tables: ``flattened_tables`` and
+        ``current_tables`` for the default account (today's), ``op(...)`` for an account."""
+        names = ("flattened_tables", "current_tables")
+        return names if self.account is None else tuple(self.op(name) for name in names)
+
+    @property
+    def job(self) -> str:
+        return f"{self.group}_hourly_sync"
+
+    @property
+    def api_resource(self) -> str:
+        """Resource key of the account's ``CustomerGaugeResource``."""
+        return self._suffix("customergauge")
+
+    @property
+    def lake_resource(self) -> str:
+        """Resource key of the account's ``LakeResource``."""
+        return self._suffix("lake")
+
+    @property
+    def sync_run_tags(self) -> dict[str, str]:
+        """Tags of every run of the account's hourly job: one queued sync per account (``SYNC_TAG``'s value is
+        the account; ``true`` for the default account, today's tag)."""
+        return {SYNC_TAG: self.account or "true"}
+
+    def raw_run_config(self, *, non_responses: bool = False, **config) -> dict:
+        """Run config of a run that materializes the account's ``raw_responses`` (and ``raw_non_responses``
+        with ``non_responses``): ``config`` (fields of ``RawResponsesConfig``, e.g. ``lookback_hour=-1``) under
+        ``ops.<op>.config`` of each."""
+        tables = (RAW_TABLE, RAW_NON_RESPONSES_TABLE) if non_responses else (RAW_TABLE,)
+        return {"ops": {self.op(table): {"config": config} for table in tables}}
+
+
+DEFAULT = AccountNames()
+GROUP = DEFAULT.group
+RAW_KEY = DEFAULT.raw_key
+FLAT_KEYS = DEFAULT.flat_keys
+CURRENT_KEYS = DEFAULT.current_keys
+RAW_OP = DEFAULT.op(RAW_TABLE)  # the op of raw_responses: run config goes under ops.<RAW_OP>.config
+RAW_NON_RESPONSES_KEY = DEFAULT.raw_non_responses_key
+NON_RESPONSES_KEY = DEFAULT.non_responses_key
+CURRENT_NON_RESPONSES_KEY = DEFAULT.current_non_responses_key
+RAW_NON_RESPONSES_OP = DEFAULT.op(RAW_NON_RESPONSES_TABLE)
+SYNC_RUN_TAGS = DEFAULT.sync_run_tags
+raw_run_config = DEFAULT.raw_run_config
