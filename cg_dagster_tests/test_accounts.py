@@ -420,3 +420,14 @@ def test_the_cli_materializes_one_accounts_group_while_another_accounts_variable
     assert lake.read_head().cursor == emea.last_cursor
     assert read_current(lake) == expected_current(emea, ZONES["emea"])
     assert not (tmp_path / "lakes" / "apac").exists() and two_sandboxes["apac"].requests_log == []
+
+
+def test_the_readme_example_is_an_accounts_file_of_two_accounts(tmp_path):
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    [example] = [block for block in readme.split("```yaml\n")[1:] if block.startswith("accounts:")]
+    path = write_accounts(tmp_path, example.split("```")[0])
+    assert [(a.name, a.region, a.client_secret_env, a.lake_root) for a in load_accounts(path)] == [
+        ("emea", "eu", "EMEA_CLIENT_SECRET", "s3://bucket/customergauge/emea"),
+        ("apac", "au", "APAC_CLIENT_SECRET", "s3://bucket/customergauge/apac"),
+    ]
+    dg.Definitions.validate_loadable(build_defs(path))

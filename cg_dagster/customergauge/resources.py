@@ -24,8 +24,10 @@ from cg_dagster.settings import PER_PAGE
 class CustomerGaugeResource(dg.ConfigurableResource):
     """CustomerGauge v7 sync API settings and a client factory.
 
-    Bound in ``cg_dagster.definitions`` from the environment (``CUSTOMERGAUGE_*``, cg_dagster/settings.py;
-    ``per_page`` unset reads ``CUSTOMERGAUGE_PER_PAGE`` when a sync starts, not at load). Every setting is
+    Bound in ``cg_dagster.definitions`` from the environment (``CUSTOMERGAUGE_*``, cg_dagster/settings.py), or per
+    account from the accounts file (``accounts.py``: credentials from the variables it names; resource key
+    ``customergauge_<account>``). ``per_page`` unset reads ``CUSTOMERGAUGE_PER_PAGE`` when a sync starts, not at
+    load. Every setting is
     validated by ``validate()`` before a sync sends its first request; a bad one raises
     ``CustomerGaugeConfigError`` naming the setting and the fix. ``repr()`` masks the client secret.
 
