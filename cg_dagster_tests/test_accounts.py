@@ -187,7 +187,8 @@ ACCOUNT = """\
             "client_id_env, client_secret_env, lake_root, system_timezone, api_base_url, auth_base_url",
         ),
         (ACCOUNT.replace("name: emea", "name: emea-west"), "name 'emea-west' is not a valid Dagster name"),
-        (ACCOUNT.replace("name: emea", "name: ''"), "name '' is not a valid Dagster name"),
+        (ACCOUNT.replace("name: emea", "name: ''"), "accounts[0]: name is missing: give letters, digits and _ only"),
+        (ACCOUNT.replace("lake_root: /data/emea", "lake_root: '  '"), "lake_root is missing"),
         (ACCOUNT + ACCOUNT.replace("/data/emea", "/data/other"), "account name 'emea' is listed twice"),
         (
             ACCOUNT.replace("    client_secret_env: EMEA_CLIENT_SECRET\n", ""),

@@ -92,7 +92,7 @@ def _account(source: str, index: int, entry) -> Account:
     where = f"{source}: accounts[{index}]"
     if not isinstance(entry, dict):
         raise CustomerGaugeConfigError(f"{where} must be a mapping of {', '.join(KNOWN)}")
-    if isinstance(entry.get("name"), str):
+    if isinstance(entry.get("name"), str) and entry["name"].strip():
         where = f"{source}: account {entry['name']!r} (accounts[{index}])"
     unknown = sorted(map(str, set(entry) - set(KNOWN)))
     if unknown:
@@ -100,13 +100,16 @@ def _account(source: str, index: int, entry) -> Account:
             f"{where}: unknown keys {unknown}; the known ones are {', '.join(KNOWN)} (credentials are given by the "
             "names of their variables, client_id_env and client_secret_env, never by value)"
         )
+    values = {}
     for field in KNOWN:
         value = entry.get(field)
-        if (field in REQUIRED and value is None) or (value is not None and not isinstance(value, str)):
-            raise CustomerGaugeConfigError(
-                f"{where}: {field} is {'missing' if value is None else 'not text'}: {_HINTS[field]}"
-            )
-    account = Account(**{field: value.strip() for field, value in entry.items() if value is not None})
+        if value is not None and not isinstance(value, str):
+            raise CustomerGaugeConfigError(f"{where}: {field} is not text: {_HINTS[field]}")
+        if value and value.strip():
+            values[field] = value.strip()
+        elif field in REQUIRED:  # absent, null or blank (a blank lake_root would be the working directory)
+            raise CustomerGaugeConfigError(f"{where}: {field} is missing: {_HINTS[field]}")
+    account = Account(**values)
     if not NAME.fullmatch(account.name):
         raise CustomerGaugeConfigError(f"{where}: name {account.name!r} is not a valid Dagster name: {_HINTS['name']}")
     for field in ("client_id_env", "client_secret_env"):

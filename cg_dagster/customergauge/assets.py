@@ -460,6 +460,7 @@ def _flatten_stale(
     its checks for their side effect (quarantine); returns (partition keys flattened, {partition key: error}
     of those that failed)."""
     done, failed = [], {}
+    checks = {spec.key for spec in partition_check_specs(names)}
     for key in stale_partitions(the_lake, stream):
         try:
             flat = flatten_partition(the_lake, key, system_timezone=system_timezone, stream=stream)
@@ -468,7 +469,7 @@ def _flatten_stale(
             failed[key] = str(error)
             continue
         if stream == RESPONSES:
-            list(partition_check_results(the_lake, key, flat, {spec.key for spec in partition_check_specs(names)}))
+            list(partition_check_results(the_lake, key, flat, checks))
         context.log.warning(f"partition {key}: raw file newer than its flattened files; flattened again")
         done.append(key)
     return done, failed
