@@ -140,7 +140,7 @@ def test_dagster_instance_info_validates_the_deployed_config_on_postgres(pg_env,
         "event_log_storage: PostgresEventLogStorage",
         "schedule_storage: PostgresScheduleStorage",
         "class: DefaultRunLauncher",
-        "- key: customergauge/sync\n      limit: 1\n      value:\n        applyLimitPerUniqueValue: true",
+        "- key: customergauge/sync\n      value:\n        applyLimitPerUniqueValue: true\n      limit: 1",
         "managed_python_loggers:\n  - cg_dagster",
     ):
         assert name in output, name
