@@ -306,7 +306,9 @@ def flattened_tables(context: dg.AssetExecutionContext, customergauge: CustomerG
             f"raw_responses has no file for partition {context.partition_key} at {raw_path}: materialize "
             "customergauge/raw_responses for this partition first"
         )
-    done = flatten_partition(the_lake, context.partition_key, system_timezone=customergauge.system_timezone)
+    done = flatten_partition(
+        the_lake, context.partition_key, system_timezone=customergauge.system_timezone, run_id=context.run_id
+    )
     stats = done.stats
     if stats.unknown_fields:
         context.log.warning(
@@ -406,7 +408,9 @@ def _flatten_stale(
     done, failed = [], {}
     for key in stale_partitions(the_lake, stream):
         try:
-            flat = flatten_partition(the_lake, key, system_timezone=system_timezone, stream=stream)
+            flat = flatten_partition(
+                the_lake, key, system_timezone=system_timezone, stream=stream, run_id=context.run_id
+            )
         except (FlattenError, LakeError) as error:
             context.log.error(f"partition {key} could not be flattened again: {error}")
             failed[key] = str(error)
@@ -443,7 +447,11 @@ def non_responses(context: dg.AssetExecutionContext, customergauge: CustomerGaug
             "customergauge/raw_non_responses for this partition first"
         )
     done = flatten_partition(
-        the_lake, context.partition_key, system_timezone=customergauge.system_timezone, stream=NON_RESPONSES
+        the_lake,
+        context.partition_key,
+        system_timezone=customergauge.system_timezone,
+        stream=NON_RESPONSES,
+        run_id=context.run_id,
     )
     if done.stats.unknown_fields:
         context.log.warning(
