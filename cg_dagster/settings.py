@@ -16,7 +16,7 @@
 | `CG_LOOKBACK_HOUR` | `2` | daily UTC hour of the trailing-window re-read, -1: off (run config) |
 | `CG_LOOKBACK_DAYS` | `35` | days the daily re-read covers (run config) |
 | `CG_LOOKBACK_FIELD` | `date_survey_response` | `period[field]` of the re-read (run config) |
-| `CG_LEASE_WAIT_SECONDS` | `1800` | wait for another run's sync or rebuild (run config, current_tables) |
+| `CG_LEASE_WAIT_SECONDS` | `1800` | wait for another run's sync, rebuild or flattening (run config, current_tables) |
 | `CG_LEASE_TTL_SECONDS` | `120` | object-storage lease life after its last heartbeat, 3 s to a day (lib/lease.py) |
 | `CG_DAGSTER_PORT` | `3000` | port of the UI of `run.py dev` (scripts/dev.py) |
 | `CG_SANDBOX_PORT` | `8765` | port of the sandbox of `run.py dev` (scripts/dev.py) |

@@ -388,7 +388,9 @@ def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames):
             f"raw_responses has no file for partition {context.partition_key} at {raw_path}: materialize "
             f"{names.raw_key.to_user_string()} for this partition first"
         )
-    done = flatten_partition(the_lake, context.partition_key, system_timezone=customergauge.system_timezone)
+    done = flatten_partition(
+        the_lake, context.partition_key, system_timezone=customergauge.system_timezone, run_id=context.run_id
+    )
     stats = done.stats
     if stats.unknown_fields:
         context.log.warning(
@@ -463,7 +465,9 @@ def _flatten_stale(
     checks = {spec.key for spec in partition_check_specs(names)}
     for key in stale_partitions(the_lake, stream):
         try:
-            flat = flatten_partition(the_lake, key, system_timezone=system_timezone, stream=stream)
+            flat = flatten_partition(
+                the_lake, key, system_timezone=system_timezone, stream=stream, run_id=context.run_id
+            )
         except (FlattenError, LakeError) as error:
             context.log.error(f"partition {key} could not be flattened again: {error}")
             failed[key] = str(error)
@@ -487,7 +491,11 @@ def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountName
             f"{names.raw_non_responses_key.to_user_string()} for this partition first"
         )
     done = flatten_partition(
-        the_lake, context.partition_key, system_timezone=customergauge.system_timezone, stream=NON_RESPONSES
+        the_lake,
+        context.partition_key,
+        system_timezone=customergauge.system_timezone,
+        stream=NON_RESPONSES,
+        run_id=context.run_id,
     )
     if done.stats.unknown_fields:
         context.log.warning(

@@ -13,6 +13,7 @@ Layout under the lake root (``CG_LAKE_ROOT``, default ``./lake``)::
     <root>/_state/manifests/raw_responses/<stem>.json  sync manifest of a raw partition file (also in its footer)
     <root>/_state/commit.lock                      flock taken while a sync commits
     <root>/_state/sync.lease, current.lease        flock held for a whole sync / rebuild (lib/lease.py; holder in .json)
+    <root>/_state/flatten-<raw table>-<stem>.lease held while that partition is flattened (lib/tables.py)
     <root>/_state/lookback.json                    the last completed trailing-window re-read (lib/lookback.py)
     <root>/_state/fetched_at.json                  the latest fetched_at committed (lib/sync.py)
 
@@ -272,6 +273,18 @@ class Lake:
     def stats(self, folder, suffix: str = ".parquet") -> dict[str, FileStat]:
         """{name: ``FileStat`` (size, mtime_ns, version)} of those files, in one listing."""
         return self.storage.stats(folder, suffix)
+
+    def look(self, path) -> str | None:
+        """A token of the file at ``path`` as it is now, changed by every write of it (local: size and mtime_ns,
+        one ``stat``; object storage: its ETag, one HEAD), or None when there is none. On object storage it is
+        also what this ``Lake``'s next write or delete of ``path`` is conditional on (lib/storage.py, "Fencing")."""
+        if self.storage.remote:
+            return self.storage.look(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
 
     def delete(self, path) -> None:
         """Delete the file at ``path`` (no error when there is none).

@@ -1,4 +1,5 @@
-"""Leases: one holder at a time for a long job on the lake (a sync, a rebuild of the current tables).
+"""Leases: one holder at a time for a long job on the lake (a sync, a rebuild of the current tables, the
+flattening of one partition: lib/tables.py).
 
 No Dagster import. A lease is held for the whole job, and the holder's death releases it, so a job killed
 outright (``kill -9``, out of memory, a restarted VM) never stalls the next one: nothing but the holder's
@@ -13,6 +14,8 @@ that ran without the lease.
 ``Lease`` is the interface; ``FileLease`` the local-lake implementation (``Lake.lease``). On object storage
 (lib/storage.py), where no lock dies with its process, ``ObjectLease`` holds an object created with
 ``If-None-Match: *``, renewed by a heartbeat with ``If-Match`` and taken over once its expiry has passed.
+Both remove their files on release (one lease per partition flattened would otherwise leave thousands); only
+a holder killed outright leaves its file, which the next holder of that lease takes and removes.
 """
 
 import abc
@@ -117,7 +120,9 @@ class FileLease(Lease):
     ``flock`` locks belong to an open file, so two holders in one process exclude each other too. A lock
     taken on a lease file that was deleted or replaced meanwhile (by hand) locks nothing anyone else sees:
     ``try_acquire`` then retries on the file now at ``path``. ``release`` removes the holder record only while
-    it is still this holder's. Not for network file systems whose ``flock`` is not shared between machines.
+    it is still this holder's, and the lease file, while still locked, only when it is still the one at
+    ``path``: no one else can lock it then, and a waiter that opened it before the removal finds it replaced
+    and retries on the new file. Not for network file systems whose ``flock`` is not shared between machines.
     """
 
     def __init__(self, name: str, path: Path):
@@ -163,6 +168,8 @@ class FileLease(Lease):
         if self.holder() == self._holder:  # another holder (of a lease file replaced by hand) keeps its record
             self.holder_path.unlink(missing_ok=True)
         handle, self._handle = self._handle, None
+        if _same_file(handle, self.path):  # ours, still locked: nobody else can hold it (class docstring)
+            self.path.unlink()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 

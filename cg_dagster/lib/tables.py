@@ -10,10 +10,30 @@ partition rewrites the same five files from the same raw file.
 A partition's flattened files are newer than its raw file. When they are not (a run killed between the raw
 commit and the flattening, a raw file rewritten or restored since), ``stale_partitions`` finds it and the
 current tables' update flattens it again first (assets.py), so no raw partition is left out of ``current``.
+
+Two flattenings of one partition (a replay launched while the partition's run flattens, the current update's
+re-flattening beside a run's) take turns: each holds the partition's flattening lease (``flatten_lease``) from
+before it reads the raw file until all its files are published, so a later flattening starts after an earlier
+one ended and reads the raw file as it is then; the older raw file's rows can never be published last. Before
+releasing the lease the flattening looks at the raw file again and flattens it again if a replay replaced it
+meanwhile (that replay's own flattening may never run: killed), so the files it leaves are of the raw file
+that was there when it published them; a raw file committed after that is newer than them, which is what
+``stale_partitions`` compares (modification times from one listing per table: the hourly cost does not grow
+with reads of every partition). One lease per partition, not per stream: backfills and the current update
+flatten different partitions at once; a released lease leaves no file (lib/lease.py).
+
+On object storage the lease can be lost by a run paused past its TTL; the writes are fenced besides: under the
+lease, before reading the raw file, the flattening looks at each target's ETag (``Lake.look``), and each file is
+published only if it is still that object (lib/storage.py, "Fencing"). A run that lost fails with
+``PreconditionFailed`` (``LeaseLostError``) naming what it had published, and leaves the newer run's files.
+Each flat file records in its footer (``FLATTENED_FROM_KEY``) the raw file and the version it was flattened
+from (local: size and mtime_ns; S3: the ETag), for audits.
 """
 
 import collections
 import contextlib
+import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,13 +45,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cg_dagster.lib.flatten import FlattenError, FlattenStats, flatten_non_responses, flatten_raw
-from cg_dagster.lib.lake import RESPONSES, Lake, LakeError, Stream, partition_key_of, read_parquet_metadata
+from cg_dagster.lib.lake import (
+    RESPONSES,
+    Lake,
+    LakeError,
+    Stream,
+    partition_file_stem,
+    partition_key_of,
+    read_parquet_metadata,
+)
+from cg_dagster.lib.lease import Lease
 from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.storage import PreconditionFailed
+from cg_dagster.settings import LEASE_WAIT_SECONDS
+
+log = logging.getLogger("cg_dagster.tables")
 
 RAW_BATCH_ROWS = 2_500  # 5,000: 35 MB more at the peak, no faster; 1,000: 50% slower
 FLATTEN_THREADS = 2  # batches flattened at once (pyarrow.json, Arrow compute and Parquet release the GIL)
 RAW_COLUMNS = ("record_json", "fetched_at")
 """The raw columns ``flatten_raw`` reads; the others are not read from the file."""
+FLATTENED_FROM_KEY = b"cg_dagster.flattened_from"
+"""Footer key of a flat file: JSON ``{"raw_file": "<raw table>/<stem>.parquet", "raw_version": <Lake.look>}``."""
 DICTIONARY_COLUMNS = frozenset(
     {
         "status",
@@ -115,11 +150,32 @@ class FlattenedPartition:
     facts: KeyFacts
 
 
+def flatten_lease(lake: Lake, partition_key: str, stream: Stream = RESPONSES) -> Lease:
+    """The flattening lease of one partition of ``stream``: ``_state/flatten-<raw table>-<stem>.lease``
+    (``Lake.lease``: a ``flock`` locally, an object with a TTL on S3; removed on release).
+
+    Raises:
+        LakeError: as ``Lake.lease`` (lake not writable, a store without conditional writes).
+    """
+    return lake.lease(f"flatten-{stream.raw_table}-{partition_file_stem(partition_key)}")
+
+
 def flatten_partition(
-    lake: Lake, partition_key: str, *, system_timezone: str = "UTC", stream: Stream = RESPONSES
+    lake: Lake,
+    partition_key: str,
+    *,
+    system_timezone: str = "UTC",
+    stream: Stream = RESPONSES,
+    run_id: str = "(no run id)",
+    wait_seconds: float | None = None,
 ) -> FlattenedPartition:
     """Write ``<table>/<partition>.parquet`` for each of ``stream.flat_tables`` (the five response tables, or
-    ``non_responses``) from ``<stream.raw_table>/<partition>.parquet``.
+    ``non_responses``) from ``<stream.raw_table>/<partition>.parquet``, holding the partition's ``flatten_lease``
+    (module docstring: why, and the fencing on object storage).
+
+    ``run_id`` names the holder in the lease record (what a waiting run logs); ``wait_seconds`` is how long to
+    wait for another flattening of the partition (default ``CG_LEASE_WAIT_SECONDS``, as the sync lease). The
+    raw file is flattened again, under the same lease, when it was replaced while it was flattened.
 
     FLATTEN_THREADS batches of RAW_BATCH_ROWS raw rows (RAW_COLUMNS only) are flattened at once, in threads,
     while the flat rows of the batch before them are written in file order, so memory holds FLATTEN_THREADS
@@ -136,9 +192,32 @@ def flatten_partition(
         FileNotFoundError: the partition has no raw file.
         FlattenError: a raw row cannot be flattened (see ``flatten_raw``; the message names the raw file and
             the rows of the batch, and the row in the batch); no file is replaced.
+        LeaseTimeoutError: another flattening of the partition held the lease longer than ``wait_seconds``;
+            nothing was read or written.
+        PreconditionFailed: object storage: another run published one of the files after this run looked at it
+            (this run lost its lease; ``LeaseLostError`` when it knows); names the files this run had published
+            before (the others are the other run's) and the fix. Nothing else is written.
         LakeError: the raw file is unreadable, it holds fewer rows than the key table's file it would
             replace (names both files and the fix; no file is replaced), or the lake cannot be written.
+        CustomerGaugeConfigError: ``wait_seconds`` is None and ``CG_LEASE_WAIT_SECONDS`` is malformed.
     """
+    wait = LEASE_WAIT_SECONDS.integer(minimum=0) if wait_seconds is None else wait_seconds
+    raw_path = lake.partition_path(stream.raw_table, partition_key)
+    with flatten_lease(lake, partition_key, stream).hold(run_id, wait_seconds=wait, setting=LEASE_WAIT_SECONDS.name):
+        while True:
+            for name in stream.flat_tables:  # object storage: publish only over the files as they are now
+                lake.look(lake.partition_path(name, partition_key))
+            version = lake.look(raw_path)
+            if version is None:
+                raise FileNotFoundError(f"no {stream.raw_table} file for partition {partition_key}: {raw_path}")
+            done = _flatten(lake, partition_key, system_timezone, stream, version)
+            if lake.look(raw_path) == version:
+                return done
+            log.warning("%s was replaced while it was flattened: flattening it again", raw_path)
+
+
+def _flatten(lake: Lake, partition_key: str, system_timezone: str, stream: Stream, version: str) -> FlattenedPartition:
+    """One pass of ``flatten_partition`` over the raw file at ``version`` (``Lake.look``), under the lease."""
     raw_path = lake.partition_path(stream.raw_table, partition_key)
     read_parquet_metadata(raw_path)  # a clear LakeError for a damaged file
     raw = lake.parquet_file(raw_path, pre_buffer=False)
@@ -147,12 +226,14 @@ def flatten_partition(
     key_path = lake.partition_path(key_table, partition_key)
     before = read_parquet_metadata(key_path).num_rows if lake.exists(key_path) else 0
     stats, facts = FlattenStats(), KeyFacts(key_table)
+    origin = {"raw_file": f"{stream.raw_table}/{raw_path.name}", "raw_version": version}
     with contextlib.ExitStack() as stack:
         writers = {
             name: stack.enter_context(
                 lake.parquet_writer(
                     lake.partition_path(name, partition_key),
                     TABLES[name].arrow_schema,
+                    {FLATTENED_FROM_KEY: json.dumps(origin).encode()},
                     use_dictionary=[c for c in TABLES[name].arrow_schema.names if c in DICTIONARY_COLUMNS],
                 )
             )
@@ -181,8 +262,7 @@ def flatten_partition(
                 "flattened from it before: flattening it would lose records, so nothing was replaced. Restore "
                 f"the raw file from a backup, or run {stream.raw_table} for this partition with full_refresh: true"
             )
-        for writer in writers.values():
-            writer.commit()
+        _publish(writers, stream, partition_key)
     _free_unused_memory()
     return FlattenedPartition(
         rows={name: writer.rows for name, writer in writers.items()},
@@ -190,6 +270,28 @@ def flatten_partition(
         stats=stats,
         facts=facts,
     )
+
+
+def _publish(writers: dict, stream: Stream, partition_key: str) -> None:
+    """Commit each writer in turn. Raises ``PreconditionFailed`` (its own kind: ``LeaseLostError`` stays one)
+    naming the tables published before a refused one, and the fix."""
+    published = []
+    try:
+        for name, writer in writers.items():
+            writer.commit()
+            published.append(name)
+    except PreconditionFailed as error:
+        done = (
+            f"this run had published {', '.join(published)} from the raw file it read, the others are the other "
+            f"run's: materialize {', '.join(stream.flat_tables)} for this partition again (flattened from the "
+            "raw file, no API request) to make them one flattening's"
+            if published
+            else "nothing was published (the files there are left as they are)"
+        )
+        raise type(error)(
+            f"flattening {stream.raw_table} partition {partition_key} was refused, another run flattened it "
+            f"after this one took its lease (was this run paused past CG_LEASE_TTL_SECONDS?): {error}. {done}"
+        ) from None
 
 
 def _in_flight(
@@ -209,8 +311,9 @@ def _in_flight(
 
 def stale_partitions(lake: Lake, stream: Stream = RESPONSES) -> list[str]:
     """Keys of the partitions whose raw file (of ``stream``) is newer than one of its flattened files, or lacks
-    one (modification times: a flattening writes its files after reading the raw file). Costs a ``stat`` call
-    per file, no read."""
+    one (modification times: a flattening publishes its files after reading the raw file, and reads it again if
+    it was replaced meanwhile: module docstring). Costs a ``stat`` call per file, no read. Object stores keep
+    whole seconds: a raw file committed in the same second as the flat files were published is not seen."""
     stale = []
     listed = {name: lake.stats(lake.table_dir(name)) for name in (stream.raw_table, *stream.flat_tables)}  # one each
     for raw_name, raw in sorted(listed[stream.raw_table].items()):
