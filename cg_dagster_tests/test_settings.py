@@ -112,6 +112,29 @@ def test_per_page_comes_from_the_variable_when_the_resource_leaves_it_unset(monk
         resource.validate()
 
 
+@pytest.mark.parametrize(
+    ("client_id", "client_secret", "expected"),
+    [
+        (
+            " ",
+            "secret",
+            r"^client_id is empty: set CUSTOMERGAUGE_CLIENT_ID \(or, with CG_ACCOUNTS_FILE, the variable the "
+            r"account's client_id_env names\)",
+        ),
+        (
+            "id",
+            "",
+            r"^client_secret is empty: set CUSTOMERGAUGE_CLIENT_SECRET \(or, with CG_ACCOUNTS_FILE, the variable "
+            r"the account's client_secret_env names\)",
+        ),
+    ],
+)
+def test_an_empty_credential_names_both_places_it_comes_from(client_id, client_secret, expected):
+    resource = CustomerGaugeResource(client_id=client_id, client_secret=client_secret)
+    with pytest.raises(CustomerGaugeConfigError, match=expected):
+        resource.validate()
+
+
 def test_system_timezone_naming_a_region_folder_is_a_config_error():
     resource = CustomerGaugeResource(client_id="a", client_secret="b", system_timezone="Europe")
     with pytest.raises(CustomerGaugeConfigError, match="system_timezone"):

@@ -100,10 +100,14 @@ class CustomerGaugeResource(dg.ConfigurableResource):
             CustomerGaugeConfigError: naming the first bad setting and how to fix it.
         """
         if not self.client_id.strip():
-            raise CustomerGaugeConfigError("client_id is empty: set CUSTOMERGAUGE_CLIENT_ID to the Connected App's id")
+            raise CustomerGaugeConfigError(
+                "client_id is empty: set CUSTOMERGAUGE_CLIENT_ID (or, with CG_ACCOUNTS_FILE, the variable the "
+                "account's client_id_env names) to the Connected App's id"
+            )
         if not self.client_secret.strip():
             raise CustomerGaugeConfigError(
-                "client_secret is empty: set CUSTOMERGAUGE_CLIENT_SECRET to the Connected App's secret"
+                "client_secret is empty: set CUSTOMERGAUGE_CLIENT_SECRET (or, with CG_ACCOUNTS_FILE, the variable "
+                "the account's client_secret_env names) to the Connected App's secret"
             )
         self.base_urls()
         self.sync_params()
