@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cg_dagster.customergauge.assets import current_tables, flattened_tables, raw_responses
 from cg_dagster.customergauge.keys import RAW_OP, raw_run_config
@@ -83,8 +82,8 @@ def assert_only_complete_files(lake: Lake, tmp_leftovers: tuple[str, ...] = ()) 
             continue
         for path in folder.glob("*/*") if folder.name == "current" else folder.iterdir():  # current/<table>/<range>
             assert path.is_file() and path.suffix == ".parquet", path
-            pq.read_metadata(path)  # a complete file has a readable footer
-    tmp = lake.root / "_tmp"
+            lake.parquet_file(path).metadata  # noqa: B018 - a complete file has a readable footer
+    tmp = lake.scratch_dir("uploads") if lake.storage.remote else lake.root / "_tmp"  # S3: the upload files
     left = sorted(path.name for path in tmp.iterdir()) if tmp.is_dir() else []
     assert left == sorted(tmp_leftovers), left
 

@@ -1,11 +1,15 @@
 """A real S3 API on loopback for the object-storage tests: moto in server mode, started once per session.
 
 ``lake_root`` is the parametrised root of a test's lake: ``local`` (a temp folder) and ``s3`` (a fresh
-prefix in the moto bucket), so one test body runs on both. The AWS settings are the standard variables
-(``AWS_ENDPOINT_URL`` included), read by botocore in this process and in subprocesses (dagster CLI runs).
+prefix in the moto bucket), so one test body runs on both; the ``s3`` cases are marked ``slow`` (the fast tier
+runs the local ones). The fixtures are registered in conftest.py for every test module. The AWS settings are
+the standard variables (``AWS_ENDPOINT_URL`` included), read by botocore in this process and in subprocesses
+(dagster CLI runs).
 """
 
+import logging
 import os
+import shutil
 import uuid
 
 import pytest
@@ -20,6 +24,7 @@ def s3_server():
     endpoint URL. The variables are restored after the session."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in a failure's captured log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -50,9 +55,38 @@ def s3_root(s3_server) -> str:
     return f"s3://{BUCKET}/lake-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def lake_root(request, tmp_path) -> str:
-    """The root of the test's lake: a local folder, then an ``s3://`` prefix on moto."""
+    """The root of the test's lake: a local folder, then an ``s3://`` prefix on moto (a ``slow`` case)."""
     if request.param == "local":
         return str(tmp_path / "lake")
     return request.getfixturevalue("s3_root")
+
+
+def write_like_a_tool(lake, path, table, **options) -> None:
+    """Write ``table`` to the lake file ``path`` as another tool would (pyarrow through the store's filesystem,
+    ``options`` as ``pq.write_table``'s): not through the ``Lake``, so without its preconditions (lib/storage.py,
+    "Fencing")."""
+    import pyarrow.parquet as pq
+
+    where, filesystem = lake.storage.arrow(path)
+    pq.write_table(table, where, filesystem=filesystem, **options)
+
+
+def copy_lake(lake, root):
+    """A copy of every file of ``lake`` at ``root`` (same store); returns its ``Lake``."""
+    from cg_dagster.lib.lake import Lake
+
+    if lake.storage.remote:
+        lake.storage.fs.copy(lake.root.path, root.split("://", 1)[1], recursive=True)
+    else:
+        shutil.copytree(lake.root, root)
+    return Lake(root)
+
+
+def delete_tree(lake, folder) -> None:
+    """Delete every file of ``lake`` under ``folder`` (its root: all), as a person would: not through the ``Lake``."""
+    if lake.storage.remote:
+        lake.storage.fs.rm(folder.path, recursive=True)
+    else:
+        shutil.rmtree(folder)

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from cg_dagster.lib import client as client_module
+from cg_dagster_tests._fixtures_s3 import lake_root, s3_root, s3_server  # noqa: F401 - fixtures, for every module
 from cg_dagster_tests._fixtures_sandbox import sandbox  # noqa: F401 - the fixture, for every test module
 
 

@@ -1,4 +1,5 @@
-"""build_current: latest fetch wins, two versions are never mixed, files are matched to the contract by column name."""
+"""build_current: latest fetch wins, two versions are never mixed, files are matched to the contract by column name;
+on a local lake and on ``s3://`` (``lake_root``)."""
 
 import contextlib
 import dataclasses
@@ -7,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.lib import current as current_module
@@ -26,12 +26,12 @@ T2 = T1 + timedelta(hours=1)
 
 
 def current(lake: Lake, table: str, *columns: str) -> list[tuple]:
-    rows = pq.read_table(lake.current_path(table), columns=list(columns)).to_pylist()
+    rows = lake.read_table(lake.current_path(table), columns=list(columns)).to_pylist()
     return [tuple(row[c] for c in columns) for row in rows]
 
 
-def test_latest_fetch_wins_with_its_own_child_rows(tmp_path):
-    lake = Lake(tmp_path / "lake")
+def test_latest_fetch_wins_with_its_own_child_rows(lake_root):
+    lake = Lake(lake_root)
     write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": 7, "nps": 1, "tags": [tag("a"), tag("b")]}], T1)
     write_partition(lake, "2026-11-01-11:00", [{"number_customergauge": 7, "nps": 9, "tags": [tag("c")]}], T2)
     assert build_current(lake)["responses"] == 1
@@ -39,9 +39,9 @@ def test_latest_fetch_wins_with_its_own_child_rows(tmp_path):
     assert current(lake, "response_tags", "tag_position", "label") == [(0, "c")]
 
 
-def test_a_response_twice_in_one_fetch_is_never_mixed_and_an_older_clean_version_stays(tmp_path):
+def test_a_response_twice_in_one_fetch_is_never_mixed_and_an_older_clean_version_stays(lake_root):
     # The exact input the breaker found: one page holding number 7 twice with different tags.
-    lake = Lake(tmp_path / "lake")
+    lake = Lake(lake_root)
     write_partition(
         lake,
         "2026-11-01-10:00",
@@ -61,19 +61,19 @@ def test_a_response_twice_in_one_fetch_is_never_mixed_and_an_older_clean_version
     assert counts["responses"] == 2 and counts["response_tags"] == 1
 
 
-def test_flat_files_rewritten_by_pandas_give_the_same_current_tables(tmp_path):
+def test_flat_files_rewritten_by_pandas_give_the_same_current_tables(lake_root):
     # pandas writes large strings, an all-null column as type null, and its own footer metadata.
-    lake = Lake(tmp_path / "lake")
+    lake = Lake(lake_root)
     write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": 7, "nps": 3, "tags": [tag("a")]}], T1)
     write_partition(lake, "2026-11-01-11:00", [{"number_customergauge": 8, "date_creation": "2026-01-01 10:00:00"}], T2)
     build_current(lake)
-    before = {name: pq.read_table(lake.current_path(name)) for name in CURRENT_TABLES}
+    before = {name: lake.read_table(lake.current_path(name)) for name in CURRENT_TABLES}
     for name in FLAT_TABLE_NAMES:
         for path in lake.partition_files(name):
-            pd.read_parquet(path).to_parquet(path)
+            pd.read_parquet(str(path)).to_parquet(str(path))  # s3://: through s3fs
     build_current(lake)
     for name in CURRENT_TABLES:
-        assert pq.read_table(lake.current_path(name)).equals(before[name]), name
+        assert lake.read_table(lake.current_path(name)).equals(before[name]), name
 
 
 LOYALTY_TIER = Column("loyalty_tier", pa.string(), True, "Loyalty tier (added to the contract).", ("loyalty_tier",))
@@ -91,9 +91,9 @@ def _with_loyalty_tier(flatten_raw):
     return flatten
 
 
-def test_a_column_added_to_the_contract_reads_as_null_from_older_partitions(sandbox, tmp_path, monkeypatch):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+def test_a_column_added_to_the_contract_reads_as_null_from_older_partitions(sandbox, lake_root, monkeypatch):
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     p1, p2 = "2026-11-01-10:00", "2026-11-01-11:00"
     with contextlib.closing(resource.get_client()) as client:
         sync_partition(client, resource.sync_params(), lake, partition_key=p1, run_id="r1")
@@ -114,7 +114,7 @@ def test_a_column_added_to_the_contract_reads_as_null_from_older_partitions(sand
         flatten_partition(lake, p2)
         counts = build_current(lake)
 
-    current = pq.read_table(lake.current_path("responses"))
+    current = lake.read_table(lake.current_path("responses"))
     assert current.schema == grown.arrow_schema
     got = dict(zip(current["number_customergauge"].to_pylist(), current["loyalty_tier"].to_pylist(), strict=True))
     assert counts["responses"] == len(got) == 355
@@ -126,11 +126,11 @@ def test_a_column_added_to_the_contract_reads_as_null_from_older_partitions(sand
     assert rows == expected_current(sandbox)
 
 
-def test_the_same_fetch_in_two_partition_files_is_one_version_not_an_ambiguity(tmp_path):
+def test_the_same_fetch_in_two_partition_files_is_one_version_not_an_ambiguity(lake_root):
     # The review's input, reduced: a tool copied the 10:00 rows into the 09:00 file (compaction), and a
     # replay kept their fetched_at, so two files hold the same fetch. Counted across files it looked like
     # one page holding the response twice, and the response left current (305 -> 300).
-    lake = Lake(tmp_path / "lake")
+    lake = Lake(lake_root)
     write_partition(
         lake,
         "2026-11-01-09:00",
@@ -144,11 +144,11 @@ def test_the_same_fetch_in_two_partition_files_is_one_version_not_an_ambiguity(t
     assert counts["responses"] == 2 and counts["response_tags"] == 1
 
 
-def test_a_lake_root_duckdb_would_glob_is_refused_naming_the_setting(tmp_path):
+def test_a_lake_root_duckdb_would_glob_is_refused_naming_the_setting(lake_root):
     # The review's input: a lake at .../lake-* read .../lake-old too (99 rows instead of 50).
-    write_partition(Lake(tmp_path / "lake-old"), "2026-11-01-09:00", [{"number_customergauge": 1}], T1)
-    for name in ("lake-*", "lake-?", "lake-[o]ld"):
-        lake = Lake(tmp_path / name)
+    write_partition(Lake(lake_root + "-old"), "2026-11-01-09:00", [{"number_customergauge": 1}], T1)
+    for suffix in ("-*", "-?", "-[o]ld"):
+        lake = Lake(lake_root + suffix)
         with pytest.raises(LakeError, match=r"DuckDB reads as a glob .*set CG_LAKE_ROOT to a path without"):
             build_current(lake)
-        assert not lake.root.exists()  # nothing written
+        assert not lake.exists(lake.root)  # nothing written

@@ -1,13 +1,11 @@
 """update_current: incremental updates give the same tables as a full rebuild, file for file and cell for cell,
-and touch only the ranges that changed."""
+and touch only the ranges that changed; on a local lake and on ``s3://`` (``lake_root``)."""
 
 import contextlib
 import datetime as dt
-import shutil
 
 import dagster as dg
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables
@@ -24,6 +22,7 @@ from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition
 from cg_dagster_tests._fixtures_flatten import tag, write_partition
+from cg_dagster_tests._fixtures_s3 import copy_lake, delete_tree, write_like_a_tool
 from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
 
 WIDTH = 150  # ids per range in these tests: the sandbox's 350 records (ids 3000..4050) span 8 ranges
@@ -37,22 +36,36 @@ def _narrow_ranges(monkeypatch):
 def snapshot(lake: Lake) -> dict:
     """{table/file name: the file's rows, fetched_at included}, every range file of every current table."""
     return {
-        f"{name}/{path.name}": pq.read_table(path).to_pylist()
+        f"{name}/{path.name}": lake.read_table(path).to_pylist()
         for name in CURRENT_TABLES
-        for path in sorted(lake.current_path(name).glob("*.parquet"))
+        for path in lake.files(lake.current_path(name))
     }
 
 
-def assert_same_as_full_rebuild(lake: Lake, tmp_path, step: str) -> None:
+def assert_same_as_full_rebuild(lake: Lake, step: str) -> None:
     """The lake's current tables equal a full rebuild of a copy of the lake, file for file, cell for cell."""
-    copy = Lake(tmp_path / f"full-{step}")
-    shutil.copytree(lake.root, copy.root)
+    copy = copy_lake(lake, f"{lake.root}-full-{step.replace(' ', '-')}")
     build_current(copy)
     incremental, full = snapshot(lake), snapshot(copy)
     assert sorted(incremental) == sorted(full), step
     for name, rows in full.items():
         assert incremental[name] == rows, (step, name)
-    shutil.rmtree(copy.root)
+    delete_tree(copy, copy.root)
+
+
+def committed_files(lake: Lake, monkeypatch) -> list:
+    """The paths of the files ``lake`` writes from now on, as they are committed (every write of a lake file is
+    an ``open_atomic`` of its storage)."""
+    committed, open_atomic = [], lake.storage.open_atomic
+
+    def recording(target):
+        file = open_atomic(target)
+        commit = file._commit
+        file._commit = lambda: (commit(), committed.append(target))
+        return file
+
+    monkeypatch.setattr(lake.storage, "open_atomic", recording)
+    return committed
 
 
 def sync(client, resource, lake: Lake, partition: str, lookback: Period | None = None) -> None:
@@ -62,16 +75,16 @@ def sync(client, resource, lake: Lake, partition: str, lookback: Period | None =
 
 @pytest.mark.slow
 def test_incremental_updates_equal_a_full_rebuild_through_updates_replays_lookback_quarantine_and_duplicates(
-    sandbox, tmp_path
+    sandbox, lake_root
 ):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     p = [f"2026-11-01-{hour:02d}:00" for hour in range(10, 16)]
     modes = []
 
     def update(step: str) -> None:
         modes.append(update_current(lake).mode)
-        assert_same_as_full_rebuild(lake, tmp_path, step)
+        assert_same_as_full_rebuild(lake, step)
 
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, p[0])
@@ -115,29 +128,28 @@ def test_incremental_updates_equal_a_full_rebuild_through_updates_replays_lookba
 
 
 @pytest.mark.slow
-def test_a_merge_rewrites_only_the_ranges_the_new_partition_touches(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+def test_a_merge_rewrites_only_the_ranges_the_new_partition_touches(sandbox, lake_root, monkeypatch):
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
         assert update_current(lake).mode == "full rebuild"
-        before = {path: path.stat().st_ino for name in CURRENT_TABLES for path in lake.current_path(name).glob("*")}
         appended = sandbox.append_records(3)
         sync(client, resource, lake, "2026-11-01-11:00")
+    committed = committed_files(lake, monkeypatch)
     update = update_current(lake)
 
     touched = {number // WIDTH for number in (record["number_customergauge"] for record in appended)}
     assert (update.mode, update.partitions, update.ranges) == ("merge", 1, len(touched))
-    after = {path: path.stat().st_ino for name in CURRENT_TABLES for path in lake.current_path(name).glob("*")}
-    rewritten = {path for path in after if before.get(path) != after[path]}
+    rewritten = {path for path in committed if path.parent.parent == lake.root / "current"}
     assert rewritten == {range_path(lake, name, r) for name in CURRENT_TABLES for r in touched}
     assert_current_matches_sandbox(lake, sandbox)
 
 
 @pytest.mark.slow
-def test_an_update_that_died_before_its_record_is_redone_with_the_same_result(sandbox, tmp_path, monkeypatch):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+def test_an_update_that_died_before_its_record_is_redone_with_the_same_result(sandbox, lake_root, monkeypatch):
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
         update_current(lake)
@@ -153,34 +165,36 @@ def test_an_update_that_died_before_its_record_is_redone_with_the_same_result(sa
         with pytest.raises(OSError, match="killed"):
             update_current(lake)  # every range file rewritten, the record not: the merge is applied again
     assert update_current(lake).mode == "merge"
-    assert_same_as_full_rebuild(lake, tmp_path, "redo")
+    assert_same_as_full_rebuild(lake, "redo")
     assert_current_matches_sandbox(lake, sandbox)
 
 
 @pytest.mark.slow
-def test_range_files_changed_by_hand_or_an_old_layout_lead_to_a_full_rebuild(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+def test_range_files_changed_by_hand_or_an_old_layout_lead_to_a_full_rebuild(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
     old_layout = lake.current_path("responses").with_suffix(".parquet")
-    old_layout.parent.mkdir(parents=True)
-    old_layout.write_bytes(b"a current table of the layout before range files")
+    if not lake.storage.remote:
+        old_layout.parent.mkdir(parents=True)
+    old_layout.write_bytes(b"a current table of the layout before range files")  # by hand (UPath on S3)
     assert update_current(lake).mode == "full rebuild"
-    assert not old_layout.exists()
-    next(lake.current_path("response_tags").glob("*.parquet")).unlink()
+    assert not lake.exists(old_layout)
+    lake.files(lake.current_path("response_tags"))[0].unlink()
     update = update_current(lake)
     assert update.mode == "full rebuild" and "current/response_tags/" in update.reason
     assert_current_matches_sandbox(lake, sandbox)
 
 
-def test_a_lake_without_responses_has_one_empty_file_per_table_that_a_glob_reads(tmp_path):
-    lake = Lake(tmp_path / "lake")
+def test_a_lake_without_responses_has_one_empty_file_per_table_that_a_glob_reads(lake_root):
+    lake = Lake(lake_root)
     write_partition(lake, "2026-11-01-10:00", [], dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC))
     assert update_current(lake).rows == dict.fromkeys(CURRENT_TABLES, 0)
     for name in CURRENT_TABLES:
-        assert [path.name for path in lake.current_path(name).iterdir()] == ["0000000000000000000.parquet"]
-        assert duckdb.sql(f"select count(*) from '{lake.current_path(name)}/*.parquet'").fetchall() == [(0,)]
+        assert [path.name for path in lake.files(lake.current_path(name), "")] == ["0000000000000000000.parquet"]
+        with duckdb.connect() as con, lake.registered(con):
+            assert con.sql(f"select count(*) from '{lake.current_path(name)}/*.parquet'").fetchall() == [(0,)]
     write_partition(
         lake,
         "2026-11-01-11:00",
@@ -188,37 +202,36 @@ def test_a_lake_without_responses_has_one_empty_file_per_table_that_a_glob_reads
         dt.datetime(2026, 11, 1, 11, 5, tzinfo=dt.UTC),
     )
     assert update_current(lake).mode == "merge"
-    assert list(lake.current_path("response_tags").iterdir()) == [range_path(lake, "response_tags", 12_345 // WIDTH)]
-    assert_same_as_full_rebuild(lake, tmp_path, "first response")
+    assert lake.files(lake.current_path("response_tags"), "") == [range_path(lake, "response_tags", 12_345 // WIDTH)]
+    assert_same_as_full_rebuild(lake, "first response")
 
 
 @pytest.mark.slow
-def test_full_rebuild_run_config_of_the_current_tables(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+def test_full_rebuild_run_config_of_the_current_tables(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
     update_current(lake)
-    state = (lake.root / "_state" / RESPONSES_CURRENT.state_file).read_bytes()
+    state = lake.storage.read_bytes(lake.root / "_state" / RESPONSES_CURRENT.state_file)
     with dg.instance_for_test() as instance:
         for config, mode in (({}, "unchanged"), ({"full_rebuild": True}, "full rebuild")):
             result = dg.materialize(
                 [current_tables],
                 instance=instance,
-                resources=make_resources(sandbox, lake.root),
+                resources=make_resources(sandbox, lake_root),
                 run_config={"ops": {"current_tables": {"config": config}}},
             )
             [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == CURRENT_KEYS["responses"]]
             metadata = mat.materialization.metadata
             assert (metadata["update_mode"].value, metadata["dagster/row_count"].value) == (mode, 350)
-    assert (
-        lake.root / "_state" / RESPONSES_CURRENT.state_file
-    ).read_bytes() == state  # the same record: same files, same counts
+    same = lake.storage.read_bytes(lake.root / "_state" / RESPONSES_CURRENT.state_file) == state
+    assert same  # the same record: same files, same counts
     assert_current_matches_sandbox(lake, sandbox)
 
 
-def test_a_partition_file_without_parquet_statistics_is_merged_by_its_ids(tmp_path):
-    lake = Lake(tmp_path / "lake")
+def test_a_partition_file_without_parquet_statistics_is_merged_by_its_ids(lake_root):
+    lake = Lake(lake_root)
     fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
     write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": n, "nps": 1} for n in (10, 20, 30)], fetched)
     update_current(lake)
@@ -229,19 +242,19 @@ def test_a_partition_file_without_parquet_statistics_is_merged_by_its_ids(tmp_pa
         fetched + dt.timedelta(hours=1),
     )
     path = lake.partition_path("responses", "2026-11-01-11:00")
-    pq.write_table(pq.read_table(path), path, write_statistics=False)  # as some writers leave it
+    write_like_a_tool(lake, path, lake.read_table(path), write_statistics=False)  # as some writers leave it
     update = update_current(lake)
     assert (update.mode, update.ranges) == ("merge", 2)  # ranges 0 and 6, not the 5 between them
     assert [name.split("/")[1] for name in snapshot(lake) if name.startswith("responses/")] == [
         range_path(lake, "responses", r).name for r in (0, 1_000 // WIDTH)
     ]
-    assert_same_as_full_rebuild(lake, tmp_path, "no statistics")
+    assert_same_as_full_rebuild(lake, "no statistics")
 
 
 @pytest.mark.slow
-def test_another_range_width_rebuilds_everything_into_the_new_ranges(sandbox, tmp_path, monkeypatch):
-    lake = Lake(tmp_path / "lake")
-    resource = make_resources(sandbox, lake.root)["customergauge"]
+def test_another_range_width_rebuilds_everything_into_the_new_ranges(sandbox, lake_root, monkeypatch):
+    lake = Lake(lake_root)
+    resource = make_resources(sandbox, lake_root)["customergauge"]
     with contextlib.closing(resource.get_client()) as client:
         sync(client, resource, lake, "2026-11-01-10:00")
     update_current(lake)
@@ -250,13 +263,13 @@ def test_another_range_width_rebuilds_everything_into_the_new_ranges(sandbox, tm
     assert update.mode == "full rebuild" and "another layout (range width 150)" in update.reason
     ids = {record["number_customergauge"] // 100 * 100 for record in sandbox.records()}
     for name in CURRENT_TABLES:
-        assert {int(path.stem) for path in lake.current_path(name).iterdir()} == ids, name
-    assert_same_as_full_rebuild(lake, tmp_path, "new width")
+        assert {int(path.stem) for path in lake.files(lake.current_path(name), "")} == ids, name
+    assert_same_as_full_rebuild(lake, "new width")
     assert_current_matches_sandbox(lake, sandbox)  # no response twice: no file of the old width is left
 
 
-def test_a_partition_whose_ids_lie_far_apart_rewrites_only_the_ranges_of_its_ids(tmp_path):
-    lake = Lake(tmp_path / "lake")
+def test_a_partition_whose_ids_lie_far_apart_rewrites_only_the_ranges_of_its_ids(lake_root):
+    lake = Lake(lake_root)
     fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
     write_partition(lake, "2026-11-01-10:00", [{"number_customergauge": n, "nps": 1} for n in (10, 20)], fetched)
     update_current(lake)
@@ -265,4 +278,4 @@ def test_a_partition_whose_ids_lie_far_apart_rewrites_only_the_ranges_of_its_ids
     write_partition(lake, "2026-11-01-11:00", records, fetched + dt.timedelta(hours=1))
     update = update_current(lake)
     assert (update.mode, update.ranges) == ("merge", 2)  # ranges 0 and 20, not the 19 between them
-    assert_same_as_full_rebuild(lake, tmp_path, "ids far apart")
+    assert_same_as_full_rebuild(lake, "ids far apart")

@@ -53,11 +53,11 @@ P1, P2, P3 = "2026-11-01-10:00", "2026-11-01-11:00", "2026-11-01-12:00"
 CLI_TIMEOUT = 60  # seconds; a `dagster asset materialize` of this size takes about 4 s
 
 
-def sync_twice_under(sandbox, tmp_path, faults: SandboxFaults, **resource_overrides) -> Lake:
-    """Initial load (P1), 30 appended responses, incremental sync (P2), all with ``faults`` on; then the
-    end-of-case checks. Returns the lake."""
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root, **resource_overrides)
+def sync_twice_under(sandbox, lake_root, faults: SandboxFaults, **resource_overrides) -> Lake:
+    """Initial load (P1), 30 appended responses, incremental sync (P2), all with ``faults`` on, into the lake at
+    ``lake_root``; then the end-of-case checks. Returns the lake."""
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root, **resource_overrides)
     sandbox.faults = faults
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
@@ -73,14 +73,14 @@ def sync_twice_under(sandbox, tmp_path, faults: SandboxFaults, **resource_overri
 
 
 @pytest.mark.parametrize("every, status", [(2, 500), (3, 502), (2, 503), (3, 504)])
-def test_5xx_every_k_requests_completes_exactly_once(sandbox, tmp_path, every, status):
-    sync_twice_under(sandbox, tmp_path, SandboxFaults(fail_every=every, fail_status=status))
+def test_5xx_every_k_requests_completes_exactly_once(sandbox, lake_root, every, status):
+    sync_twice_under(sandbox, lake_root, SandboxFaults(fail_every=every, fail_status=status))
     assert responses_statuses(sandbox).count(status) >= 3
 
 
 @pytest.mark.parametrize("retry_after", [1, None])
-def test_429_with_and_without_retry_after_completes(sandbox, tmp_path, retry_after):
-    sync_twice_under(sandbox, tmp_path, SandboxFaults(rate_limit_every=4, retry_after=retry_after))
+def test_429_with_and_without_retry_after_completes(sandbox, lake_root, retry_after):
+    sync_twice_under(sandbox, lake_root, SandboxFaults(rate_limit_every=4, retry_after=retry_after))
     assert responses_statuses(sandbox).count(429) >= 1
 
 
@@ -91,8 +91,8 @@ def test_429_with_and_without_retry_after_completes(sandbox, tmp_path, retry_aft
         pytest.param(SandboxFaults(token_ttl=1, omit_expires_in=True, latency=0.2), True, id="expiry-unknown-401"),
     ],
 )
-def test_token_expiring_mid_sync_completes(sandbox, tmp_path, faults, expect_401):
-    sync_twice_under(sandbox, tmp_path, faults, per_page=50)
+def test_token_expiring_mid_sync_completes(sandbox, lake_root, faults, expect_401):
+    sync_twice_under(sandbox, lake_root, faults, per_page=50)
     assert sandbox.token_requests >= 2
     if expect_401:  # the client assumed 3600 s, the token died after 1 s: a 401, one refresh, same page again
         assert 401 in responses_statuses(sandbox)
@@ -101,8 +101,8 @@ def test_token_expiring_mid_sync_completes(sandbox, tmp_path, faults, expect_401
 @pytest.mark.parametrize(
     "faults", [SandboxFaults(drop_body_every=3), SandboxFaults(truncate_json_every=3)], ids=["dropped", "truncated"]
 )
-def test_broken_bodies_are_requested_again(sandbox, tmp_path, faults):
-    sync_twice_under(sandbox, tmp_path, faults)
+def test_broken_bodies_are_requested_again(sandbox, lake_root, faults):
+    sync_twice_under(sandbox, lake_root, faults)
     assert len(responses_statuses(sandbox)) >= 9  # 5 + 2 pages (with empty ones), and the broken ones again
 
 
@@ -110,9 +110,9 @@ def test_broken_bodies_are_requested_again(sandbox, tmp_path, faults):
 
 
 @pytest.mark.parametrize("empty_next", ["same", "null", "absent", "no_cursor"])
-def test_empty_last_page_variants_keep_the_cursor(sandbox, tmp_path, empty_next):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
+def test_empty_last_page_variants_keep_the_cursor(sandbox, lake_root, empty_next):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
     sandbox.faults = SandboxFaults(empty_next=empty_next)
     last_real = sandbox.last_cursor
     with dg.instance_for_test() as instance:
@@ -130,9 +130,9 @@ def test_empty_last_page_variants_keep_the_cursor(sandbox, tmp_path, empty_next)
 # ---- 6: persistent failure -------------------------------------------------------------------------------
 
 
-def test_persistent_failure_commits_nothing_and_the_same_partition_syncs_later(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root, max_retries=1)
+def test_persistent_failure_commits_nothing_and_the_same_partition_syncs_later(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root, max_retries=1)
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
         head = lake.read_head()
@@ -142,7 +142,7 @@ def test_persistent_failure_commits_nothing_and_the_same_partition_syncs_later(s
         assert not failed.success
         assert "answered 503" in failure_text(failed)
         assert lake.read_head() == head
-        assert [t for t in TABLES if lake.partition_path(t, P2).exists()] == []
+        assert [t for t in TABLES if lake.exists(lake.partition_path(t, P2))] == []
         assert_only_complete_files(lake)
 
         sandbox.faults = SandboxFaults()
@@ -156,6 +156,7 @@ def test_persistent_failure_commits_nothing_and_the_same_partition_syncs_later(s
 
 
 def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tmp_path):
+    """Local: the flock dies with the killed process. On S3 the lease's takeover: test_object_storage.py."""
     lake = Lake(tmp_path / "lake")
     sandbox.faults = SandboxFaults(latency=0.2)
     home = dagster_home(tmp_path)
@@ -194,9 +195,9 @@ def test_a_run_killed_mid_sync_commits_nothing_and_a_rerun_completes(sandbox, tm
 # ---- 8: wiped DAGSTER_HOME -------------------------------------------------------------------------------
 
 
-def test_a_new_dagster_instance_resumes_from_the_lake_cursor(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
+def test_a_new_dagster_instance_resumes_from_the_lake_cursor(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
     with dg.instance_for_test() as instance_a:
         committed = raw_metadata(run(instance_a, resources, P1))["cursor"]
     appended = numbers(sandbox.append_records(25))
@@ -243,12 +244,14 @@ def cpu_seconds(process: subprocess.Popen) -> float:
     return total
 
 
-def test_a_sync_waits_idle_for_a_live_sync_naming_it_then_gives_up_or_goes_on_from_its_head(sandbox, tmp_path):
+def test_a_sync_waits_idle_for_a_live_sync_naming_it_then_gives_up_or_goes_on_from_its_head(
+    sandbox, lake_root, tmp_path
+):
     """Three `dagster asset materialize` processes on one DAGSTER_HOME (the shipped dagster.yaml). While the
     first syncs P1, a second run of P2 with a 2 s wait gives up with the timeout error, and a third waits
     without using the CPU; the wait, naming the first run, is in their run logs (lib logger captured by the
     instance). Once the first commits, the third syncs P2 from the new head: nothing twice, nothing lost."""
-    lake = Lake(tmp_path / "lake")
+    lake = Lake(lake_root)
     home = dagster_home(tmp_path)
     env = cli_env(sandbox, lake, home, per_page=5)
     sandbox.faults = SandboxFaults(latency=1.0)  # 71 slow pages: the first sync outlives the checks below
@@ -303,12 +306,12 @@ def test_a_sync_waits_idle_for_a_live_sync_naming_it_then_gives_up_or_goes_on_fr
     assert raw_numbers(lake, P1) == numbers(sandbox.records()) and raw_numbers(lake, P2) == []
     with dg.instance_for_test() as instance:
         for partition in (P1, P2):
-            run(instance, make_resources(sandbox, lake.root), partition)  # replays: flatten + current
+            run(instance, make_resources(sandbox, lake_root), partition)  # replays: flatten + current
     assert_lake_correct(lake, sandbox)
 
 
-def test_a_rebuild_of_the_current_tables_waits_for_the_one_running(sandbox, tmp_path, monkeypatch):
-    lake = Lake(tmp_path / "lake")
+def test_a_rebuild_of_the_current_tables_waits_for_the_one_running(sandbox, lake_root, monkeypatch):
+    lake = Lake(lake_root)
     monkeypatch.setenv("CG_LEASE_WAIT_SECONDS", "0")
     with lake.lease("current").hold("rebuilding-run", wait_seconds=0, setting="-"), dg.instance_for_test() as instance:
         result = dg.materialize(
@@ -318,7 +321,7 @@ def test_a_rebuild_of_the_current_tables_waits_for_the_one_running(sandbox, tmp_
     error = failure_text(result)
     assert "gave up after waiting 0 s for the current lease" in error and "held by run rebuilding-run (pid" in error
     assert "raise CG_LEASE_WAIT_SECONDS" in error
-    assert not (lake.root / "current").exists()
+    assert not lake.exists(lake.root / "current")
 
 
 # ---- 10: upstream changes --------------------------------------------------------------------------------
@@ -328,9 +331,9 @@ def in_window(record: dict, start: str = "2026-09-28", end: str = "2026-11-02") 
     return start <= (record.get("date_survey_response") or "")[:10] <= end
 
 
-def test_the_trailing_reread_catches_changed_anonymised_and_late_responses(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
+def test_the_trailing_reread_catches_changed_anonymised_and_late_responses(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
     records = sandbox.records()
     changed = next(r for r in records if in_window(r) and r["status"] == "response" and r["nps"] != 3)
     anonymised = next(
@@ -375,10 +378,10 @@ def test_the_trailing_reread_catches_changed_anonymised_and_late_responses(sandb
 # ---- 11: secrets -----------------------------------------------------------------------------------------
 
 
-def test_no_secret_or_token_in_logs_files_reprs_or_errors(sandbox, tmp_path, caplog):
+def test_no_secret_or_token_in_logs_files_reprs_or_errors(sandbox, lake_root, caplog):
     caplog.set_level(logging.DEBUG)
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root, per_page=50, max_retries=2)
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root, per_page=50, max_retries=2)
     sandbox.faults = SandboxFaults(fail_every=3, token_ttl=1, omit_expires_in=True, latency=0.2)
     texts = [repr(resources["customergauge"]), str(resources["customergauge"])]
     with dg.instance_for_test() as instance:
@@ -402,8 +405,8 @@ def test_no_secret_or_token_in_logs_files_reprs_or_errors(sandbox, tmp_path, cap
     for secret in (SANDBOX_SECRET, *tokens):
         assert secret not in everything
     for path in lake.root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
+        if lake.exists(path) and not path.is_dir():
+            data = lake.storage.read_bytes(path)
             for secret in (SANDBOX_SECRET, *tokens):
                 assert secret.encode() not in data, path
 
@@ -429,13 +432,16 @@ def test_no_secret_or_token_in_logs_files_reprs_or_errors(sandbox, tmp_path, cap
     ids=lambda value: str(value)[:40],
 )
 def test_configuration_errors_fail_before_any_request_with_nothing_written(
-    sandbox, tmp_path, resource_overrides, raw_config, lake_under_a_file, expected
+    sandbox, lake_root, tmp_path, resource_overrides, raw_config, lake_under_a_file, expected
 ):
-    parent = tmp_path / "a-file" if lake_under_a_file else tmp_path
+    parent = tmp_path / "a-file"
     if lake_under_a_file:
+        if "://" in lake_root:
+            pytest.skip("a lake root under a file is a local file system's case")
         parent.write_text("not a folder")
-    lake = Lake(parent / "lake")
-    resources = make_resources(sandbox, lake.root, **resource_overrides)
+        lake_root = parent / "lake"
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root, **resource_overrides)
     config = {"ops": {RAW_OP: {"config": raw_config}}}
     with dg.instance_for_test() as instance:
         result = run(instance, resources, P1, run_config=config, raise_on_error=False)
@@ -445,4 +451,4 @@ def test_configuration_errors_fail_before_any_request_with_nothing_written(
     if lake_under_a_file:
         assert parent.read_text() == "not a folder"
     else:
-        assert not lake.root.exists()
+        assert not lake.exists(lake.root)

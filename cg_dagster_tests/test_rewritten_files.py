@@ -2,16 +2,17 @@
 
 Each tool below rewrites a raw file and drops its Parquet footer key/value metadata (the manifest's footer
 copy): the sidecar in ``_state/manifests/`` still says which range the file holds, so a re-materialization
-replays it. Without any manifest the sync refuses rather than replace the rows.
+replays it. Without any manifest the sync refuses rather than replace the rows. On a local lake and on ``s3://``
+(``lake_root``).
 """
 
-import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.lib.lake import MANIFEST_FOOTER_KEY, Lake
@@ -23,6 +24,7 @@ from cg_dagster_tests._fixtures_runs import (
     raw_numbers,
     run,
 )
+from cg_dagster_tests._fixtures_s3 import delete_tree, write_like_a_tool
 from cg_dagster_tests._fixtures_sandbox import make_resources
 
 pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --fast skips them)
@@ -30,18 +32,22 @@ pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --
 P1, P2 = "2026-11-01-10:00", "2026-11-01-11:00"
 
 
-def _pyarrow(path):
-    pq.write_table(pq.read_table(path), path)
+def _pyarrow(lake, path):
+    write_like_a_tool(lake, path, lake.read_table(path))
 
 
-def _duckdb(path):
-    copy = path.with_suffix(".copy")
-    duckdb.sql(f"COPY (SELECT * FROM read_parquet('{path}')) TO '{copy}' (FORMAT parquet)")
-    os.replace(copy, path)
+def _duckdb(lake, path):
+    with tempfile.TemporaryDirectory() as folder, duckdb.connect() as con, lake.registered(con):
+        copy = Path(folder) / "copy.parquet"
+        con.sql(f"COPY (SELECT * FROM read_parquet('{path}')) TO '{copy}' (FORMAT parquet)")
+        if lake.storage.remote:
+            lake.storage.fs.put_file(str(copy), path.path)
+        else:
+            shutil.move(copy, path)
 
 
-def _pandas(path):
-    pd.read_parquet(path).to_parquet(path)
+def _pandas(lake, path):
+    pd.read_parquet(str(path)).to_parquet(str(path))  # s3://: through s3fs
 
 
 REWRITES = {"pyarrow": _pyarrow, "duckdb": _duckdb, "pandas": _pandas}
@@ -52,17 +58,17 @@ def _rewrite(lake: Lake, tool: str, *partitions: str) -> dict[str, int]:
     rows = {}
     for partition in partitions:
         path = lake.partition_path("raw_responses", partition)
-        REWRITES[tool](path)
-        metadata = pq.read_metadata(path)
+        REWRITES[tool](lake, path)
+        metadata = lake.parquet_file(path).metadata
         assert MANIFEST_FOOTER_KEY not in (metadata.metadata or {}), f"{tool} kept the footer: not the fault's input"
         rows[partition] = metadata.num_rows
     return rows
 
 
 @pytest.mark.parametrize("tool", REWRITES)
-def test_raw_files_rewritten_by_a_tool_are_replayed_and_lose_nothing(sandbox, tmp_path, tool):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
+def test_raw_files_rewritten_by_a_tool_are_replayed_and_lose_nothing(sandbox, lake_root, tool):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
         appended = numbers(sandbox.append_records(40))
@@ -78,16 +84,16 @@ def test_raw_files_rewritten_by_a_tool_are_replayed_and_lose_nothing(sandbox, tm
     assert_lake_correct(lake, sandbox)  # every response once in the raw files, current equal to the sandbox
 
 
-def test_a_raw_file_with_rows_and_no_manifest_is_refused_not_replaced(sandbox, tmp_path):
+def test_a_raw_file_with_rows_and_no_manifest_is_refused_not_replaced(sandbox, lake_root):
     # A lake written before manifests had sidecars (footers only), then rewritten by a tool.
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
         sandbox.append_records(40)
         run(instance, resources, P2)
         head = lake.read_head()
-        shutil.rmtree(lake.root / "_state" / "manifests")
+        delete_tree(lake, lake.root / "_state" / "manifests")
         before = _rewrite(lake, "pyarrow", P1, P2)
         for partition in (P2, P1):  # the newest would sync again from the head, the older be skipped (empty)
             result = run(instance, resources, partition, raise_on_error=False)
@@ -96,21 +102,21 @@ def test_a_raw_file_with_rows_and_no_manifest_is_refused_not_replaced(sandbox, t
             message = failure_text(result)
             assert f"{str(path)!r} holds {before[partition]} rows but no sync manifest" in message
             assert "full_refresh: true" in message
-            assert pq.read_metadata(path).num_rows == before[partition]
+            assert lake.parquet_file(path).metadata.num_rows == before[partition]
     assert lake.read_head() == head
     assert_lake_correct(lake, sandbox)
 
 
-def test_a_footer_only_lake_gets_sidecars_at_the_next_sync_and_survives_a_rewrite_after(sandbox, tmp_path):
-    lake = Lake(tmp_path / "lake")
-    resources = make_resources(sandbox, lake.root)
+def test_a_footer_only_lake_gets_sidecars_at_the_next_sync_and_survives_a_rewrite_after(sandbox, lake_root):
+    lake = Lake(lake_root)
+    resources = make_resources(sandbox, lake_root)
     with dg.instance_for_test() as instance:
         run(instance, resources, P1)
-        shutil.rmtree(lake.root / "_state" / "manifests")  # as a lake written before sidecars existed
+        delete_tree(lake, lake.root / "_state" / "manifests")  # as a lake written before sidecars existed
         sandbox.append_records(40)
         run(instance, resources, P2)  # the next sync writes the missing sidecars
         p1 = lake.partition_path("raw_responses", P1)
-        assert lake.manifest_path(p1).is_file()
+        assert lake.exists(lake.manifest_path(p1))
         _rewrite(lake, "pandas", P1)
         assert raw_metadata(run(instance, resources, P1))["sync_mode"] == "replay"
     assert_lake_correct(lake, sandbox)

@@ -1,6 +1,7 @@
 """The sync protocol (lib/sync.py) on its own: ``sync_partition`` paging a ``PageSource`` (no HTTP) into a lake
-in a temp folder. What each mode writes (sync, skipped), what a commit leaves when it cannot happen (a head
-moved meanwhile, a failed page, a corrupt clock record), the trailing-window pass, and the head's roll-forward.
+in a temp folder and on ``s3://`` (``lake_root``). What each mode writes (sync, skipped), what a commit leaves
+when it cannot happen (a head moved meanwhile, a failed page, a corrupt clock record), the trailing-window pass,
+and the head's roll-forward.
 Replays are in test_sync_replay.py, the manifest's crash cases in test_sync_manifest.py; the last tests page
 a ``ScriptedAPI`` over HTTP for bodies only a server sends."""
 
@@ -8,7 +9,6 @@ import datetime as dt
 import json
 import types
 
-import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.lib.client import CustomerGaugeAPIError, CustomerGaugeError, Period, SyncParams
@@ -27,13 +27,14 @@ CLEAR_ERRORS = (CustomerGaugeError, FlattenError, LakeError)
 
 
 @pytest.fixture
-def lake(tmp_path) -> Lake:
-    return Lake(tmp_path / "lake")
+def lake(lake_root) -> Lake:
+    return Lake(lake_root)
 
 
 def leftovers(lake: Lake) -> list[str]:
-    """Names of the files in the lake's ``_tmp/``."""
-    return sorted(path.name for path in (lake.root / "_tmp").iterdir())
+    """Names of the temporary files writes left: in the lake's ``_tmp/`` (local) or its upload folder (S3)."""
+    folder = lake.scratch_dir("uploads") if lake.storage.remote else lake.root / "_tmp"
+    return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
 
 
 # ---- the sync mode ---------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_a_sync_that_finds_nothing_new_keeps_the_cursor_in_the_new_partition(lak
 
 def test_an_initial_load_of_an_empty_account_commits_no_cursor_and_an_empty_file(lake):
     result = sync(PageSource([]), lake, P1)
-    assert pq.read_metadata(lake.partition_path("raw_responses", P1)).num_rows == 0
+    assert lake.parquet_file(lake.partition_path("raw_responses", P1)).metadata.num_rows == 0
     assert (result.manifest.cursor_end, lake.read_head().cursor, lake.read_head().partition_key) == (None, None, P1)
 
 
@@ -111,7 +112,7 @@ def test_a_head_moved_by_another_sync_fails_the_commit_and_leaves_no_file(lake):
     with pytest.raises(CursorConflictError, match="it was absent .* and is now 99 .*Nothing was committed"):
         sync(types.SimpleNamespace(iter_pages=pages_while_another_sync_commits), lake, P1)
     target = lake.partition_path("raw_responses", P1)
-    assert lake.read_head() == other and not target.exists() and not lake.manifest_path(target).exists()
+    assert lake.read_head() == other and not lake.exists(target) and not lake.exists(lake.manifest_path(target))
     assert leftovers(lake) == [] and lake.read_state("fetched_at.json") is None
 
 
@@ -127,7 +128,7 @@ def test_a_page_that_fails_midway_commits_nothing(lake):
 
     with pytest.raises(CustomerGaugeAPIError, match="503"):
         sync(types.SimpleNamespace(iter_pages=failing_after_two_pages), lake, P2)
-    assert lake.read_head() == head and not lake.partition_path("raw_responses", P2).exists()
+    assert lake.read_head() == head and not lake.exists(lake.partition_path("raw_responses", P2))
     assert leftovers(lake) == []
     sync(source, lake, P2)  # run again: from the same head, every record the failed run had paged
     assert raw_numbers(lake, P2) == list(range(126, 156))
@@ -143,7 +144,7 @@ def test_a_corrupt_fetched_at_record_is_named_before_any_request(lake):
 
 def test_every_page_has_a_later_fetched_at_and_the_latest_is_recorded(lake):
     sync(PageSource(records(25)), lake, P1)
-    table = pq.read_table(lake.partition_path("raw_responses", P1), columns=["fetched_at"])
+    table = lake.read_table(lake.partition_path("raw_responses", P1), columns=["fetched_at"])
     per_page = [values[0] for values in (table["fetched_at"].to_pylist()[i : i + 10] for i in (0, 10, 20))]
     assert per_page == sorted(set(per_page)) and len(set(table["fetched_at"].to_pylist())) == 3
     assert dt.datetime.fromisoformat(lake.read_state("fetched_at.json")["fetched_at"]) == per_page[-1]
@@ -185,10 +186,10 @@ def test_a_raw_file_with_its_manifest_only_in_the_footer_gets_its_sidecar_back(l
     sync(PageSource(records(5)), lake, P1)
     path = lake.partition_path("raw_responses", P1)
     sidecar = lake.manifest_path(path)
-    written = json.loads(sidecar.read_text())
-    sidecar.unlink()
+    written = json.loads(lake.storage.read_bytes(sidecar))
+    lake.delete(sidecar)
     assert recover_lost_head(lake).cursor == 5
-    assert json.loads(sidecar.read_text()) == written
+    assert json.loads(lake.storage.read_bytes(sidecar)) == written
 
 
 # ---- bodies only a server sends (ScriptedAPI over HTTP) ------------------------------------------------------
@@ -199,9 +200,8 @@ def sync_over_http(api: ScriptedAPI, lake: Lake):
     return sync_partition(client, SyncParams(per_page=10), lake, partition_key=P1, run_id="r")
 
 
-def test_sync_of_a_page_with_an_id_beyond_int64_fails_with_a_clear_error(tmp_path):
+def test_sync_of_a_page_with_an_id_beyond_int64_fails_with_a_clear_error(lake):
     pages = {None: b'{"data":[{"number_customergauge":9223372036854775808}],"cursor":{"next":5}}'}
-    lake = Lake(tmp_path / "lake")
     with ScriptedAPI(paged(pages)) as api:
         try:
             sync_over_http(api, lake)
@@ -210,21 +210,19 @@ def test_sync_of_a_page_with_an_id_beyond_int64_fails_with_a_clear_error(tmp_pat
     assert lake.read_head() is None
 
 
-def test_cursor_next_beyond_int64_is_refused_before_it_is_committed(tmp_path):
+def test_cursor_next_beyond_int64_is_refused_before_it_is_committed(lake):
     big = 2**63
     pages = {
         None: b'{"data":[{"number_customergauge":1}],"cursor":{"next":%d}}' % big,
         str(big): b'{"data":[{"number_customergauge":2}],"cursor":{"next":%d}}' % (big + 1),
     }
-    lake = Lake(tmp_path / "lake")
     with ScriptedAPI(paged(pages)) as api:
         with pytest.raises(CLEAR_ERRORS):  # once: OverflowError "Python int too large to convert to C long"
             sync_over_http(api, lake)
 
 
-def test_sync_of_a_page_with_a_lone_surrogate_does_not_crash_with_unicode_error(tmp_path):
+def test_sync_of_a_page_with_a_lone_surrogate_does_not_crash_with_unicode_error(lake):
     pages = {None: b'{"data":[{"number_customergauge":1,"comment":{"original":"\\ud83d"}}],"cursor":{"next":5}}'}
-    lake = Lake(tmp_path / "lake")
     with ScriptedAPI(paged(pages)) as api:
         try:
             sync_over_http(api, lake)

@@ -1,12 +1,11 @@
 """The raw file as the sync writes it (issue 7): row groups of RAW_ROW_GROUP_ROWS rows whatever the page size,
 no Parquet dictionary for record_json; and a long sync's progress in the log about every PROGRESS_SECONDS
-(issue 10), with the clock replaced (not timed)."""
+(issue 10), with the clock replaced (not timed); on a local lake and on ``s3://`` (``lake_root``)."""
 
 import itertools
 import json
 import logging
 
-import pyarrow.parquet as pq
 import pytest
 
 from cg_dagster.lib import sync as sync_module
@@ -29,10 +28,11 @@ def sync(sandbox, lake: Lake, per_page: int):
         return sync_partition(client, SyncParams(per_page=per_page), lake, partition_key=P, run_id="run-1")
 
 
-def test_row_groups_span_pages_and_record_json_has_no_dictionary(sandbox, tmp_path, monkeypatch):
+def test_row_groups_span_pages_and_record_json_has_no_dictionary(sandbox, lake_root, monkeypatch):
     monkeypatch.setattr(sync_module, "RAW_ROW_GROUP_ROWS", 100)
-    result = sync(sandbox, Lake(tmp_path), per_page=30)  # 350 records: 11 pages of 30, the last of 20
-    metadata = pq.read_metadata(result.path)
+    lake = Lake(lake_root)
+    result = sync(sandbox, lake, per_page=30)  # 350 records: 11 pages of 30, the last of 20
+    metadata = lake.parquet_file(result.path).metadata
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [120, 120, 110]
     columns = {metadata.schema.column(i).name: i for i in range(metadata.num_columns)}
     encodings = {name: metadata.row_group(0).column(i).encodings for name, i in columns.items()}
@@ -40,16 +40,17 @@ def test_row_groups_span_pages_and_record_json_has_no_dictionary(sandbox, tmp_pa
         "DICTIONARY" in encoding for encoding in encodings["record_json"] + encodings["number_customergauge"]
     )
     assert "RLE_DICTIONARY" in encodings["fetched_at"] and "RLE_DICTIONARY" in encodings["cursor_sent"]
-    texts = pq.read_table(result.path).column("record_json").to_pylist()
+    texts = lake.read_table(result.path).column("record_json").to_pylist()
     assert [json.loads(text) for text in texts] == sandbox.records() and result.rows == 350
 
 
-def test_a_long_sync_logs_its_progress_about_every_ten_seconds(sandbox, tmp_path, monkeypatch, caplog):
+def test_a_long_sync_logs_its_progress_about_every_ten_seconds(sandbox, lake_root, monkeypatch, caplog):
     ticks = itertools.count(0.0, 5.0)  # every clock reading is 5 s after the one before
     monkeypatch.setattr(sync_module, "_clock", lambda: next(ticks))
     caplog.set_level(logging.INFO, logger="cg_dagster.sync")
-    result = sync(sandbox, Lake(tmp_path), per_page=50)  # 7 pages; clock read at the start (0 s), after each page
-    cursors = pq.read_table(result.path).column("cursor_sent").to_pylist()  # page n+1's cursor: after page n
+    lake = Lake(lake_root)
+    result = sync(sandbox, lake, per_page=50)  # 7 pages; clock read at the start (0 s), after each page
+    cursors = lake.read_table(result.path).column("cursor_sent").to_pylist()  # page n+1's cursor: after page n
     progress = [r for r in caplog.records if "records so far" in r.getMessage()]
     assert [r.getMessage() for r in progress] == [
         f"partition {P}, cursor pass: {pages} pages, {pages * 50} records so far, 10 records/s, "
@@ -60,11 +61,11 @@ def test_a_long_sync_logs_its_progress_about_every_ten_seconds(sandbox, tmp_path
 
 
 @pytest.mark.parametrize("seconds, logged_pages", [(4.0, [1, 2, 3, 4, 5, 6, 7]), (30.0, [])])
-def test_progress_follows_the_clock_not_the_page_count(sandbox, tmp_path, monkeypatch, caplog, seconds, logged_pages):
+def test_progress_follows_the_clock_not_the_page_count(sandbox, lake_root, monkeypatch, caplog, seconds, logged_pages):
     ticks = itertools.count(0.0, 4.0)
     monkeypatch.setattr(sync_module, "_clock", lambda: next(ticks))
     monkeypatch.setattr(sync_module, "PROGRESS_SECONDS", seconds)
     caplog.set_level(logging.INFO, logger="cg_dagster.sync")
-    sync(sandbox, Lake(tmp_path), per_page=50)
+    sync(sandbox, Lake(lake_root), per_page=50)
     messages = [r.getMessage() for r in caplog.records if "records so far" in r.getMessage()]
     assert [int(m.split(" pages")[0].rsplit(" ", 1)[1]) for m in messages] == logged_pages
