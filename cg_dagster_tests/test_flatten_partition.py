@@ -2,6 +2,7 @@
 whole raw file, dictionary-encoded where it pays; a failure in any batch, or in a write, replaces no file and
 leaves no temporary file. Not timed."""
 
+import os
 import threading
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import cg_dagster.lib.tables as tables_module
 from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, flatten_raw
 from cg_dagster.lib.lake import AtomicParquetWriter, Lake, LakeError
 from cg_dagster.lib.schemas import TABLES
-from cg_dagster.lib.tables import DICTIONARY_COLUMNS, flatten_partition
+from cg_dagster.lib.tables import DICTIONARY_COLUMNS, flatten_partition, stale_partitions
 from cg_dagster_tests._fixtures_flatten import P, sandbox_records, write_raw
 
 
@@ -114,3 +115,58 @@ def test_a_failed_write_is_raised_and_replaces_no_file(tmp_path, monkeypatch):
 def test_a_missing_raw_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         flatten_partition(Lake(tmp_path), P)
+
+
+def _same_second(lake: Lake, raw_records: list) -> tuple:
+    """A raw file rewritten after its flattening, every file given one modification time (what S3, which keeps
+    whole seconds, shows when the rewrite lands in the flattening's second)."""
+    write_raw(lake, raw_records[:-1])
+    flatten_partition(lake, P)
+    raw = lake.partition_path("raw_responses", P)
+    write_raw(lake, raw_records)  # a replay's new raw file; its run died before flattening it
+    when = raw.stat().st_mtime_ns
+    for path in [raw, *(lake.partition_path(name, P) for name in FLAT_TABLE_NAMES)]:
+        os.utime(path, ns=(when, when))
+    return raw, when
+
+
+def test_a_raw_file_rewritten_in_the_flattenings_second_is_stale_by_its_footer(tmp_path):
+    lake = Lake(tmp_path)
+    _same_second(lake, sandbox_records(40))
+    assert stale_partitions(lake) == [P]
+    flatten_partition(lake, P)  # the repair: flattened from the new raw file, 40 rows
+    assert lake.read_table(lake.partition_path("responses", P)).num_rows == 40
+    assert stale_partitions(lake) == []
+
+
+def test_footers_are_read_once_per_raw_version(tmp_path, monkeypatch):
+    lake = Lake(tmp_path)
+    raw, when = _same_second(lake, sandbox_records(40))
+    flatten_partition(lake, P)
+    for path in [raw, *(lake.partition_path(name, P) for name in FLAT_TABLE_NAMES)]:
+        os.utime(path, ns=(when, when))  # still one second: the footers decide
+    reads = []
+    real = tables_module._flattened_from
+    monkeypatch.setattr(tables_module, "_flattened_from", lambda path: reads.append(path.parent.name) or real(path))
+    assert stale_partitions(lake) == []
+    assert sorted(reads) == sorted(FLAT_TABLE_NAMES)
+    version = f"{raw.stat().st_size}:{when}"
+    assert lake.read_state("raw_responses.flattened.json") == {"flattened": {raw.name: version}}
+    reads.clear()
+    assert stale_partitions(lake) == [] and reads == []  # trusted while the raw file keeps its version
+
+
+def test_flat_files_without_the_footer_key_in_the_raw_files_second_are_flattened_again(tmp_path):
+    # A lake flattened before the footer named the raw version: in a tie, flattened once more.
+    lake = Lake(tmp_path)
+    write_raw(lake, sandbox_records(40))
+    flatten_partition(lake, P)
+    raw = lake.partition_path("raw_responses", P)
+    for name in FLAT_TABLE_NAMES:
+        path = lake.partition_path(name, P)
+        table = pq.read_table(path)
+        pq.write_table(table.replace_schema_metadata(None), path)
+    when = raw.stat().st_mtime_ns
+    for path in [raw, *(lake.partition_path(name, P) for name in FLAT_TABLE_NAMES)]:
+        os.utime(path, ns=(when, when))
+    assert stale_partitions(lake) == [P]

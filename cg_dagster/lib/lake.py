@@ -275,16 +275,12 @@ class Lake:
         return self.storage.stats(folder, suffix)
 
     def look(self, path) -> str | None:
-        """A token of the file at ``path`` as it is now, changed by every write of it (local: size and mtime_ns,
-        one ``stat``; object storage: its ETag, one HEAD), or None when there is none. On object storage it is
-        also what this ``Lake``'s next write or delete of ``path`` is conditional on (lib/storage.py, "Fencing")."""
-        if self.storage.remote:
-            return self.storage.look(path)
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            return None
-        return f"{stat.st_size}:{stat.st_mtime_ns}"
+        """The ``FileStat.version`` of the file at ``path`` now (``stats`` gives the same token from a listing),
+        changed by every write of it (local: size and mtime_ns, one ``stat``; object storage: size and ETag, one
+        HEAD), or None when there is none. On object storage it is also what this ``Lake``'s next write or delete
+        of ``path`` is conditional on (lib/storage.py, "Fencing")."""
+        found = self.storage.stat(path)
+        return found.version if found else None
 
     def delete(self, path) -> None:
         """Delete the file at ``path`` (no error when there is none).

@@ -136,6 +136,11 @@ class Storage(abc.ABC):
         return [folder / name for name in sorted(self.stats(folder, suffix))]
 
     @abc.abstractmethod
+    def stat(self, path) -> FileStat | None:
+        """The ``FileStat`` of the file at ``path`` now (one ``stat`` / request, no listing cache), None when
+        there is none."""
+
+    @abc.abstractmethod
     def folders(self, folder) -> list:
         """Paths of the sub-folders (remote: common prefixes) directly in ``folder``, sorted; [] when none."""
 
@@ -216,9 +221,14 @@ class LocalStorage(Storage):
                 if entry.name.endswith(suffix):
                     with contextlib.suppress(FileNotFoundError):
                         if entry.is_file():
-                            st = entry.stat()
-                            found[entry.name] = FileStat(st.st_size, st.st_mtime_ns, f"{st.st_size}:{st.st_mtime_ns}")
+                            found[entry.name] = _local_stat(entry.stat())
         return found
+
+    def stat(self, path) -> FileStat | None:
+        try:
+            return _local_stat(os.stat(path))
+        except FileNotFoundError:
+            return None
 
     def folders(self, folder) -> list:
         return sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
@@ -322,6 +332,24 @@ class ObjectStorage(Storage):
             if "/" not in key[len(prefix) :] and key[len(prefix) :] not in found:
                 self.seen[key] = None  # listed as gone (deleted by hand, say): a write then expects no object
         return found
+
+    def stat(self, path) -> FileStat | None:
+        """One HEAD request on S3 (recorded in ``seen``), else ``fs.info`` with the listing cache bypassed."""
+        try:
+            if self.protocol in CONDITIONAL_PROTOCOLS:
+                bucket, key, _ = self.fs.split_path(path.path)
+                head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+                info = {"size": head["ContentLength"], "LastModified": head["LastModified"], "ETag": head["ETag"]}
+            else:
+                self.fs.invalidate_cache(path.path)
+                info = self.fs.info(path.path)
+        except FileNotFoundError:
+            if self.protocol in CONDITIONAL_PROTOCOLS:
+                self.seen[path.path] = None
+            return None
+        if self.protocol in CONDITIONAL_PROTOCOLS:
+            self.seen[path.path] = info["ETag"]
+        return _object_stat(info)
 
     def folders(self, folder) -> list:
         try:
@@ -515,6 +543,10 @@ def arrow_location(path) -> tuple[str, pafs.FileSystem | None]:
 @functools.cache
 def _arrow_filesystem(fs) -> pafs.FileSystem:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def _local_stat(st: os.stat_result) -> FileStat:
+    return FileStat(st.st_size, st.st_mtime_ns, f"{st.st_size}:{st.st_mtime_ns}")
 
 
 def _object_stat(info: dict) -> FileStat:

@@ -65,6 +65,7 @@ RAW_BATCH_ROWS = 2_500  # 5,000: 35 MB more at the peak, no faster; 1,000: 50% s
 FLATTEN_THREADS = 2  # batches flattened at once (pyarrow.json, Arrow compute and Parquet release the GIL)
 RAW_COLUMNS = ("record_json", "fetched_at")
 """The raw columns ``flatten_raw`` reads; the others are not read from the file."""
+SAME_TIME_NS = 1_000_000_000  # modification times closer than this do not order two writes (S3: whole seconds)
 FLATTENED_FROM_KEY = b"cg_dagster.flattened_from"
 """Footer key of a flat file: JSON ``{"raw_file": "<raw table>/<stem>.parquet", "raw_version": <Lake.look>}``."""
 DICTIONARY_COLUMNS = frozenset(
@@ -312,17 +313,45 @@ def _in_flight(
 def stale_partitions(lake: Lake, stream: Stream = RESPONSES) -> list[str]:
     """Keys of the partitions whose raw file (of ``stream``) is newer than one of its flattened files, or lacks
     one (modification times: a flattening publishes its files after reading the raw file, and reads it again if
-    it was replaced meanwhile: module docstring). Costs a ``stat`` call per file, no read. Object stores keep
-    whole seconds: a raw file committed in the same second as the flat files were published is not seen."""
-    stale = []
+    it was replaced meanwhile: module docstring). Costs one listing per table.
+
+    Modification times less than SAME_TIME_NS apart do not tell which write came last (object stores keep
+    whole seconds): for those partitions the footers of the flat files in question (``FLATTENED_FROM_KEY``)
+    say which raw version they are of, and each is read once: the raw versions found flattened that way are
+    kept in ``_state/<raw table>.flattened.json`` and trusted while the raw file keeps that version. So the
+    hourly cost stays a listing per table plus the footers of the partitions flattened since. Call it holding
+    the lake's "current" lease (as ``current_tables`` does): the record's only writer."""
     listed = {name: lake.stats(lake.table_dir(name)) for name in (stream.raw_table, *stream.flat_tables)}  # one each
+    record_name = f"{stream.raw_table}.flattened.json"
+    trusted = (lake.read_state(record_name) or {}).get("flattened", {})
+    stale, flattened = [], {}
     for raw_name, raw in sorted(listed[stream.raw_table].items()):
-        for name in stream.flat_tables:
-            flat = listed[name].get(raw_name)
-            if flat is None or flat.mtime_ns < raw.mtime_ns:
-                stale.append(partition_key_of(raw_name.removesuffix(".parquet")))
-                break
+        flats = [(name, listed[name].get(raw_name)) for name in stream.flat_tables]
+        if any(flat is None or flat.mtime_ns < raw.mtime_ns for _, flat in flats):
+            stale.append(partition_key_of(raw_name.removesuffix(".parquet")))
+            continue
+        unclear = [name for name, flat in flats if flat.mtime_ns - raw.mtime_ns < SAME_TIME_NS]
+        if not unclear:
+            continue
+        if trusted.get(raw_name) != raw.version and any(
+            _flattened_from(lake.table_dir(name) / raw_name) != raw.version for name in unclear
+        ):
+            stale.append(partition_key_of(raw_name.removesuffix(".parquet")))
+            continue
+        flattened[raw_name] = raw.version
+    if flattened != trusted:
+        lake.write_state(record_name, {"flattened": flattened})
     return stale
+
+
+def _flattened_from(path) -> str | None:
+    """The raw version a flat file's footer says it was flattened from (None: a file written before footers
+    said so, or one that cannot be read: flattening it again repairs both)."""
+    try:
+        footer = read_parquet_metadata(path).metadata or {}
+    except (FileNotFoundError, LakeError):
+        return None
+    return json.loads(footer[FLATTENED_FROM_KEY])["raw_version"] if FLATTENED_FROM_KEY in footer else None
 
 
 def use_jemalloc_pool() -> None:
