@@ -19,7 +19,8 @@ releasing the lease the flattening looks at the raw file again and flattens it a
 meanwhile (that replay's own flattening may never run: killed), so the files it leaves are of the raw file
 that was there when it published them; a raw file committed after that is newer than them, which is what
 ``stale_partitions`` compares (modification times from one listing per table: the hourly cost does not grow
-with reads of every partition). One lease per partition, not per stream: backfills and the current update
+with reads of every partition; times too close to order, as S3's whole seconds make them, are settled once by
+the footers below). One lease per partition, not per stream: backfills and the current update
 flatten different partitions at once; a released lease leaves no file (lib/lease.py).
 
 On object storage the lease can be lost by a run paused past its TTL; the writes are fenced besides: under the
@@ -27,7 +28,7 @@ lease, before reading the raw file, the flattening looks at each target's ETag (
 published only if it is still that object (lib/storage.py, "Fencing"). A run that lost fails with
 ``PreconditionFailed`` (``LeaseLostError``) naming what it had published, and leaves the newer run's files.
 Each flat file records in its footer (``FLATTENED_FROM_KEY``) the raw file and the version it was flattened
-from (local: size and mtime_ns; S3: the ETag), for audits.
+from (``Lake.look``: local, size and mtime_ns; S3, size and ETag), for audits and ``stale_partitions``.
 """
 
 import collections
