@@ -221,6 +221,28 @@ ACCOUNT = """\
             "accounts 'emea' and 'apac' share a lake ('/data/emea' and '/data/emea/apac')",
         ),
         (ACCOUNT.replace("  - name", "  - nam"), "accounts[0]: unknown keys ['nam']"),
+        # the review's inputs: one lake spelled two ways; a secret that passes for a variable name; a glob
+        *(
+            (
+                ACCOUNT.replace("/data/emea", first) + ACCOUNT.replace("emea", "apac").replace("/data/apac", second),
+                f"accounts 'emea' and 'apac' share a lake ({first!r} and {second!r})",
+            )
+            for first, second in [
+                ("s3://cglake/shared", "s3a://cglake/shared"),
+                ("s3://cglake/shared", "S3://cglake/shared/"),
+                ("/data/emea", "file:///data/emea"),
+                ("gs://b/x", "gcs://b/x/y"),
+            ]
+        ),
+        (
+            ACCOUNT.replace("client_secret_env: EMEA_CLIENT_SECRET", "client_secret_env: hunter2Sup3rSecret42"),
+            "account 'emea' (accounts[0]): client_secret_env is not an environment variable name",
+        ),
+        (
+            ACCOUNT.replace("/data/emea", "/data/emea[1]"),
+            "lake_root '/data/emea[1]' holds [ ], which DuckDB reads as a glob: give a path without",
+        ),
+        (ACCOUNT.replace("/data/emea", "ftp://host/lake"), "lake_root 'ftp://host/lake': ftp:// is not a supported"),
         ("  - just text\n", "accounts[0] must be a mapping of name, region"),
     ],
 )

@@ -26,6 +26,7 @@ from cg_dagster.lib.lake import (
     partition_key_of,
     read_parquet_metadata,
 )
+from cg_dagster.lib.storage import lake_identity
 
 T = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.UTC)
 
@@ -346,3 +347,28 @@ def test_quarantine_markers_of_two_partitions_are_listed_and_released_apart(tmp_
     }  # fmt: skip
     lake.release("2026-11-01-11:00", "responses_nps_in_range")
     assert lake.quarantined() == {"2026-11-01-1000": ["responses_nps_in_range"]}
+
+
+@pytest.mark.parametrize(
+    "one, other",
+    [
+        ("s3://cglake/shared", "s3a://cglake/shared/"),
+        ("S3://cglake/shared", "s3://cglake/shared"),
+        ("gcs://b/x", "gs://b/x"),
+        ("az://c/x", "abfss://c/x"),
+        ("/data/emea/", "file:///data/emea"),
+        ("/data/emea", "/data/./emea"),
+    ],
+)
+def test_one_lake_spelled_two_ways_has_one_identity(one, other):
+    assert lake_identity(one) == lake_identity(other)
+
+
+@pytest.mark.parametrize("one, other", [("s3://b/x", "s3://b/y"), ("s3://b/x", "gs://b/x"), ("/data/a", "/data/b")])
+def test_two_lakes_have_two_identities(one, other):
+    assert lake_identity(one) != lake_identity(other)
+
+
+def test_an_upper_case_scheme_opens_the_store():
+    # the review's input: S3://... once failed every run with "ValueError: Unsupported filesystem: 'S3'"
+    assert str(Lake("S3://cglake/shared").root) == "s3://cglake/shared"

@@ -29,10 +29,14 @@ import yaml
 
 from cg_dagster.lib.client import REGIONS, CustomerGaugeConfigError, validate_base_url
 from cg_dagster.lib.flatten import FlattenError, system_zone
+from cg_dagster.lib.lake import GLOB_CHARACTERS
+from cg_dagster.lib.storage import PACKAGES, lake_identity
 from cg_dagster.settings import ACCOUNTS_FILE
 
 NAME = re.compile(r"[A-Za-z0-9_]+")  # Dagster's rule for names (dagster/_core/definitions/utils.py VALID_NAME_REGEX)
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # POSIX shell variable names
+# Environment variable names as POSIX's utilities use them (upper case, digits, _): a value pasted where a name
+# belongs (a secret, mixed case) is refused at load, before Dagster's EnvVar could name it in an error.
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,16 @@ def _account(source: str, index: int, entry) -> Account:
     for field in ("client_id_env", "client_secret_env"):
         if not ENV_NAME.fullmatch(getattr(account, field)):  # the value is not repeated: it may be the secret itself
             raise CustomerGaugeConfigError(f"{where}: {field} is not an environment variable name: {_HINTS[field]}")
+    if glob := sorted(GLOB_CHARACTERS.intersection(account.lake_root)):
+        raise CustomerGaugeConfigError(
+            f"{where}: lake_root {account.lake_root!r} holds {' '.join(glob)}, which DuckDB reads as a glob: "
+            "give a path without * ? [ ] { }"
+        )
+    store = account.lake_root.partition("://")[0].lower() if "://" in account.lake_root else "file"
+    if store not in (*PACKAGES, "file"):
+        raise CustomerGaugeConfigError(
+            f"{where}: lake_root {account.lake_root!r}: {store}:// is not a supported store: {_HINTS['lake_root']}"
+        )
     if account.region not in REGIONS:
         raise CustomerGaugeConfigError(f"{where}: region {account.region!r} is unknown: {_HINTS['region']}")
     try:
@@ -136,10 +150,10 @@ _HINTS = {
     "name": "give letters, digits and _ only (it becomes part of asset keys, job, schedule and resource names), "
     "e.g. emea",
     "region": f"give one of {', '.join(REGIONS)}, the region of the account's CustomerGauge system",
-    "client_id_env": "give the NAME of the environment variable that holds the Connected App's client id, e.g. "
-    "EMEA_CLIENT_ID",
+    "client_id_env": "give the NAME of the environment variable that holds the Connected App's client id, in "
+    "upper case, digits and _, e.g. EMEA_CLIENT_ID",
     "client_secret_env": "give the NAME of the environment variable that holds the Connected App's client secret, "
-    "e.g. EMEA_CLIENT_SECRET (never the secret itself)",
+    "in upper case, digits and _, e.g. EMEA_CLIENT_SECRET (never the secret itself)",
     "lake_root": "give the account's own lake, a folder or s3://bucket/prefix",
     "system_timezone": "give the IANA zone of the account's CustomerGauge system, e.g. Europe/Amsterdam, or leave it "
     "out for UTC",
@@ -158,7 +172,7 @@ def _check_apart(source: str, accounts: list[Account]) -> None:
                 f"{source}: account name {account.name!r} is listed twice: give each its own"
             )
         seen[account.name] = account
-    roots = [(_root_path(account.lake_root), account) for account in accounts]
+    roots = [(lake_identity(account.lake_root), account) for account in accounts]
     for i, (root, account) in enumerate(roots):
         for other_root, other in roots[i + 1 :]:
             if root == other_root or root.startswith(other_root + "/") or other_root.startswith(root + "/"):
@@ -167,8 +181,3 @@ def _check_apart(source: str, accounts: list[Account]) -> None:
                     f"{other.lake_root!r}): give each account a lake_root of its own, neither inside the other, "
                     "so that their cursors, leases and tables stay apart"
                 )
-
-
-def _root_path(root: str) -> str:
-    """The lake root as the lake resource opens it (``LakeResource.get_lake``), without a trailing ``/``."""
-    return root.rstrip("/") if "://" in root else Path(root).expanduser().resolve().as_posix().rstrip("/")

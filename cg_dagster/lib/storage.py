@@ -56,6 +56,7 @@ PACKAGES = {  # fsspec protocol -> the package that implements it
     "abfss": "adlfs",
     "az": "adlfs",
 }
+STORE_ALIASES = {"s3a": "s3", "gcs": "gs", "abfss": "abfs", "az": "abfs"}  # fsspec's other names of one store
 CONDITIONAL_PROTOCOLS = ("s3", "s3a")  # stores whose conditional writes put_if / delete_if implement
 # s3fs's own default for opened files is a "readahead" cache of 50 MB blocks: every read of a Parquet footer or
 # column chunk (pyarrow, DuckDB) fetched and held up to 50 MB more. pyarrow and DuckDB ask for the byte ranges
@@ -95,6 +96,8 @@ def open_storage(root: str | os.PathLike) -> "Storage":
     """
     text = os.fspath(root) if not isinstance(root, UPath) else str(root)
     protocol = text.split("://", 1)[0].lower() if "://" in text else None
+    if protocol is not None:
+        text = protocol + text[len(protocol) :]  # S3://b/p is s3://b/p (fsspec knows lower-case names only)
     if protocol is None or protocol == "file":
         return LocalStorage(Path(text.removeprefix("file://")))
     if protocol not in PACKAGES:
@@ -112,6 +115,18 @@ def open_storage(root: str | os.PathLike) -> "Storage":
             f"(pip install {PACKAGES[protocol]}) or set CG_LAKE_ROOT to a local folder"
         ) from None
     return ObjectStorage(path)
+
+
+def lake_identity(root: str) -> str:
+    """Where the files of lake root ``root`` are, spelled one way per place: the scheme lower-cased and its
+    fsspec aliases one name (``STORE_ALIASES``: s3a -> s3, gcs -> gs, abfss and az -> abfs), a local path
+    (``file://`` dropped) absolute and resolved, no trailing ``/``. Two roots with one identity are one lake."""
+    protocol, sep, rest = root.partition("://")
+    if sep and protocol.lower() != "file":
+        protocol = protocol.lower()
+        return f"{STORE_ALIASES.get(protocol, protocol)}://{rest.rstrip('/')}"
+    local = rest if sep else root
+    return Path(local).expanduser().resolve().as_posix().rstrip("/")
 
 
 class Storage(abc.ABC):
