@@ -59,15 +59,18 @@ def test_quick_benchmark_reports_every_case(tmp_path):
     figures = json.loads(out.read_text())
 
     cases = {(case["case"], case["records"]): case for case in figures["cases"]}
-    kinds = ("fetch", "floor", "cli_raw_flat", "cli_group")
-    assert sorted(cases) == sorted((kind, size) for kind in kinds for size in (1_000, 5_000))
+    kinds = ("fetch", "floor", "cli_raw_flat", "cli_raw_flat_current")
+    expected = [(kind, size) for kind in kinds for size in (1_000, 5_000)] + [("cli_group", 1_000)]  # hourly only
+    assert sorted(cases) == sorted(expected)
     for (kind, size), case in cases.items():
         assert case["records_out"] == size, (kind, size)
         assert case["latency_ms"] == 0
         assert case["wall_s"] > 0 and case["peak_rss_mb"] > 0 and case["records_per_s"] > 0, (kind, size)
         if kind.startswith("cli_"):
             assert 0 < case["raw_step_s"] < case["wall_s"], (kind, size)
-    assert cases[("cli_group", 1_000)]["checks"] > 0  # the whole group includes the asset checks
+    assert cases[("cli_group", 1_000)]["checks"] > cases[("cli_raw_flat_current", 1_000)]["checks"] > 0
+    assert cases[("cli_group", 1_000)]["steps"] > cases[("cli_raw_flat_current", 1_000)]["steps"]  # non-responses
+    assert cases[("cli_raw_flat_current", 1_000)]["steps"] > cases[("cli_raw_flat", 1_000)]["steps"]  # current
 
     targets = {target["target"].split()[0]: target for target in figures["ratios"]}
     assert sorted(targets) == ["1", "2", "3a", "3b", "4", "5a", "5b"]
