@@ -15,7 +15,8 @@
 | `CG_FRESHNESS_HOURS` | `2` | hours without a materialization before an asset fails freshness |
 | `CG_LOOKBACK_HOUR` | `2` | daily UTC hour of the trailing-window re-read, -1: off (run config) |
 | `CG_LOOKBACK_DAYS` | `35` | days the daily re-read covers (run config) |
-| `CG_LOOKBACK_FIELD` | `date_survey_response` | `period[field]` of the re-read (run config) |
+| `CG_LOOKBACK_FIELD` | `date_survey_response` | `period[field]` of the responses' re-read (run config) |
+| `CG_NON_RESPONSES_LOOKBACK_FIELD` | `date_sent` | `period[field]` of the non-responses' re-read (run config) |
 | `CG_LEASE_WAIT_SECONDS` | `1800` | wait for another run's sync, rebuild or flattening (run config, current_tables) |
 | `CG_LEASE_TTL_SECONDS` | `120` | object-storage lease life after its last heartbeat, 3 s to a day (lib/lease.py) |
 | `CG_DAGSTER_PORT` | `3000` | port of the UI of `run.py dev` (scripts/dev.py) |
@@ -130,6 +131,9 @@ LOOKBACK_HOUR = Setting("CG_LOOKBACK_HOUR", "2", "must be a whole number: an hou
 LOOKBACK_DAYS = Setting("CG_LOOKBACK_DAYS", "35", "must be a whole number of days, e.g. 35")
 LOOKBACK_FIELD = Setting(
     "CG_LOOKBACK_FIELD", "date_survey_response", "must be a period field: date_survey_response, ..."
+)
+NON_RESPONSES_LOOKBACK_FIELD = Setting(
+    "CG_NON_RESPONSES_LOOKBACK_FIELD", "date_sent", "must be a period field a non-response carries: date_sent, ..."
 )
 LEASE_WAIT_SECONDS = Setting("CG_LEASE_WAIT_SECONDS", "1800", "must be a whole number of seconds, 0 or more, e.g. 1800")
 LEASE_TTL_SECONDS = Setting("CG_LEASE_TTL_SECONDS", "120", "must be a number of seconds from 3 to 86400, e.g. 120")

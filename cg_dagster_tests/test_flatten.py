@@ -2,12 +2,24 @@
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
-from cg_dagster.lib.flatten import FlattenError, FlattenStats, flatten_raw, flatten_records, raw_rows
+from cg_dagster.lib.flatten import (
+    FlatTables,
+    FlattenError,
+    FlattenStats,
+    flatten_non_responses,
+    flatten_raw,
+    flatten_records,
+    raw_rows,
+)
+from cg_dagster.lib.schemas import NON_RESPONSE_UNREAD_KEYS
+from cg_dagster.sandbox.data import EXPANSIONS, as_non_response, generate_records
+from cg_dagster.sandbox.server import _render
 from cg_dagster_tests._fixtures_flatten import BARE_RECORD, DROP, FETCHED_AT, VENDOR_RECORD, odd_page, record
 
 F = FETCHED_AT
@@ -792,3 +804,75 @@ def test_a_follow_up_flag_that_is_not_a_boolean_is_null_and_counted():
     flat = flatten_records([{"number_customergauge": 1, "follow_up": {"requested": "true"}}], fetched_at=FETCHED_AT)
     assert flat.tables["responses"]["follow_up_requested"].to_pylist() == [None]
     assert flat.stats.follow_up_invalid == 1
+
+
+# ---- non-responses: keys non_responses does not read are neither read nor checked (issue 11 review) ----------
+
+NON_RESPONSE = {key: value for key, value in VENDOR_RECORD.items() if key not in NON_RESPONSE_UNREAD_KEYS} | {
+    "status": "non_response"
+}
+
+
+def flat_non_responses(records) -> FlatTables:
+    return flatten_non_responses(raw_rows(records, fetched_at=F, cursor_sent=None, sync_pass="cursor"))
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("tags", {}),
+        ("drivers", "x"),
+        ("questions", 5),
+        ("properties", "y"),
+        ("selected_drivers", [1]),
+        ("custom_fields", {"field": "a"}),
+        ("comment", "x"),
+        ("follow_up", [True]),
+        ("nps", 11),
+        ("date_survey_response", "0000-00-00 00:00:00"),
+    ],
+)
+def test_a_key_non_responses_do_not_read_neither_blocks_nor_changes_the_row(key, value):
+    other = {**NON_RESPONSE, "number_customergauge": 3415, "email": "other@example.com"}
+    got = flat_non_responses([{**NON_RESPONSE, key: value}, other])
+    table = got.tables["non_responses"]
+    assert table.equals(flat_non_responses([NON_RESPONSE, other]).tables["non_responses"])
+    assert table.select(["number_customergauge", "status", "email", "date_sent"]).to_pylist() == [
+        {
+            "number_customergauge": n,
+            "status": "non_response",
+            "email": e,
+            "date_sent": datetime(2022, 3, 30, 12, 34, 56, tzinfo=UTC),
+        }
+        for n, e in ((3414, "example@customergauge.com"), (3415, "other@example.com"))
+    ]
+    assert got.stats == FlattenStats(records=2, unread_fields=Counter({key: 1}))  # not nps_invalid, not dates_invalid
+
+
+def test_sandbox_non_responses_flatten_as_responses_do_on_the_keys_they_share():
+    records = [_render(as_non_response(r), frozenset(EXPANSIONS), False) for r in generate_records(4, 300)]
+    raw = raw_rows(records, fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    got = flatten_non_responses(raw)
+    as_responses = flatten_raw(raw)
+    names = got.tables["non_responses"].schema.names
+    assert got.tables["non_responses"].equals(as_responses.tables["responses"].select(names))
+    assert got.stats.unread_fields == Counter(key for r in records for key in r.keys() & NON_RESPONSE_UNREAD_KEYS)
+    assert got.stats.unread_fields["properties"] == 300 and got.stats.unknown_fields == set()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"number_customergauge": 1, "contact": "x"}', "record number_customergauge=1: 'contact' must be an object"),
+        ('{"number_customergauge": 1,', "raw row 0: record_json is not valid JSON"),
+        ('{"tags": {}}', "record 0 has no integer number_customergauge"),
+    ],
+)
+def test_a_non_response_that_cannot_be_flattened_names_raw_non_responses(text, message):
+    raw = raw_rows([BARE_RECORD], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    with pytest.raises(FlattenError) as error:
+        flatten_non_responses(raw.set_column(4, "record_json", pa.array([text], pa.string())))
+    assert str(error.value).startswith(message)
+    assert str(error.value).endswith(
+        "check the API response (the raw_non_responses table keeps each record as received)"
+    )

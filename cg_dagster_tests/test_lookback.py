@@ -6,11 +6,12 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from cg_dagster.customergauge.assets import RawResponsesConfig
+from cg_dagster.customergauge.assets import RawResponsesConfig, raw_non_responses
+from cg_dagster.customergauge.keys import RAW_NON_RESPONSES_OP
 from cg_dagster.lib.client import CustomerGaugeConfigError, Period
-from cg_dagster.lib.lake import Lake, LakeError
+from cg_dagster.lib.lake import NON_RESPONSES, Lake, LakeError
 from cg_dagster.lib.lookback import last_reread, plan_lookback
-from cg_dagster_tests._fixtures_runs import RAW_OP, raw_metadata, raw_numbers, run
+from cg_dagster_tests._fixtures_runs import RAW_OP, failure_text, raw_metadata, raw_numbers, run
 from cg_dagster_tests._fixtures_sandbox import assert_current_matches_sandbox, make_resources
 
 UTC = dt.timezone.utc
@@ -122,3 +123,100 @@ def test_a_missed_reread_hour_is_made_up_by_the_next_sync_and_recorded_once(sand
         assert off["lookback"] is None and off["lookback_reason"] == "off: lookback_hour is -1"
         assert last_reread(lake)["partition_key"] == "2026-11-02-05:00"
     assert_current_matches_sandbox(lake, sandbox)
+
+
+# ---- each stream re-reads through a date its records carry (issue 11 review: the non-responses read nothing) ----
+
+START = at("2026-11-01-11:00")
+
+
+def test_each_stream_rereads_by_its_own_default_field_and_variable(monkeypatch):
+    assert RawResponsesConfig().lookback_period(START).field == "date_survey_response"
+    assert RawResponsesConfig().lookback_period(START, NON_RESPONSES).field == "date_sent"
+    monkeypatch.setenv("CG_LOOKBACK_FIELD", "date_order")  # the responses' variable only
+    monkeypatch.setenv("CG_NON_RESPONSES_LOOKBACK_FIELD", "date_creation")
+    assert RawResponsesConfig().lookback_period(START).field == "date_order"
+    assert RawResponsesConfig().lookback_period(START, NON_RESPONSES).field == "date_creation"
+    assert RawResponsesConfig().resolved(NON_RESPONSES).lookback_field == "date_creation"
+    given = RawResponsesConfig(lookback_field="date_sent")
+    assert given.lookback_period(START, NON_RESPONSES).field == given.lookback_period(START).field == "date_sent"
+
+
+@pytest.mark.parametrize(
+    "run_config, variable, source",
+    [
+        ({"lookback_field": "date_survey_response"}, None, "run config of raw_non_responses"),
+        ({}, "date_survey_response", "CG_NON_RESPONSES_LOOKBACK_FIELD"),
+        ({"lookback_field": "date_modified", "lookback_hour": -1}, None, "run config of raw_non_responses"),
+    ],
+)
+def test_a_field_the_non_responses_do_not_carry_is_refused_naming_field_stream_and_choices(
+    monkeypatch, run_config, variable, source
+):
+    if variable is not None:
+        monkeypatch.setenv("CG_NON_RESPONSES_LOOKBACK_FIELD", variable)
+    field = run_config.get("lookback_field", variable)
+    with pytest.raises(CustomerGaugeConfigError) as error:
+        RawResponsesConfig(**run_config).lookback_period(START, NON_RESPONSES)
+    assert str(error.value) == (
+        f"lookback_field {field!r} ({source}) is not a period[field] date the non-responses records carry: "
+        "use one of date_creation, date_order, date_sent (default date_sent)"
+    )
+    RawResponsesConfig(lookback_field="date_survey_response").lookback_period(START)  # the responses carry it
+
+
+def test_a_recorded_reread_through_a_field_the_stream_does_not_carry_does_not_count():
+    last = {"partition_key": "2026-11-01-10:00", "period": {"field": "date_survey_response"}}
+    window = Period(field="date_sent", start=dt.date(2026, 10, 2), end=dt.date(2026, 11, 1))
+    plan = plan_lookback(last, START, window, hour=2, stream=NON_RESPONSES)
+    assert (plan.period, plan.reason) == (
+        window,
+        "due: last re-read 2026-11-01-10:00, 1 h before this partition, read date_survey_response, which the "
+        "non-responses records lack (so nothing)",
+    )
+    responses = plan_lookback(last, START, PERIOD, hour=2)
+    assert responses.period is None and responses.reason.startswith("not due:")
+
+
+def non_responses_config(**values) -> dict:
+    return {"ops": {RAW_NON_RESPONSES_OP: {"config": values}}}
+
+
+def test_a_forced_non_responses_reread_over_http_stores_the_window_the_sandbox_serves(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    served = sandbox.records("non-responses")
+    window = sorted(r["number_customergauge"] for r in served if "2026-10-02" <= r["date_sent"][:10] <= "2026-11-01")
+    assert 0 < len(window) < len(served)  # the window is a part of them: the period filter did the choosing
+    with dg.instance_for_test() as instance:
+        for partition, config in (("2026-11-01-10:00", {"lookback_hour": -1}), ("2026-11-01-11:00", {})):
+            dg.materialize(
+                [raw_non_responses],
+                instance=instance,
+                resources=resources,
+                partition_key=partition,
+                run_config=non_responses_config(force_lookback=True, lookback_days=30, **config),
+            )
+    raw = lake.read_table(lake.partition_path("raw_non_responses", "2026-11-01-11:00"))
+    assert raw.column("sync_pass").unique().to_pylist() == ["lookback"]
+    assert sorted(raw.column("number_customergauge").to_pylist()) == window
+    period = {"field": "date_sent", "start": "2026-10-02", "end": "2026-11-01"}
+    assert last_reread(lake, NON_RESPONSES)["period"] == period
+
+
+def test_a_refused_non_responses_field_fails_the_run_before_any_request(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    config = non_responses_config(force_lookback=True, lookback_field="date_survey_response")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [raw_non_responses],
+            instance=instance,
+            resources=make_resources(sandbox, lake.root),
+            partition_key="2026-11-01-10:00",
+            run_config=config,
+            raise_on_error=False,
+        )
+    assert not result.success and "lookback_field 'date_survey_response' (run config of raw_non_responses)" in (
+        failure_text(result)
+    )
+    assert sandbox.requests_log == [] and not lake.exists(lake.partition_path("raw_non_responses", "2026-11-01-10:00"))

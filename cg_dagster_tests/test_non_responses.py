@@ -3,8 +3,13 @@ the sync protocol on its own stream (head, lease, replay), and the Dagster asset
 
 import contextlib
 import dataclasses
+import datetime as dt
+import importlib.util
+from collections import Counter
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -21,10 +26,13 @@ from cg_dagster.customergauge.assets import (
 )
 from cg_dagster.customergauge.keys import RAW_NON_RESPONSES_OP, raw_run_config
 from cg_dagster.lib.client import CustomerGaugeConfigError, SyncParams
+from cg_dagster.lib.current import NON_RESPONSES_CURRENT, update_current
+from cg_dagster.lib.flatten import raw_rows
 from cg_dagster.lib.lake import MANIFEST_FOOTER_KEY, NON_RESPONSES, RESPONSES, Lake
 from cg_dagster.lib.lease import LeaseTimeoutError
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import sync_partition
+from cg_dagster.lib.tables import flatten_partition, stale_partitions
 from cg_dagster.sandbox.data import ANSWER_KEYS, NON_RESPONSE_NUMBERS_FROM
 from cg_dagster_tests._fixtures_runs import numbers
 from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET, make_resources
@@ -241,3 +249,67 @@ def test_a_held_responses_lease_does_not_hold_up_the_non_responses_asset(sandbox
                 [raw_non_responses], instance=instance, resources=resources, partition_key=P1, run_config=config
             )
     assert result.success and non_response_numbers(lake, P1) == numbers(sandbox.records("non-responses"))
+
+
+# ---- a key non_responses does not read never blocks a partition (issue 11 review) -----------------------
+
+
+def test_a_partition_of_non_responses_with_odd_answer_keys_is_flattened_and_current(sandbox, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    served = sandbox.records("non-responses")[:8]
+    odd = {"tags": {}, "drivers": "x", "questions": 5, "properties": "y"}  # the review's exact inputs
+    records = [{**record, **dict([item])} for record, item in zip(served[:4], odd.items(), strict=True)] + served[4:]
+    fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.timezone.utc)
+    raw = raw_rows(records, fetched_at=fetched, cursor_sent=None, sync_pass="cursor")
+    lake.write_table(lake.partition_path("raw_non_responses", P1), raw)
+    assert stale_partitions(lake, NON_RESPONSES) == [P1]
+    done = flatten_partition(lake, P1, stream=NON_RESPONSES)
+    assert done.rows == {"non_responses": 8} and stale_partitions(lake, NON_RESPONSES) == []
+    assert all("properties" in record for record in records)  # with[]=properties: one of them is "y" above
+    assert done.stats.unread_fields == Counter({"tags": 1, "drivers": 1, "questions": 1, "properties": 8})
+    assert done.stats.unknown_fields == set()
+    update_current(lake, NON_RESPONSES_CURRENT)
+    assert current_non_response_flags(lake) == dict.fromkeys(numbers(served), False)
+
+
+# ---- the response rate: every sent survey once (issue 11 review) ----------------------------------------
+
+
+def response_rate_sql() -> str:
+    """scripts/demo.py's RESPONSE_RATE_SQL, the README's query (test_docs.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "cg_demo", Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    )
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo.RESPONSE_RATE_SQL
+
+
+def test_the_response_rate_counts_every_sent_survey_once_and_completed_responses_as_answered(tmp_path):
+    october, november = (
+        dt.datetime(2026, 10, 5, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 11, 5, tzinfo=dt.timezone.utc),
+    )
+    responses = {  # number: (status, date_sent); 2 was a non-response that came back partial
+        1: ("response", october),
+        2: ("partial", october),
+        3: ("non_response", october),
+        4: ("response", november),
+    }
+    non_responses = {2: (True, october), 5: (False, october), 6: (False, november)}  # number: (is_response, sent)
+    for table, rows, column in (("responses", responses, "status"), ("non_responses", non_responses, "is_response")):
+        folder = tmp_path / "current" / table
+        folder.mkdir(parents=True)
+        pq.write_table(
+            pa.table(
+                {
+                    "number_customergauge": list(rows),
+                    column: [value for value, _ in rows.values()],
+                    "date_sent": pa.array([sent for _, sent in rows.values()], pa.timestamp("us", tz="UTC")),
+                }
+            ),
+            folder / "1.parquet",
+        )
+    rate = duckdb.sql(response_rate_sql().format(lake=tmp_path)).fetchall()
+    # month, sent, responses, partial, response_rate: 1, 2, 3, 5 sent in October (2 once), 4 and 6 in November
+    assert rate == [("2026-10", 4, 1, 1, 0.25), ("2026-11", 2, 1, 0, 0.5)]

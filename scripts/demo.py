@@ -63,22 +63,23 @@ SELECTION = ",".join(
 )
 # The trailing-window re-read is off in the demo so the incremental sync's count is exactly the new records.
 RUN_CONFIG = json.dumps(raw_run_config(non_responses=True, lookback_hour=-1))
-# The README's response-rate query (section "Non-responses and the response rate"), over a lake at {lake}: a
-# converted non-response is in both current tables, so only the unanswered ones (NOT is_response) count.
+# The README's response-rate query (section "Non-responses and the response rate"), over a lake at {lake}: every
+# sent survey once (a converted non-response is in both current tables: it counts as its response, whatever
+# that response's status); the rate is completed responses (status 'response') over all sent.
 RESPONSE_RATE_SQL = """
 WITH sent AS (
-    SELECT date_trunc('month', date_sent) AS month, true AS answered
+    SELECT date_trunc('month', date_sent) AS month, status
     FROM read_parquet('{lake}/current/responses/*.parquet', union_by_name = true)
-    WHERE status = 'response'
     UNION ALL
-    SELECT date_trunc('month', date_sent), false
+    SELECT date_trunc('month', date_sent), 'non_response'
     FROM read_parquet('{lake}/current/non_responses/*.parquet', union_by_name = true)
     WHERE NOT is_response
 )
 SELECT strftime(month, '%Y-%m') AS month,
-       count(*) FILTER (WHERE answered) AS responses,
-       count(*) FILTER (WHERE NOT answered) AS non_responses,
-       round(count(*) FILTER (WHERE answered) / count(*), 3) AS response_rate
+       count(*) AS sent,
+       count(*) FILTER (WHERE status = 'response') AS responses,
+       count(*) FILTER (WHERE status = 'partial') AS partial,
+       round(count(*) FILTER (WHERE status = 'response') / count(*), 3) AS response_rate
 FROM sent GROUP BY ALL ORDER BY month
 """
 

@@ -30,11 +30,11 @@ from cg_dagster.customergauge.keys import RAW_KEY as RAW_KEY
 from cg_dagster.customergauge.metadata import column_lineage, column_schema, lake_uri
 from cg_dagster.customergauge.partitions import freshness_policy, hourly_partitions
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
-from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
+from cg_dagster.lib.client import CustomerGaugeConfigError, Period
 from cg_dagster.lib.current import NON_RESPONSES_CURRENT, update_current
 from cg_dagster.lib.flatten import FlattenError
 from cg_dagster.lib.lake import NON_RESPONSES, RESPONSES, LakeError, Stream
-from cg_dagster.lib.lookback import explain, last_reread, plan_lookback
+from cg_dagster.lib.lookback import REREAD_FIELDS, explain, last_reread, lookback_field, plan_lookback
 from cg_dagster.lib.schemas import (
     CURRENT_NON_RESPONSES,
     CURRENT_TABLES,
@@ -46,7 +46,7 @@ from cg_dagster.lib.schemas import (
 )
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition, stale_partitions
-from cg_dagster.settings import LEASE_WAIT_SECONDS, LOOKBACK_DAYS, LOOKBACK_FIELD, LOOKBACK_HOUR
+from cg_dagster.settings import LEASE_WAIT_SECONDS, LOOKBACK_DAYS, LOOKBACK_HOUR
 
 LEASE_WAIT_ENV = LEASE_WAIT_SECONDS.name
 
@@ -61,9 +61,11 @@ class RawResponsesConfig(dg.Config):
     ``lookback_hour`` (UTC; -1: never), unless the lake records a re-read since that slot; ``force_lookback``
     re-reads in this run whether due or not. It re-reads ``lookback_days`` days up to the partition's date
     through ``period[lookback_field]`` so records that changed after they were synced (api-notes.md: partial
-    -> response 10-30 days later, GDPR anonymisation) arrive again. ``lease_wait_seconds``: how long to wait
-    for another run's sync of the same lake before failing (lib/lease.py). Unset (None), they come from
-    CG_LOOKBACK_HOUR (2), CG_LOOKBACK_DAYS (35), CG_LOOKBACK_FIELD (date_survey_response) and
+    -> response 10-30 days later, GDPR anonymisation) arrive again; ``lookback_field`` must be a date the
+    stream's records carry (lib/lookback.py ``REREAD_FIELDS``: no date_survey_response for the non-responses).
+    ``lease_wait_seconds``: how long to wait for another run's sync of the same lake before failing
+    (lib/lease.py). Unset (None), they come from CG_LOOKBACK_HOUR (2), CG_LOOKBACK_DAYS (35), the stream's
+    field variable (CG_LOOKBACK_FIELD, date_survey_response; CG_NON_RESPONSES_LOOKBACK_FIELD, date_sent) and
     CG_LEASE_WAIT_SECONDS (1800) when the run starts (``resolved``; cg_dagster/settings.py), so scheduled
     and manual runs agree and a malformed variable fails the run, not the code location's load.
     """
@@ -75,8 +77,9 @@ class RawResponsesConfig(dg.Config):
     force_lookback: bool = False
     lease_wait_seconds: Optional[int] = None
 
-    def resolved(self) -> "RawResponsesConfig":
-        """This config with every unset field read from its environment variable (or that one's default).
+    def resolved(self, stream: Stream = RESPONSES) -> "RawResponsesConfig":
+        """This config with every unset field read from its environment variable (or that one's default);
+        ``lookback_field`` from ``stream``'s variable (``REREAD_FIELDS``).
 
         Raises:
             CustomerGaugeConfigError: a variable that is not a whole number, naming it.
@@ -84,21 +87,23 @@ class RawResponsesConfig(dg.Config):
         env = {
             "lookback_hour": LOOKBACK_HOUR.integer,
             "lookback_days": LOOKBACK_DAYS.integer,
-            "lookback_field": LOOKBACK_FIELD.text,
+            "lookback_field": REREAD_FIELDS[stream].setting.text,
             "lease_wait_seconds": LEASE_WAIT_SECONDS.integer,
         }
         return self.model_copy(update={name: read() for name, read in env.items() if getattr(self, name) is None})
 
-    def lookback_period(self, partition_start: dt.datetime) -> Period | None:
-        """The ``period[...]`` a re-read in the partition starting at ``partition_start`` covers, or None
-        when the re-read is off (``lookback_hour`` -1 and not ``force_lookback``). Whether it is due is
+    def lookback_period(self, partition_start: dt.datetime, stream: Stream = RESPONSES) -> Period | None:
+        """The ``period[...]`` a re-read of ``stream`` in the partition starting at ``partition_start`` covers,
+        or None when the re-read is off (``lookback_hour`` -1 and not ``force_lookback``). Whether it is due is
         ``plan_lookback``'s decision.
 
         Raises:
             CustomerGaugeConfigError: lookback_hour outside -1..23, lookback_days outside
-                1..MAX_LOOKBACK_DAYS, unknown field, lease_wait_seconds below 0, a malformed variable.
+                1..MAX_LOOKBACK_DAYS, a field the stream's records do not carry (``lookback_field``),
+                lease_wait_seconds below 0, a malformed variable.
         """
-        config = self.resolved()
+        field = lookback_field(stream, self.lookback_field)
+        config = self.resolved(stream)
         if config.lease_wait_seconds < 0:
             raise CustomerGaugeConfigError(
                 f"lease_wait_seconds must be 0 or more ({LEASE_WAIT_ENV} or run config), "
@@ -114,15 +119,10 @@ class RawResponsesConfig(dg.Config):
                 f"lookback_days must be from 1 to {MAX_LOOKBACK_DAYS} (CG_LOOKBACK_DAYS or run config), "
                 f"got {config.lookback_days}"
             )
-        if config.lookback_field not in PERIOD_FIELDS:
-            raise CustomerGaugeConfigError(
-                f"lookback_field {config.lookback_field!r} is not a period field (CG_LOOKBACK_FIELD or run config): "
-                f"use one of {', '.join(PERIOD_FIELDS)}"
-            )
         if config.lookback_hour == -1 and not config.force_lookback:
             return None
         end = partition_start.date()
-        return Period(field=config.lookback_field, start=end - dt.timedelta(days=config.lookback_days), end=end)
+        return Period(field=field, start=end - dt.timedelta(days=config.lookback_days), end=end)
 
 
 class CurrentTablesConfig(dg.Config):
@@ -292,9 +292,9 @@ def _sync_window(
     """
     _require_one_partition(context)
     customergauge, lake = _resources(context, names)
-    config = config.resolved()
     partition_start = context.partition_time_window.start
-    period = config.lookback_period(partition_start)
+    period = config.lookback_period(partition_start, stream)  # before resolving: errors name run config or variable
+    config = config.resolved(stream)
     params = customergauge.sync_params()
     client = customergauge.get_client()  # validates every setting before any request or write
     the_lake = lake.get_lake()
@@ -308,6 +308,7 @@ def _sync_window(
             period,
             hour=config.lookback_hour,
             force=config.force_lookback,
+            stream=stream,
         )
         result = sync_partition(
             client,
@@ -481,7 +482,9 @@ def _flatten_stale(
 
 def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountNames):
     """Flatten one raw_non_responses partition into ``non_responses/<partition>.parquet`` (``lib/tables.py``,
-    the responses' rules: ``flatten_non_responses``), then yield its checks (``checks.py``, none blocking)."""
+    the responses' rules on the keys it reads: ``flatten_non_responses``), then yield its checks (``checks.py``,
+    none blocking). ``unread_fields``: per key a response has that non_responses does not read (the answer, the
+    segment lists), how many records carried it; kept in raw_non_responses, never checked."""
     _require_one_partition(context)
     customergauge, lake = _resources(context, names)
     the_lake = lake.get_lake()
@@ -509,6 +512,7 @@ def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountName
             "dagster/column_lineage": column_lineage(TABLES[NON_RESPONSES_TABLE], names.raw_non_responses_key),
             **done.stats.counters(),
             "unknown_fields": dg.MetadataValue.json(sorted(done.stats.unknown_fields)),
+            "unread_fields": dg.MetadataValue.json(dict(sorted(done.stats.unread_fields.items()))),
         }
     )
     yield from non_responses_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)

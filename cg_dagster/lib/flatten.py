@@ -29,6 +29,7 @@ import json
 import math
 import re
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -43,12 +44,16 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from cg_dagster.lib.client import parse_page_body
+from cg_dagster.lib.client.errors import BodyProblem
 from cg_dagster.lib.schemas import (
     FLAT_TABLE_NAMES,
     ITEM_KEYS,
     KEY_TABLE,
+    NON_RESPONSE_UNREAD_KEYS,
     NON_RESPONSES_TABLE,
     OBJECT_KEYS,
+    RAW_NON_RESPONSES_TABLE,
+    RAW_TABLE,
     RECORD_KEYS,
     TABLES,
     TIMESTAMP_UTC,
@@ -65,7 +70,14 @@ _DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 _NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT64 = range(-(2**63), 2**63)
-_RAW_HINT = "check the API response (the raw_responses table keeps each record as received)"
+
+
+def _raw_hint(raw_table: str) -> str:
+    """The end of an error about a record: where to look (the raw table ``raw_table`` holds it)."""
+    return f"check the API response (the {raw_table} table keeps each record as received)"
+
+
+_RAW_HINT = _raw_hint(RAW_TABLE)  # the per-record rules' errors end with it (flatten_non_responses: its own)
 
 
 class FlattenError(ValueError):
@@ -85,7 +97,10 @@ class FlattenStats:
     - unknown_fields: record keys the contract does not know: top-level keys (e.g. "score") and keys
       of the nested objects contact/account/comment/follow_up as dotted paths (e.g. "contact.title"), and
       keys of list items as "<list>[].<key>" (e.g. "tags[].zone"; their values also go to `extra_json`).
-      Their values are still kept in the raw_responses table.
+      Their values are still kept in the raw table (raw_responses, raw_non_responses).
+    - unread_fields: non-responses only (`flatten_non_responses`): per top-level key the contract knows but
+      non_responses does not read (schemas.py NON_RESPONSE_UNREAD_KEYS, e.g. "tags"), how many records carried
+      it, whatever its value; kept in raw_non_responses.
     """
 
     records: int = 0
@@ -94,6 +109,7 @@ class FlattenStats:
     text_invalid: int = 0
     follow_up_invalid: int = 0
     unknown_fields: set[str] = field(default_factory=set)
+    unread_fields: Counter[str] = field(default_factory=Counter)
 
     def counters(self) -> dict[str, int]:
         """The counts of values repaired or nulled, by name (every int field but ``records``)."""
@@ -108,6 +124,7 @@ class FlattenStats:
         self.text_invalid += other.text_invalid
         self.follow_up_invalid += other.follow_up_invalid
         self.unknown_fields |= other.unknown_fields
+        self.unread_fields.update(other.unread_fields)
 
 
 @dataclass
@@ -243,11 +260,7 @@ def flatten_raw(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC")
     per-record rules; the tables, their row order and the stats are the same either way (see "Arrow-native
     flattening" below).
     """
-    for name in ("record_json", "fetched_at"):
-        if name not in raw.schema.names:
-            raise FlattenError(
-                f"raw table has no {name!r} column; pass a table with TABLES['raw_responses'].arrow_schema"
-            )
+    _require_raw_columns(raw)
     return _flatten_raw_arrow(raw, system_timezone)
 
 
@@ -255,13 +268,62 @@ def flatten_non_responses(raw: pa.Table | pa.RecordBatch, *, system_timezone: st
     """Flatten raw_non_responses rows (same columns as raw_responses) into the ``non_responses`` table.
 
     A non-response is read as a response is (``flatten_raw``: same value rules, same stats, unknown fields
-    reported the same way) and keeps the response columns the non_responses contract lists (schemas.py
-    NON_RESPONSE_COLUMNS); a key it should not carry (an nps, say) is in raw_non_responses' record_json only.
-    Returns FlatTables with the one table ``non_responses`` (exactly its schema); raises as ``flatten_raw``.
+    reported the same way) from the keys the non_responses contract reads (schemas.py NON_RESPONSE_COLUMNS).
+    The keys a response has that it does not read (NON_RESPONSE_UNREAD_KEYS: the answer, the segment lists)
+    are neither read nor checked, whatever they hold (``"tags": {}`` or ``"nps": 11`` flatten as if absent);
+    each is counted in ``FlattenStats.unread_fields`` and stays in raw_non_responses' record_json.
+    Returns FlatTables with the one table ``non_responses`` (exactly its schema); raises as ``flatten_raw``,
+    the message naming raw_non_responses.
     """
-    flat = flatten_raw(raw, system_timezone=system_timezone)
+    _require_raw_columns(raw)
+    texts, unread = _without_unread_keys(_one_chunk(raw.column("record_json")))
+    rows = pa.table({"record_json": texts, "fetched_at": raw.column("fetched_at")})
+    try:
+        flat = flatten_raw(rows, system_timezone=system_timezone)
+    except FlattenError as error:  # the per-record rules' errors end with _RAW_HINT
+        raise FlattenError(str(error).replace(_RAW_HINT, _raw_hint(RAW_NON_RESPONSES_TABLE))) from None
+    flat.stats.unread_fields = unread
     names = TABLES[NON_RESPONSES_TABLE].arrow_schema.names
     return FlatTables({NON_RESPONSES_TABLE: flat.tables[KEY_TABLE].select(names)}, flat.stats)
+
+
+def _require_raw_columns(raw: pa.Table | pa.RecordBatch) -> None:
+    for name in ("record_json", "fetched_at"):
+        if name not in raw.schema.names:
+            raise FlattenError(
+                f"raw table has no {name!r} column; pass a table with TABLES['raw_responses'].arrow_schema"
+            )
+
+
+# A key of NON_RESPONSE_UNREAD_KEYS as a JSON object key; only a hint (a nested object's key matches it too).
+_UNREAD_HINT = '"(?:' + "|".join(sorted(NON_RESPONSE_UNREAD_KEYS)) + r')"\s*:'
+
+
+def _without_unread_keys(texts: pa.Array) -> tuple[pa.Array, Counter[str]]:
+    """The record texts without their top-level keys of NON_RESPONSE_UNREAD_KEYS, and how many records carried
+    each. Only texts matching _UNREAD_HINT are parsed; one holding such a key is re-encoded as ``raw_rows``
+    encodes, the others are kept as they are (a text that is not a JSON object too: flatten_raw refuses it)."""
+    unread: Counter[str] = Counter()
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return texts, unread  # flatten_raw reads (or refuses) such a column by the per-record rules
+    hinted = np.flatnonzero(_mask(pc.match_substring_regex(texts, _UNREAD_HINT)))
+    rows, encoded = [], []
+    for row, text in zip(hinted, texts.take(pa.array(hinted, pa.int64())).to_pylist(), strict=True):
+        try:
+            record, orjson_safe = parse_page_body(text.encode())
+        except BodyProblem:
+            continue
+        keys = record.keys() & NON_RESPONSE_UNREAD_KEYS if isinstance(record, dict) else set()
+        if keys:
+            unread.update(keys)
+            rows.append(row)
+            kept = {key: value for key, value in record.items() if key not in keys}
+            encoded.append(_fast_json(kept) if orjson_safe else _lossless_json(kept))
+    if not rows:
+        return texts, unread
+    replaced = np.zeros(len(texts), bool)
+    replaced[rows] = True
+    return pc.replace_with_mask(texts, pa.array(replaced), pa.array(encoded, texts.type)), unread
 
 
 class _Flattener:

@@ -15,15 +15,42 @@ The record is ``_state/lookback.json`` (a stream's ``lookback_state``: each stre
 whose data is not committed (a crash in between only makes the next sync re-read again). An initial load or a
 full refresh reads everything and counts as a re-read (``period`` null). A replay or a skipped partition never
 changes the record.
+
+Each stream re-reads through a date its records carry (``REREAD_FIELDS``): the vendor page lists the
+``period[field]`` values date_creation, date_order, date_sent and date_survey_response; a non-response is a
+survey sent that got no answer (api-notes.md, issue 11: "like a response without the answer"), so it has no
+date_survey_response and a period on it matches none (the sandbox serves none, sandbox/server.py). The
+responses re-read by date_survey_response (``CG_LOOKBACK_FIELD``: late answers and anonymised ones), the
+non-responses by date_sent (``CG_NON_RESPONSES_LOOKBACK_FIELD``: the date every sent survey has). A field the
+stream's records do not carry is refused (``lookback_field``), and a recorded re-read on one does not count
+(``plan_lookback``): it read nothing.
 """
 
 import datetime as dt
 from dataclasses import dataclass
 
-from cg_dagster.lib.client import Period
-from cg_dagster.lib.lake import RESPONSES, Lake, LakeError, Stream, utc_now
+from cg_dagster.lib.client import PERIOD_FIELDS, CustomerGaugeConfigError, Period
+from cg_dagster.lib.lake import NON_RESPONSES, RESPONSES, Lake, LakeError, Stream, utc_now
+from cg_dagster.settings import LOOKBACK_FIELD, NON_RESPONSES_LOOKBACK_FIELD, Setting
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition keys, e.g. 2026-11-29-02:00 (UTC)
+
+
+@dataclass(frozen=True)
+class RereadFields:
+    """The ``period[field]`` values a stream's re-read may use: the dates its records carry (``carried``, of
+    PERIOD_FIELDS) and the variable giving the default (``setting``)."""
+
+    setting: Setting
+    carried: tuple[str, ...]
+
+
+REREAD_FIELDS = {
+    RESPONSES: RereadFields(LOOKBACK_FIELD, PERIOD_FIELDS),
+    NON_RESPONSES: RereadFields(
+        NON_RESPONSES_LOOKBACK_FIELD, tuple(name for name in PERIOD_FIELDS if name != "date_survey_response")
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -51,13 +78,42 @@ def record_reread(lake: Lake, stream: Stream, *, partition_key: str, run_id: str
     lake.write_state(stream.lookback_state, record)
 
 
+def lookback_field(stream: Stream, given: str | None) -> str:
+    """The ``period[field]`` of ``stream``'s re-read: ``given`` (run config), or when None the stream's variable
+    (``REREAD_FIELDS``: CG_LOOKBACK_FIELD for the responses, CG_NON_RESPONSES_LOOKBACK_FIELD for the
+    non-responses) or its default.
+
+    Raises:
+        CustomerGaugeConfigError: a field the stream's records do not carry (date_survey_response for the
+            non-responses, or no period field at all); names the field, where it was set, the stream and the
+            fields it may use.
+    """
+    fields = REREAD_FIELDS[stream]
+    value = fields.setting.text() if given is None else given
+    if value not in fields.carried:
+        source = fields.setting.name if given is None else f"run config of {stream.raw_table}"
+        raise CustomerGaugeConfigError(
+            f"lookback_field {value!r} ({source}) is not a period[field] date the {stream.endpoint} records carry: "
+            f"use one of {', '.join(fields.carried)} (default {fields.setting.default})"
+        )
+    return value
+
+
 def plan_lookback(
-    last: dict | None, partition_start: dt.datetime, period: Period | None, *, hour: int, force: bool = False
+    last: dict | None,
+    partition_start: dt.datetime,
+    period: Period | None,
+    *,
+    hour: int,
+    force: bool = False,
+    stream: Stream = RESPONSES,
 ) -> LookbackPlan:
     """Decide whether the sync of the partition starting at ``partition_start`` (UTC) re-reads ``period``.
 
-    ``last``: ``last_reread(lake)``; ``period``: the window to re-read, None when the re-read is turned off
-    (``hour`` -1); ``hour``: the daily slot's hour 0..23 (UTC); ``force``: re-read whether due or not.
+    ``last``: ``last_reread(lake, stream)``; ``period``: the window to re-read, None when the re-read is turned
+    off (``hour`` -1); ``hour``: the daily slot's hour 0..23 (UTC); ``force``: re-read whether due or not. A
+    recorded re-read through a field ``stream``'s records do not carry (``REREAD_FIELDS``; written before such a
+    field was refused) read nothing, so the re-read is due.
 
     Raises:
         LakeError: ``last`` names a partition key that is not ``YYYY-MM-DD-HH:MM``.
@@ -74,6 +130,9 @@ def plan_lookback(
     last_start = _partition_start(last)
     hours = round((partition_start - last_start).total_seconds() / 3600)
     since = f"last re-read {last['partition_key']}, {hours} h before this partition"
+    read = last["period"].get("field") if isinstance(last.get("period"), dict) else None
+    if read is not None and read not in REREAD_FIELDS[stream].carried:
+        return LookbackPlan(period, f"due: {since}, read {read}, which the {stream.endpoint} records lack (so nothing)")
     if last_start < slot:
         return LookbackPlan(period, f"due: {since}, before the daily slot {_key(slot)}")
     return LookbackPlan(None, f"not due: {since}; next due at or after {_key(slot + dt.timedelta(days=1))}")

@@ -423,6 +423,13 @@ NON_RESPONSES = TableContract(
     columns=tuple(RESPONSES.column(name) for name in NON_RESPONSE_COLUMNS),
     key=("number_customergauge",),
 )
+# The record keys the contract knows that non_responses does not read: the answer (nps, comment,
+# date_survey_response, follow_up, drivers, tags, questions) and the segment lists (properties, custom_fields).
+# Flattening a non-response neither reads nor checks them (a response's shape does not bind a non-response);
+# they stay in raw_non_responses.record_json and are counted in FlattenStats.unread_fields.
+NON_RESPONSE_UNREAD_KEYS = RECORD_KEYS - {
+    path.split(".")[0] for column in NON_RESPONSES.columns for path in column.source
+}
 CURRENT_NON_RESPONSES = TableContract(
     name="current_non_responses",
     description=(
