@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from cg_dagster.lib.flatten import (
@@ -17,7 +18,7 @@ from cg_dagster.lib.flatten import (
     flatten_records,
     raw_rows,
 )
-from cg_dagster.lib.schemas import NON_RESPONSE_UNREAD_KEYS
+from cg_dagster.lib.schemas import NON_RESPONSE_SEGMENT_KEYS, NON_RESPONSE_UNREAD_KEYS, TABLES
 from cg_dagster.sandbox.data import EXPANSIONS, as_non_response, generate_records
 from cg_dagster.sandbox.server import _render
 from cg_dagster_tests._fixtures_flatten import BARE_RECORD, DROP, FETCHED_AT, VENDOR_RECORD, odd_page, record
@@ -806,7 +807,8 @@ def test_a_follow_up_flag_that_is_not_a_boolean_is_null_and_counted():
     assert flat.stats.follow_up_invalid == 1
 
 
-# ---- non-responses: keys non_responses does not read are neither read nor checked (issue 11 review) ----------
+# ---- non-responses: keys non_responses does not read are neither read nor checked (issue 11 review); a segment
+# list of another shape gives no rows (issue 11: non-responses keep their properties) ----------------------------
 
 NON_RESPONSE = {key: value for key, value in VENDOR_RECORD.items() if key not in NON_RESPONSE_UNREAD_KEYS} | {
     "status": "non_response"
@@ -824,6 +826,9 @@ def flat_non_responses(records) -> FlatTables:
         ("drivers", "x"),
         ("questions", 5),
         ("properties", "y"),
+        ("properties", [1]),
+        ("properties", [None]),
+        ("custom_fields", [{"field": "a"}, "b"]),
         ("selected_drivers", [1]),
         ("custom_fields", {"field": "a"}),
         ("comment", "x"),
@@ -836,7 +841,16 @@ def test_a_key_non_responses_do_not_read_neither_blocks_nor_changes_the_row(key,
     other = {**NON_RESPONSE, "number_customergauge": 3415, "email": "other@example.com"}
     got = flat_non_responses([{**NON_RESPONSE, key: value}, other])
     table = got.tables["non_responses"]
-    assert table.equals(flat_non_responses([NON_RESPONSE, other]).tables["non_responses"])
+    usual = flat_non_responses([NON_RESPONSE, other])
+    assert table.equals(usual.tables["non_responses"])
+    properties = got.tables["non_response_properties"]
+    if key in NON_RESPONSE_SEGMENT_KEYS:  # the odd list gives no rows; the record's other list and `other` do
+        expected = usual.tables["non_response_properties"]
+        keep = pc.or_(pc.equal(expected["number_customergauge"], 3415), pc.not_equal(expected["property_origin"], key))
+        assert properties.equals(expected.filter(keep))
+        assert properties.num_rows < expected.num_rows or key not in NON_RESPONSE  # the vendor's has no custom_fields
+    else:
+        assert properties.equals(usual.tables["non_response_properties"])
     assert table.select(["number_customergauge", "status", "email", "date_sent"]).to_pylist() == [
         {
             "number_customergauge": n,
@@ -850,14 +864,31 @@ def test_a_key_non_responses_do_not_read_neither_blocks_nor_changes_the_row(key,
 
 
 def test_sandbox_non_responses_flatten_as_responses_do_on_the_keys_they_share():
-    records = [_render(as_non_response(r), frozenset(EXPANSIONS), False) for r in generate_records(4, 300)]
-    raw = raw_rows(records, fetched_at=F, cursor_sent=None, sync_pass="cursor")
-    got = flatten_non_responses(raw)
-    as_responses = flatten_raw(raw)
-    names = got.tables["non_responses"].schema.names
-    assert got.tables["non_responses"].equals(as_responses.tables["responses"].select(names))
-    assert got.stats.unread_fields == Counter(key for r in records for key in r.keys() & NON_RESPONSE_UNREAD_KEYS)
-    assert got.stats.unread_fields["properties"] == 300 and got.stats.unknown_fields == set()
+    """Differential: each sandbox non-response gives the non_responses row and the non_response_properties rows
+    that flattening it as a response gives in responses and response_properties (plain records: the Arrow path;
+    with every odd kind of the sandbox's expansions, the per-record rules too)."""
+    plain = [_render(as_non_response(r), frozenset(EXPANSIONS), False) for r in generate_records(4, 300)]
+    variants = (  # segments of the shapes the per-record rules or the text re-encoding take
+        lambda r: {**r, "custom_fields": [{"field": "Tier", "reference": 2}, {"field": None}]},
+        lambda r: {**r, "properties": [{**r["properties"][0], "zone": [1]}, *r["properties"][1:]]},
+        lambda r: {**r, "properties": [*r["properties"], {"field": "Touch\ud800", "reference": 7.5}]},
+        lambda r: {**r, "properties": None, "custom_fields": []},
+    )
+    odd = [variants[i % 5](r) if i % 5 < 4 else r for i, r in enumerate(plain)]
+    for records in (plain, odd):
+        raw = raw_rows(records, fetched_at=F, cursor_sent=None, sync_pass="cursor")
+        got = flatten_non_responses(raw)
+        as_responses = flatten_raw(raw)
+        names = got.tables["non_responses"].schema.names
+        assert got.tables["non_responses"].equals(as_responses.tables["responses"].select(names))
+        assert got.tables["non_response_properties"].equals(as_responses.tables["response_properties"])
+        assert got.tables["non_response_properties"].schema == TABLES["non_response_properties"].arrow_schema
+        unread = Counter(key for r in records for key in r.keys() & NON_RESPONSE_UNREAD_KEYS)
+        assert got.stats.unread_fields == unread and "properties" not in unread
+        assert got.stats.unknown_fields == as_responses.stats.unknown_fields
+    touchpoints = pc.equal(got.tables["non_response_properties"]["field"], "Touchpoint")
+    assert pc.sum(touchpoints).as_py() == 300 - 60  # one per record (the rate groups by it) but properties None
+    assert got.stats.text_invalid == 60 and "properties[].zone" in got.stats.unknown_fields
 
 
 @pytest.mark.parametrize(

@@ -264,12 +264,26 @@ def test_a_partition_of_non_responses_with_odd_answer_keys_is_flattened_and_curr
     lake.write_table(lake.partition_path("raw_non_responses", P1), raw)
     assert stale_partitions(lake, NON_RESPONSES) == [P1]
     done = flatten_partition(lake, P1, stream=NON_RESPONSES)
-    assert done.rows == {"non_responses": 8} and stale_partitions(lake, NON_RESPONSES) == []
-    assert all("properties" in record for record in records)  # with[]=properties: one of them is "y" above
-    assert done.stats.unread_fields == Counter({"tags": 1, "drivers": 1, "questions": 1, "properties": 8})
+    assert all(len(record["properties"]) == 6 for record in served)  # with[]=properties; one is "y" above
+    assert done.rows == {"non_responses": 8, "non_response_properties": 7 * 6}
+    assert stale_partitions(lake, NON_RESPONSES) == []
+    assert done.stats.unread_fields == Counter({"tags": 1, "drivers": 1, "questions": 1, "properties": 1})
     assert done.stats.unknown_fields == set()
     update_current(lake, NON_RESPONSES_CURRENT)
     assert current_non_response_flags(lake) == dict.fromkeys(numbers(served), False)
+    properties = pq.read_table(lake.current_path("non_response_properties"))
+    expected = [  # the records' own properties, but none of the record with "properties": "y"
+        (record["number_customergauge"], position, item["field"], item["reference"])
+        for record in records
+        if isinstance(record["properties"], list)
+        for position, item in enumerate(record["properties"])
+    ]
+    assert sorted(
+        zip(
+            *(properties[c].to_pylist() for c in ("number_customergauge", "property_position", "field", "reference")),
+            strict=True,
+        )
+    ) == sorted(expected)
 
 
 # ---- the response rate: every sent survey once (issue 11 review) ----------------------------------------

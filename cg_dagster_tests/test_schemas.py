@@ -36,12 +36,14 @@ def test_table_names():
         "response_properties",
         "raw_non_responses",
         "non_responses",
+        "non_response_properties",
         "current_non_responses",
     }
     assert set(FLAT_TABLE_NAMES) == set(TABLES) - {
         "raw_responses",
         "raw_non_responses",
         "non_responses",
+        "non_response_properties",
         "current_non_responses",
     }
     assert all(contract.name == name for name, contract in TABLES.items())
@@ -93,8 +95,18 @@ def test_keys():
         "response_properties": ("number_customergauge", "property_origin", "property_position"),
         "raw_non_responses": ("number_customergauge", "sync_pass"),
         "non_responses": ("number_customergauge",),
+        "non_response_properties": ("number_customergauge", "property_origin", "property_position"),
         "current_non_responses": ("number_customergauge",),
     }
+
+
+def test_non_response_properties_is_the_twin_of_response_properties():
+    """Same columns, types, lineage and key as response_properties, so one query reads both; its own name and
+    description."""
+    twin, original = TABLES["non_response_properties"], TABLES["response_properties"]
+    assert twin.arrow_schema == original.arrow_schema and twin.key == original.key
+    assert [c.source for c in twin.columns] == [c.source for c in original.columns]
+    assert twin.description != original.description and "non-response" in twin.description
 
 
 def test_raw_responses_columns():

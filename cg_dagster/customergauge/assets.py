@@ -6,10 +6,11 @@ own (lib/lake.py ``Stream``: head cursor, lease, re-read record), synced in the 
 Every asset writes its own Parquet file per partition into the lake and returns ``MaterializeResult``
 (no I/O manager): ``{lake}/<asset name>/<partition>.parquet``.
 
-``account_assets(names)`` builds the six asset definitions of one account (``keys.AccountNames``: its asset
-keys, group, op names and resource keys); the module-level ``raw_responses`` ... ``current_non_responses`` are
-the default account's (no accounts file). The decorators are all an account changes: every body is a shared
-function here that takes the account's names and resolves its resources by key (``_resources``).
+``account_assets(names)`` builds the six asset definitions (sixteen assets) of one account
+(``keys.AccountNames``: its asset keys, group, op names and resource keys); the module-level ``raw_responses``
+... ``current_non_responses`` are the default account's (no accounts file). The decorators are all an account
+changes: every body is a shared function here that takes the account's names and resolves its resources by key
+(``_resources``).
 """
 
 import contextlib
@@ -43,6 +44,7 @@ from cg_dagster.lib.schemas import (
     RAW_NON_RESPONSES_TABLE,
     RAW_TABLE,
     TABLES,
+    TableContract,
 )
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition, stale_partitions
@@ -135,7 +137,8 @@ class CurrentTablesConfig(dg.Config):
 def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
     """The six asset definitions of one account, on its keys, group, op names and resource keys (``names``):
     ``raw_responses``, ``flattened_tables`` (five tables and eight checks), ``current_tables`` (five tables),
-    ``raw_non_responses``, ``non_responses`` (three checks), ``current_non_responses``. Every account shares the
+    ``raw_non_responses``, ``non_responses`` (two tables and four checks), ``current_non_responses`` (two
+    tables). Every account shares the
     partition grid and the freshness policy. Only the decorators are here; each body is a shared function."""
     resource_keys = {names.api_resource, names.lake_resource}
     flattened_op, current_op = names.multi_asset_ops
@@ -230,44 +233,65 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
         """Update the current response tables (``_update_current_tables``)."""
         yield from _update_current_tables(context, config, names)
 
-    @dg.asset(
-        key=names.non_responses_key,
-        deps=[names.raw_non_responses_key],
-        group_name=names.group,
-        kinds={"parquet"},
-        partitions_def=hourly_partitions,
-        freshness_policy=freshness_policy,
+    @dg.multi_asset(
+        name=names.op(NON_RESPONSES_TABLE),  # the op name of the single asset it was
+        specs=[
+            dg.AssetSpec(
+                key=key,
+                deps=[names.raw_non_responses_key],
+                group_name=names.group,
+                kinds={"parquet"},
+                partitions_def=hourly_partitions,
+                freshness_policy=freshness_policy,
+                description=(
+                    f"{TABLES[name].description} Flattened from the same partition of raw_non_responses; "
+                    "re-materializing rewrites the partition's file from the raw file (idempotent)."
+                ),
+                metadata={"dagster/column_schema": column_schema(TABLES[name])},
+            )
+            for name, key in names.non_response_keys.items()
+        ],
         check_specs=non_responses_check_specs(names),
+        partitions_def=hourly_partitions,
         required_resource_keys=resource_keys,
-        description=(
-            f"{TABLES[NON_RESPONSES_TABLE].description} Flattened from the same partition of raw_non_responses; "
-            "re-materializing rewrites the partition's file from the raw file (idempotent)."
-        ),
-        metadata={"dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE])},
+        can_subset=False,
     )
     def non_responses(context: dg.AssetExecutionContext):
-        """Flatten one raw_non_responses partition (``_flatten_non_responses``)."""
+        """Flatten one raw_non_responses partition into its two tables (``_flatten_non_responses``)."""
         yield from _flatten_non_responses(context, names)
 
-    @dg.asset(
-        key=names.current_non_responses_key,
-        deps=[names.non_responses_key, names.current_keys["responses"]],
-        group_name=names.group,
-        kinds={"parquet", "duckdb"},
-        freshness_policy=freshness_policy,
+    @dg.multi_asset(
+        name=names.op(CURRENT_NON_RESPONSES.name),  # the op name of the single asset it was (run config path)
+        specs=[
+            dg.AssetSpec(
+                key=key,
+                deps=[names.non_response_keys[name], names.non_responses_key, names.current_keys["responses"]],
+                group_name=names.group,
+                kinds={"parquet", "duckdb"},
+                freshness_policy=freshness_policy,
+                description=(
+                    f"{_current_contract(name).description} Latest fetch of each number_customergauge across all "
+                    f"partitions (child rows of that fetch only), in current/{name}/ (one file per range of ids, "
+                    "updated as the current response tables are)."
+                ),
+                metadata={"dagster/column_schema": column_schema(_current_contract(name))},
+            )
+            for name, key in names.current_non_response_keys.items()
+        ],
         required_resource_keys=resource_keys,
-        description=(
-            f"{CURRENT_NON_RESPONSES.description} Latest fetch of each number_customergauge across all partitions, "
-            "in current/non_responses/ (one file per range of ids, updated as the current response tables are). "
-            "is_response: the non-response is now in current_responses."
-        ),
-        metadata={"dagster/column_schema": column_schema(CURRENT_NON_RESPONSES)},
+        can_subset=False,
     )
-    def current_non_responses(context: dg.AssetExecutionContext, config: CurrentTablesConfig) -> dg.MaterializeResult:
-        """Update ``current/non_responses/`` (``_update_current_non_responses``)."""
-        return _update_current_non_responses(context, config, names)
+    def current_non_responses(context: dg.AssetExecutionContext, config: CurrentTablesConfig):
+        """Update ``current/non_responses/`` and ``current/non_response_properties/``
+        (``_update_current_non_responses``)."""
+        yield from _update_current_non_responses(context, config, names)
 
     return [raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses]
+
+
+def _current_contract(name: str) -> TableContract:
+    """The contract of the current table of flat table ``name`` (``NON_RESPONSES_CURRENT.contract``)."""
+    return NON_RESPONSES_CURRENT.contract(name)
 
 
 def _resources(context: dg.AssetExecutionContext, names: AccountNames) -> tuple[CustomerGaugeResource, LakeResource]:
@@ -441,12 +465,7 @@ def _update_current_tables(context: dg.AssetExecutionContext, config: CurrentTab
                 "dagster/row_count": update.rows[name],
                 "dagster/uri": lake_uri(the_lake.current_path(name)),
                 "dagster/column_schema": column_schema(TABLES[name]),
-                "dagster/column_lineage": dg.TableColumnLineage(
-                    deps_by_column={
-                        column.name: [dg.TableColumnDep(asset_key=names.flat_keys[name], column_name=column.name)]
-                        for column in TABLES[name].columns
-                    }
-                ),
+                "dagster/column_lineage": _current_lineage(TABLES[name], names.flat_keys[name]),
             },
         )
     if failed:
@@ -454,6 +473,16 @@ def _update_current_tables(context: dg.AssetExecutionContext, config: CurrentTab
             f"the current tables were updated without {len(failed)} partitions whose raw file is newer than "
             f"their flattened files and could not be flattened again: {failed}"
         )
+
+
+def _current_lineage(contract: TableContract, flat_key: dg.AssetKey) -> dg.TableColumnLineage:
+    """``dagster/column_lineage`` of a current table: each column of flat table ``contract`` back to the same
+    column of its flat asset ``flat_key``."""
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column.name: [dg.TableColumnDep(asset_key=flat_key, column_name=column.name)] for column in contract.columns
+        }
+    )
 
 
 def _flatten_stale(
@@ -481,10 +510,11 @@ def _flatten_stale(
 
 
 def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountNames):
-    """Flatten one raw_non_responses partition into ``non_responses/<partition>.parquet`` (``lib/tables.py``,
-    the responses' rules on the keys it reads: ``flatten_non_responses``), then yield its checks (``checks.py``,
-    none blocking). ``unread_fields``: per key a response has that non_responses does not read (the answer, the
-    segment lists), how many records carried it; kept in raw_non_responses, never checked."""
+    """Flatten one raw_non_responses partition into ``non_responses/`` and ``non_response_properties/``
+    ``<partition>.parquet`` (``lib/tables.py``, the responses' rules on the keys they read:
+    ``flatten_non_responses``), then yield their checks (``checks.py``, none blocking). ``unread_fields`` (on
+    non_responses): per key a response has that these tables do not read (the answer; a segment list of another
+    shape), how many records carried it; kept in raw_non_responses, never checked."""
     _require_one_partition(context)
     customergauge, lake = _resources(context, names)
     the_lake = lake.get_lake()
@@ -504,24 +534,24 @@ def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountName
         context.log.warning(
             f"fields the contract does not know (kept in raw_non_responses): {sorted(done.stats.unknown_fields)}"
         )
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": done.rows[NON_RESPONSES_TABLE],
-            "dagster/uri": lake_uri(done.paths[NON_RESPONSES_TABLE]),
-            "dagster/column_schema": column_schema(TABLES[NON_RESPONSES_TABLE]),
-            "dagster/column_lineage": column_lineage(TABLES[NON_RESPONSES_TABLE], names.raw_non_responses_key),
-            **done.stats.counters(),
-            "unknown_fields": dg.MetadataValue.json(sorted(done.stats.unknown_fields)),
-            "unread_fields": dg.MetadataValue.json(dict(sorted(done.stats.unread_fields.items()))),
+    for name, key in names.non_response_keys.items():
+        metadata = {
+            "dagster/row_count": done.rows[name],
+            "dagster/uri": lake_uri(done.paths[name]),
+            "dagster/column_schema": column_schema(TABLES[name]),
+            "dagster/column_lineage": column_lineage(TABLES[name], names.raw_non_responses_key),
         }
-    )
+        if name == NON_RESPONSES_TABLE:
+            metadata.update(done.stats.counters())
+            metadata["unknown_fields"] = dg.MetadataValue.json(sorted(done.stats.unknown_fields))
+            metadata["unread_fields"] = dg.MetadataValue.json(dict(sorted(done.stats.unread_fields.items())))
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
     yield from non_responses_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
 
 
-def _update_current_non_responses(
-    context: dg.AssetExecutionContext, config: CurrentTablesConfig, names: AccountNames
-) -> dg.MaterializeResult:
-    """Update ``current/non_responses/`` (``lib/current.py``, ``NON_RESPONSES_CURRENT``) holding the lake's
+def _update_current_non_responses(context: dg.AssetExecutionContext, config: CurrentTablesConfig, names: AccountNames):
+    """Update ``current/non_responses/`` and ``current/non_response_properties/`` (``lib/current.py``,
+    ``NON_RESPONSES_CURRENT``) holding the lake's
     "current" lease, after flattening again the partitions whose raw file is newer than their flat file (as
     ``current_tables`` does); the update also sets ``is_response`` from current/responses."""
     _, lake = _resources(context, names)
@@ -531,19 +561,22 @@ def _update_current_non_responses(
         reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, names, NON_RESPONSES)
         update = update_current(the_lake, NON_RESPONSES_CURRENT, full_rebuild=config.full_rebuild)
     context.log.info(f"current non-responses: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
+    for name, key in names.current_non_response_keys.items():
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={
+                "update_mode": update.mode,
+                "update_reason": update.reason,
+                "ranges_rewritten": update.ranges,
+                "reflattened": dg.MetadataValue.json(reflattened),
+                "dagster/row_count": update.rows[name],
+                "dagster/uri": lake_uri(the_lake.current_path(name)),
+                "dagster/column_schema": column_schema(_current_contract(name)),
+                "dagster/column_lineage": _current_lineage(TABLES[name], names.non_response_keys[name]),
+            },
+        )
     if failed:
         raise dg.Failure(f"current_non_responses was updated without partitions that could not be flattened: {failed}")
-    return dg.MaterializeResult(
-        metadata={
-            "update_mode": update.mode,
-            "update_reason": update.reason,
-            "ranges_rewritten": update.ranges,
-            "reflattened": dg.MetadataValue.json(reflattened),
-            "dagster/row_count": update.rows[NON_RESPONSES_TABLE],
-            "dagster/uri": lake_uri(the_lake.current_path(NON_RESPONSES_TABLE)),
-            "dagster/column_schema": column_schema(CURRENT_NON_RESPONSES),
-        }
-    )
 
 
 # The default account's assets (no accounts file): today's keys, op names and resource keys.

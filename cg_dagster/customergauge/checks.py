@@ -17,9 +17,10 @@ current tables leave it out until the check passes again. The uniqueness check d
 current tables already leave out, response by response, a version fetched twice in one page. Warning checks
 flag what is only suspicious.
 
-The ``non_responses`` asset has three checks of its own (``NON_RESPONSES_CHECK_SPECS``, computed in its step
-the same way): unique number_customergauge, one row per raw row, no unknown fields. None blocks or
-quarantines: a non-response fetched twice in one page is left out of the current table, as a response is.
+The non-responses' tables have four checks of their own (``NON_RESPONSES_CHECK_SPECS``, computed in their step
+the same way): unique number_customergauge, one row per raw row, no unknown fields, and every
+``non_response_properties`` row pointing to a non-response of its partition. None blocks or quarantines: a
+non-response fetched twice in one page is left out of the current tables, as a response is.
 
 A check does not run alone: the five files are written together, so re-checking an hour means materializing
 its flattened tables again (re-flattened from the raw file, no API request), which runs every check.
@@ -38,7 +39,7 @@ import numpy as np
 from cg_dagster.customergauge.keys import DEFAULT, AccountNames
 from cg_dagster.customergauge.partitions import hourly_partitions
 from cg_dagster.lib.lake import Lake
-from cg_dagster.lib.schemas import CHILD_TABLES, RAW_NON_RESPONSES_TABLE, RAW_TABLE
+from cg_dagster.lib.schemas import CHILD_TABLES, NON_RESPONSE_PROPERTIES, RAW_NON_RESPONSES_TABLE, RAW_TABLE
 from cg_dagster.lib.tables import FlattenedPartition, KeyFacts
 
 UNIQUE = "responses_number_customergauge_unique"
@@ -48,6 +49,7 @@ NO_UNKNOWN_FIELDS = "responses_no_unknown_fields"
 NON_RESPONSES_UNIQUE = "non_responses_number_customergauge_unique"
 NON_RESPONSES_ROW_COUNT = "non_responses_row_count_matches_raw"
 NON_RESPONSES_NO_UNKNOWN_FIELDS = "non_responses_no_unknown_fields"
+NON_RESPONSE_PROPERTIES_POINT = f"{NON_RESPONSE_PROPERTIES.name}_rows_point_to_non_responses"
 
 
 def _child_check_name(table: str) -> str:
@@ -109,7 +111,7 @@ def partition_check_specs(names: AccountNames) -> list[dg.AssetCheckSpec]:
 
 
 def non_responses_check_specs(names: AccountNames) -> list[dg.AssetCheckSpec]:
-    """The three checks of an account's ``non_responses`` (``names``: its asset keys)."""
+    """The four checks of an account's non-responses' tables (``names``: its asset keys)."""
     return [
         _spec(
             NON_RESPONSES_UNIQUE,
@@ -130,6 +132,14 @@ def non_responses_check_specs(names: AccountNames) -> list[dg.AssetCheckSpec]:
             names.non_responses_key,
             "The API sent no fields the table contract does not know (kept in raw_non_responses.record_json).",
             blocking=False,
+        ),
+        _spec(
+            NON_RESPONSE_PROPERTIES_POINT,
+            names.non_response_keys[NON_RESPONSE_PROPERTIES.name],
+            f"Every row of {NON_RESPONSE_PROPERTIES.name} has a number_customergauge that is in non_responses of "
+            "the same partition.",
+            blocking=False,
+            additional_deps=[names.non_responses_key],
         ),
     ]
 
@@ -158,6 +168,14 @@ def non_responses_check_results(
         )
     if NON_RESPONSES_NO_UNKNOWN_FIELDS in keys:
         yield _no_unknown_fields(done, keys[NON_RESPONSES_NO_UNKNOWN_FIELDS], NON_RESPONSES_NO_UNKNOWN_FIELDS)
+    if NON_RESPONSE_PROPERTIES_POINT in keys:
+        orphans = done.facts.orphans(NON_RESPONSE_PROPERTIES.name)
+        yield dg.AssetCheckResult(
+            asset_key=keys[NON_RESPONSE_PROPERTIES_POINT],
+            check_name=NON_RESPONSE_PROPERTIES_POINT,
+            passed=len(orphans) == 0,
+            metadata=_orphan_metadata(orphans),
+        )
 
 
 def partition_check_results(
@@ -186,8 +204,12 @@ def partition_check_results(
         name = _child_check_name(table)
         if name in keys:
             orphans = done.facts.orphans(table)
-            metadata = {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])}
-            yield _judged(lake, partition_key, keys, name, len(orphans) == 0, metadata)
+            yield _judged(lake, partition_key, keys, name, len(orphans) == 0, _orphan_metadata(orphans))
+
+
+def _orphan_metadata(orphans) -> dict:
+    """Metadata of a child-rows check: how many numbers of child rows are in no key table row, and examples."""
+    return {"orphan_numbers": len(orphans), "examples": dg.MetadataValue.json(orphans.to_pylist()[:20])}
 
 
 def _no_unknown_fields(done: FlattenedPartition, asset: dg.AssetKey, name: str) -> dg.AssetCheckResult:

@@ -15,6 +15,7 @@ from cg_dagster.lib.schemas import (
     CURRENT_NON_RESPONSES,
     CURRENT_TABLES,
     FLAT_TABLE_NAMES,
+    NON_RESPONSE_FLAT_TABLES,
     NON_RESPONSES_TABLE,
     RAW_NON_RESPONSES_TABLE,
     RAW_TABLE,
@@ -68,6 +69,17 @@ class AccountNames:
         return self.key(RAW_NON_RESPONSES_TABLE)
 
     @property
+    def non_response_keys(self) -> dict[str, dg.AssetKey]:
+        """{table: key} of the tables flattened from raw_non_responses (``non_responses`` first)."""
+        return {name: self.key(name) for name in NON_RESPONSE_FLAT_TABLES}
+
+    @property
+    def current_non_response_keys(self) -> dict[str, dg.AssetKey]:
+        """{table: key of its current table} for the non-responses' flat tables (``current_non_responses``
+        first)."""
+        return {name: self.key(f"current_{name}") for name in NON_RESPONSE_FLAT_TABLES}
+
+    @property
     def non_responses_key(self) -> dg.AssetKey:
         return self.key(NON_RESPONSES_TABLE)
 
@@ -77,14 +89,14 @@ class AccountNames:
 
     @property
     def all_keys(self) -> list[dg.AssetKey]:
-        """The group's fourteen asset keys, in lineage order."""
+        """The group's sixteen asset keys, in lineage order."""
         return [
             self.raw_key,
             *self.flat_keys.values(),
             *self.current_keys.values(),
             self.raw_non_responses_key,
-            self.non_responses_key,
-            self.current_non_responses_key,
+            *self.non_response_keys.values(),
+            *self.current_non_response_keys.values(),
         ]
 
     def op(self, name: str) -> str:

@@ -13,7 +13,7 @@ from cg_dagster.customergauge.keys import DEFAULT, AccountNames
 
 
 def hourly_sync(names: AccountNames):
-    """``(job, schedule)``: the account's hourly asset job (``names.job``: its fourteen assets, tagged
+    """``(job, schedule)``: the account's hourly asset job (``names.job``: its sixteen assets, tagged
     ``names.sync_run_tags``) and its schedule (``<job>_schedule``), running by default: a connector that has been
     deployed is meant to sync. The 10:05 tick requests the 09:00 partition (the last complete hour)."""
     job = dg.define_asset_job(

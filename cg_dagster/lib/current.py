@@ -65,8 +65,10 @@ file another tool rewrote with other Arrow types (pandas: large strings) reads a
 Partitions a blocking asset check quarantined (``Lake.quarantine``) are left out until the check passes.
 
 Two sets of current tables are kept this way, each with its own record (``CurrentSet``): the five response
-tables (``RESPONSES_CURRENT``, ``_state/current.json``) and ``non_responses`` (``NON_RESPONSES_CURRENT``,
-``_state/current_non_responses.json``; no quarantine: its checks do not block). A current non-response also
+tables (``RESPONSES_CURRENT``, ``_state/current.json``) and ``non_responses`` with its child
+``non_response_properties`` (``NON_RESPONSES_CURRENT``, ``_state/current_non_responses.json``; no quarantine:
+its checks do not block; a record of another set of tables, such as one written before the child existed, is
+rebuilt in full). A current non-response also
 says whether it was answered since: ``is_response`` is true when the range file of current/responses of its
 range holds its number_customergauge. It is set whenever a range is written, and the record keeps the version
 of each current/responses range file it was set from, so a range whose responses file changed since (a
@@ -90,7 +92,7 @@ import numpy as np
 import pyarrow as pa
 
 from cg_dagster.lib.lake import Lake, LakeError
-from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, NON_RESPONSES_TABLE, TABLES, TableContract
+from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, NON_RESPONSE_FLAT_TABLES, TABLES, TableContract
 from cg_dagster.lib.tables import DICTIONARY_COLUMNS
 
 RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's density (ids ~3 apart)
@@ -127,7 +129,7 @@ class CurrentSet:
 
 RESPONSES_CURRENT = CurrentSet(CURRENT_TABLES, "current.json")
 NON_RESPONSES_CURRENT = CurrentSet(
-    (NON_RESPONSES_TABLE,), "current_non_responses.json", quarantine=False, answered_from=KEY_TABLE
+    NON_RESPONSE_FLAT_TABLES, "current_non_responses.json", quarantine=False, answered_from=KEY_TABLE
 )
 
 
@@ -275,6 +277,8 @@ def _why_full(tables: CurrentSet, state: dict | None, existing: dict[str, set[st
         return f"no _state/{tables.state_file} (first build, or a lake written before incremental updates)"
     if not _same_layout(state):
         return f"_state/{tables.state_file} was written with another layout (range width {state.get('range_width')})"
+    if sorted(state["rows"]) != sorted(tables.tables):  # a table added to the set since (non_response_properties)
+        return f"_state/{tables.state_file} records the tables {sorted(state['rows'])}, not {sorted(tables.tables)}"
     expected = _expected(_int_keys(state["rows"][tables.key_table]))
     for name in tables.tables:
         if missing := expected - existing[name]:  # an extra file (an update that died) is rewritten or deleted

@@ -49,6 +49,8 @@ from cg_dagster.lib.schemas import (
     FLAT_TABLE_NAMES,
     ITEM_KEYS,
     KEY_TABLE,
+    NON_RESPONSE_PROPERTIES,
+    NON_RESPONSE_SEGMENT_KEYS,
     NON_RESPONSE_UNREAD_KEYS,
     NON_RESPONSES_TABLE,
     OBJECT_KEYS,
@@ -99,8 +101,9 @@ class FlattenStats:
       keys of list items as "<list>[].<key>" (e.g. "tags[].zone"; their values also go to `extra_json`).
       Their values are still kept in the raw table (raw_responses, raw_non_responses).
     - unread_fields: non-responses only (`flatten_non_responses`): per top-level key the contract knows but
-      non_responses does not read (schemas.py NON_RESPONSE_UNREAD_KEYS, e.g. "tags"), how many records carried
-      it, whatever its value; kept in raw_non_responses.
+      the non-responses' tables do not read, how many records carried it: an answer key (schemas.py
+      NON_RESPONSE_UNREAD_KEYS, e.g. "tags") whatever its value, a segment list (NON_RESPONSE_SEGMENT_KEYS)
+      when it is not a list of objects or null; kept in raw_non_responses.
     """
 
     records: int = 0
@@ -129,7 +132,7 @@ class FlattenStats:
 
 @dataclass
 class FlatTables:
-    """The flat tables of a batch of records (keys: FLAT_TABLE_NAMES, or ``non_responses`` alone) and the
+    """The flat tables of a batch of records (keys: FLAT_TABLE_NAMES, or NON_RESPONSE_FLAT_TABLES) and the
     batch's stats."""
 
     tables: dict[str, pa.Table]
@@ -244,7 +247,12 @@ def flatten_records(
     without an integer `number_customergauge` (names its index), or a list/object field of the wrong
     JSON type (names number_customergauge and the field).
     """
-    flattener = _Flattener(system_zone(system_timezone))
+    return _flatten_each(_Flattener(system_zone(system_timezone)), records, fetched_at)
+
+
+def _flatten_each(
+    flattener: "_Flattener", records: Iterable[Any], fetched_at: Iterable[datetime] | datetime
+) -> FlatTables:
     for index, (record, fetched) in enumerate(_with_fetched_at(records, fetched_at)):
         flattener.add(index, record, fetched)
     return flattener.result()
@@ -265,26 +273,38 @@ def flatten_raw(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC")
 
 
 def flatten_non_responses(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC") -> FlatTables:
-    """Flatten raw_non_responses rows (same columns as raw_responses) into the ``non_responses`` table.
+    """Flatten raw_non_responses rows (same columns as raw_responses) into ``non_responses`` and
+    ``non_response_properties`` (schemas.py NON_RESPONSE_FLAT_TABLES).
 
     A non-response is read as a response is (``flatten_raw``: same value rules, same stats, unknown fields
-    reported the same way) from the keys the non_responses contract reads (schemas.py NON_RESPONSE_COLUMNS).
-    The keys a response has that it does not read (NON_RESPONSE_UNREAD_KEYS: the answer, the segment lists)
-    are neither read nor checked, whatever they hold (``"tags": {}`` or ``"nps": 11`` flatten as if absent);
-    each is counted in ``FlattenStats.unread_fields`` and stays in raw_non_responses' record_json.
-    Returns FlatTables with the one table ``non_responses`` (exactly its schema); raises as ``flatten_raw``,
+    reported the same way) from the keys the non-responses' contract reads (schemas.py NON_RESPONSE_COLUMNS;
+    its segments ``properties`` and ``custom_fields`` into non_response_properties exactly as
+    response_properties holds a response's). Two departures, so that one odd record never blocks its
+    partition (the shape of a non-response is not documented):
+
+    - the keys a response has that it does not read (NON_RESPONSE_UNREAD_KEYS: the answer) are neither read
+      nor checked, whatever they hold (``"tags": {}`` or ``"nps": 11`` flatten as if absent);
+    - a segment list (NON_RESPONSE_SEGMENT_KEYS) that is not a list of objects or null (``"properties": "y"``,
+      ``[1]``), which a response would be refused for, gives no rows for that record;
+
+    each such key is counted per record in ``FlattenStats.unread_fields`` and stays in raw_non_responses'
+    record_json. Returns FlatTables with the two tables (exactly their schemas); raises as ``flatten_raw``,
     the message naming raw_non_responses.
     """
     _require_raw_columns(raw)
     texts, unread = _without_unread_keys(_one_chunk(raw.column("record_json")))
     rows = pa.table({"record_json": texts, "fetched_at": raw.column("fetched_at")})
     try:
-        flat = flatten_raw(rows, system_timezone=system_timezone)
+        flat = _flatten_raw_arrow(rows, system_timezone, NON_RESPONSE_SEGMENT_KEYS)
     except FlattenError as error:  # the per-record rules' errors end with _RAW_HINT
         raise FlattenError(str(error).replace(_RAW_HINT, _raw_hint(RAW_NON_RESPONSES_TABLE))) from None
-    flat.stats.unread_fields = unread
+    flat.stats.unread_fields.update(unread)
     names = TABLES[NON_RESPONSES_TABLE].arrow_schema.names
-    return FlatTables({NON_RESPONSES_TABLE: flat.tables[KEY_TABLE].select(names)}, flat.stats)
+    properties = flat.tables["response_properties"]  # the same schema (schemas.py: the twin)
+    return FlatTables(
+        {NON_RESPONSES_TABLE: flat.tables[KEY_TABLE].select(names), NON_RESPONSE_PROPERTIES.name: properties},
+        flat.stats,
+    )
 
 
 def _require_raw_columns(raw: pa.Table | pa.RecordBatch) -> None:
@@ -330,13 +350,17 @@ class _Flattener:
     """Accumulates the rows (tuples in schema column order) of the five flat tables, record by record.
     Datetimes in rows are naive UTC (see _naive_utc)."""
 
-    def __init__(self, zone: ZoneInfo) -> None:
+    def __init__(self, zone: ZoneInfo, optional_lists: frozenset[str] = frozenset()) -> None:
         self.zone = zone
+        self.optional_lists = optional_lists  # lists whose value of another shape is dropped and counted (unread)
         self.stats = FlattenStats()
         self.rows: dict[str, list[tuple]] = {name: [] for name in FLAT_TABLE_NAMES}
 
     def add(self, index: int, record: Any, fetched_at: datetime) -> None:
         number = _record_number(record, index)
+        if dropped := {name for name in self.optional_lists & record.keys() if not _is_item_list(record[name])}:
+            self.stats.unread_fields.update(dropped)
+            record = {key: value for key, value in record.items() if key not in dropped}
         self.stats.records += 1
         self._note_unknown_fields(record)
         self.rows["responses"].append(self._response_row(record, number, fetched_at))
@@ -625,6 +649,11 @@ def _items(record: dict, name: str, number: int) -> list[dict]:
     return items
 
 
+def _is_item_list(value: Any) -> bool:
+    """Whether ``value`` is what ``_items`` reads without raising: null, or a list of objects."""
+    return value is None or isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
 def _extra_json(item: dict, list_name: str, unknown: set[str]) -> str | None:
     """Compact JSON of the item's keys the contract does not know (sorted), or None; adds them to
     ``unknown`` as "<list>[].<key>"."""
@@ -764,19 +793,27 @@ _ZERO_DATE = "0000-00-00 00:00:00"
 _ARROW_YEARS = (1900, 2036)
 
 
-def _flatten_raw_per_record(raw: pa.Table | pa.RecordBatch, system_timezone: str) -> FlatTables:
-    """flatten_raw by the per-record rules only: the reference the Arrow path equals."""
+def _flatten_raw_per_record(
+    raw: pa.Table | pa.RecordBatch, system_timezone: str, optional_lists: frozenset[str] = frozenset()
+) -> FlatTables:
+    """flatten_raw by the per-record rules only: the reference the Arrow path equals (``optional_lists``: as
+    ``_flatten_raw_arrow``)."""
     texts = raw.column("record_json").to_pylist()
     records = (_parse_record_json(text, index) for index, text in enumerate(texts))
     fetched_at = raw.column("fetched_at").to_pylist()
-    return flatten_records(records, fetched_at=fetched_at, system_timezone=system_timezone)
+    return _flatten_each(_Flattener(system_zone(system_timezone), optional_lists), records, fetched_at)
 
 
-def _flatten_raw_arrow(raw: pa.Table | pa.RecordBatch, system_timezone: str) -> FlatTables:
-    """flatten_raw: plain records column-wise with Arrow, the others by the per-record rules (see above)."""
+def _flatten_raw_arrow(
+    raw: pa.Table | pa.RecordBatch, system_timezone: str, optional_lists: frozenset[str] = frozenset()
+) -> FlatTables:
+    """flatten_raw: plain records column-wise with Arrow, the others by the per-record rules (see above).
+    ``optional_lists``: list keys whose value of another shape is dropped from its record and counted in
+    ``unread_fields`` rather than refused (flatten_non_responses); such a record is never plain (pyarrow.json
+    refuses it), so the per-record rules decide."""
     texts, fetched = _one_chunk(raw.column("record_json")), _one_chunk(raw.column("fetched_at"))
     if not _arrow_can_read(texts, fetched):
-        return _flatten_raw_per_record(raw, system_timezone)
+        return _flatten_raw_per_record(raw, system_timezone, optional_lists)
     zone = system_zone(system_timezone)
     fetched = fetched.cast(TIMESTAMP_UTC)
     usable = pc.and_(pc.and_(pc.starts_with(texts, "{"), pc.ends_with(texts, "}")), fetched.is_valid())
@@ -785,8 +822,8 @@ def _flatten_raw_arrow(raw: pa.Table | pa.RecordBatch, system_timezone: str) -> 
         table = _parse_plain(_plain_texts(texts, odd), odd)
         parts, stats = _plain_parts(table, odd, fetched, zone.key)
     except pa.ArrowException:  # e.g. a zone Arrow's time zone database lacks: Arrow reads no record
-        return _flatten_raw_per_record(raw, system_timezone)
-    slow, owners = _per_record_parts(texts, fetched, np.flatnonzero(odd), zone)
+        return _flatten_raw_per_record(raw, system_timezone, optional_lists)
+    slow, owners = _per_record_parts(texts, fetched, np.flatnonzero(odd), _Flattener(zone, optional_lists))
     stats.merge(slow.stats)
     tables = {
         name: _in_record_order([*parts[name], (slow.tables[name], owners[name])], TABLES[name].arrow_schema)
@@ -1024,11 +1061,12 @@ def _answer_numbers(answers: pa.Array) -> pa.Array:
     return pc.if_else(pc.is_finite(numbers), numbers, pa.scalar(None, pa.float64()))
 
 
-def _per_record_parts(texts: pa.Array, fetched: pa.Array, rows: np.ndarray, zone: ZoneInfo) -> tuple[FlatTables, dict]:
-    """The rows at `rows` by the per-record rules, in order, raising as they do; with the record row of each
-    table row, per table."""
+def _per_record_parts(
+    texts: pa.Array, fetched: pa.Array, rows: np.ndarray, flattener: "_Flattener"
+) -> tuple[FlatTables, dict]:
+    """The rows at `rows` by the per-record rules of `flattener` (a new one), in order, raising as they do;
+    with the record row of each table row, per table."""
     index = pa.array(rows, pa.int64())
-    flattener = _Flattener(zone)
     owners = {name: [] for name in FLAT_TABLE_NAMES}
     for row, text, stamp in zip(rows, texts.take(index).to_pylist(), fetched.take(index).to_pylist(), strict=True):
         record = _parse_record_json(text, int(row))

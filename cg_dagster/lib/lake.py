@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg_dagster.lib.lease import FileLease, Lease, LeaseLostError, ObjectLease
-from cg_dagster.lib.schemas import FLAT_TABLE_NAMES, NON_RESPONSES_TABLE, RAW_NON_RESPONSES_TABLE, RAW_TABLE
+from cg_dagster.lib.schemas import FLAT_TABLE_NAMES, NON_RESPONSE_FLAT_TABLES, RAW_NON_RESPONSES_TABLE, RAW_TABLE
 from cg_dagster.lib.storage import FileStat, LakeError, PreconditionFailed, arrow_location, open_storage
 
 STATE_DIR = "_state"
@@ -128,7 +128,7 @@ RESPONSES = Stream(
 NON_RESPONSES = Stream(
     "non-responses",
     RAW_NON_RESPONSES_TABLE,
-    (NON_RESPONSES_TABLE,),
+    NON_RESPONSE_FLAT_TABLES,
     "raw_non_responses.cursor.json",
     "sync_non_responses",
     "lookback_non_responses.json",

@@ -388,7 +388,8 @@ RESPONSE_PROPERTIES = TableContract(
 # Non-responses (GET /v7/rest/sync/non-responses, api-notes.md): "like a response without the answer"
 # (issue 11; the record shape is not documented further), so the raw table is raw_responses' twin and the
 # flat table takes the responses columns a non-response carries: no nps, comment, response date or follow-up
-# (and no drivers, tags or questions). Its `properties` stay in `record_json`.
+# (and no drivers, tags or questions). Its segments (`properties`, `custom_fields`) go to
+# non_response_properties, response_properties' twin, read by the same rules.
 RAW_NON_RESPONSES = dataclasses.replace(
     RAW_RESPONSES,
     name="raw_non_responses",
@@ -423,12 +424,29 @@ NON_RESPONSES = TableContract(
     columns=tuple(RESPONSES.column(name) for name in NON_RESPONSE_COLUMNS),
     key=("number_customergauge",),
 )
-# The record keys the contract knows that non_responses does not read: the answer (nps, comment,
-# date_survey_response, follow_up, drivers, tags, questions) and the segment lists (properties, custom_fields).
-# Flattening a non-response neither reads nor checks them (a response's shape does not bind a non-response);
-# they stay in raw_non_responses.record_json and are counted in FlattenStats.unread_fields.
+NON_RESPONSE_PROPERTIES = dataclasses.replace(
+    RESPONSE_PROPERTIES,
+    name="non_response_properties",
+    description=(
+        "One row per property (segment, e.g. the survey's 'Touchpoint') of a non-response, from `properties` or "
+        "`custom_fields`: response_properties' twin, read by the same rules."
+    ),
+    columns=(_number_customergauge("of the non-response"), *RESPONSE_PROPERTIES.columns[1:]),
+)
+# The record keys a non-response may carry as a response does, read by the responses' rules into
+# non_response_properties; a value of another shape (not a list of objects, e.g. "properties": "y") gives no
+# rows and is counted in FlattenStats.unread_fields instead of refusing the partition (the shape of a
+# non-response is not documented, so one odd record must not block its partition for good).
+NON_RESPONSE_SEGMENT_KEYS = frozenset({"properties", "custom_fields"})
+# The record keys the contract knows that the non-responses' tables do not read: the answer (nps, comment,
+# date_survey_response, follow_up, drivers, tags, questions). Flattening a non-response neither reads nor
+# checks them (a response's shape does not bind a non-response); they stay in raw_non_responses.record_json
+# and are counted in FlattenStats.unread_fields.
 NON_RESPONSE_UNREAD_KEYS = RECORD_KEYS - {
-    path.split(".")[0] for column in NON_RESPONSES.columns for path in column.source
+    path.split(".")[0].removesuffix("[]")
+    for contract in (NON_RESPONSES, NON_RESPONSE_PROPERTIES)
+    for column in contract.columns
+    for path in column.source
 }
 CURRENT_NON_RESPONSES = TableContract(
     name="current_non_responses",
@@ -460,6 +478,7 @@ TABLES: dict[str, TableContract] = {
         RESPONSE_PROPERTIES,
         RAW_NON_RESPONSES,
         NON_RESPONSES,
+        NON_RESPONSE_PROPERTIES,
         CURRENT_NON_RESPONSES,
     )
 }
@@ -474,6 +493,6 @@ FLAT_TABLE_NAMES = (
 CHILD_TABLES = tuple(name for name in FLAT_TABLE_NAMES if name != KEY_TABLE)
 CURRENT_TABLES = FLAT_TABLE_NAMES  # one current table (latest version of every response) per flattened table
 RAW_NON_RESPONSES_TABLE = RAW_NON_RESPONSES.name
-NON_RESPONSES_TABLE = (
-    NON_RESPONSES.name
-)  # flattened from raw_non_responses; current/non_responses/ is its current table
+NON_RESPONSES_TABLE = NON_RESPONSES.name  # flattened from raw_non_responses, one row per raw row
+NON_RESPONSE_FLAT_TABLES = (NON_RESPONSES_TABLE, NON_RESPONSE_PROPERTIES.name)  # key table first; each has a
+# current table (current/<table>/)
