@@ -39,7 +39,9 @@ TABLES = [
     "current_response_properties",
     "raw_non_responses",
     "non_responses",
+    "non_response_properties",
     "current_non_responses",
+    "current_non_response_properties",
 ]
 CHECKS = [
     "responses_number_customergauge_unique",
@@ -53,6 +55,7 @@ CHECKS = [
     "non_responses_number_customergauge_unique",
     "non_responses_row_count_matches_raw",
     "non_responses_no_unknown_fields",
+    "non_response_properties_rows_point_to_non_responses",
 ]
 SECRETS = {"emea": "emea-secret-do-not-log", "apac": "apac-secret-do-not-log"}
 ZONES = {"emea": "Europe/Amsterdam", "apac": "UTC"}  # as two_accounts() sets them

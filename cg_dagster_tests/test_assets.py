@@ -228,6 +228,8 @@ def test_schedule_tick_requests_the_last_complete_hour():
         RAW_NON_RESPONSES_KEY,
         NON_RESPONSES_KEY,
         CURRENT_NON_RESPONSES_KEY,
+        dg.AssetKey(["customergauge", "non_response_properties"]),
+        dg.AssetKey(["customergauge", "current_non_response_properties"]),
     }
     # the daemon's run of this job, and `dagster asset materialize` (the implicit asset job), run every step
     # in the run's process

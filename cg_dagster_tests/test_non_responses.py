@@ -179,6 +179,22 @@ def current_non_response_flags(lake: Lake) -> dict[int, bool]:
     return dict(zip(table["number_customergauge"].to_pylist(), table["is_response"].to_pylist(), strict=True))
 
 
+def touchpoints(records: list[dict]) -> dict[int, str]:
+    """{number_customergauge: its 'Touchpoint' property} of sandbox records (each has one)."""
+    return {
+        r["number_customergauge"]: next(p["reference"] for p in r["properties"] if p["field"] == "Touchpoint")
+        for r in records
+    }
+
+
+def current_touchpoints(lake: Lake, table: str) -> dict[int, str]:
+    """{number_customergauge: reference} of the 'Touchpoint' rows of current/<table>/ (one each)."""
+    rows = pq.read_table(lake.current_path(table)).filter(pc.field("field") == "Touchpoint")
+    got = dict(zip(rows["number_customergauge"].to_pylist(), rows["reference"].to_pylist(), strict=True))
+    assert len(got) == rows.num_rows
+    return got
+
+
 @pytest.mark.slow
 def test_both_endpoints_sync_exactly_once_and_a_converted_non_response_flips_is_response(sandbox, tmp_path):
     lake = Lake(tmp_path / "lake")
@@ -198,6 +214,12 @@ def test_both_endpoints_sync_exactly_once_and_a_converted_non_response_flips_is_
     current = pq.read_table(lake.current_path("responses"), columns=["number_customergauge", "status"])
     answered = current.filter(pc.is_in(current["number_customergauge"], pa.array(converted, pa.int64())))
     assert answered["status"].to_pylist() == ["response"] * 3  # in both tables
+    # every non-response keeps its segments, the converted ones too (their survey is known on both sides)
+    assert current_touchpoints(lake, "non_response_properties") == touchpoints(sandbox.records("non-responses"))
+    assert (
+        current_touchpoints(lake, "response_properties").items()
+        >= touchpoints([r for r in sandbox.records() if r["number_customergauge"] in converted]).items()
+    )
     [mat] = second.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
     meta = {key: value.value for key, value in mat.metadata.items()}
     [first_mat] = first.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
@@ -209,6 +231,7 @@ def test_both_endpoints_sync_exactly_once_and_a_converted_non_response_flips_is_
             "non_responses_number_customergauge_unique",
             "non_responses_row_count_matches_raw",
             "non_responses_no_unknown_fields",
+            "non_response_properties_rows_point_to_non_responses",
         ],
         True,
     )
@@ -286,6 +309,32 @@ def test_a_partition_of_non_responses_with_odd_answer_keys_is_flattened_and_curr
     ) == sorted(expected)
 
 
+def test_a_lake_from_before_non_response_properties_gets_them_at_the_next_update(sandbox, tmp_path):
+    """A lake flattened and made current before non_response_properties existed: its partitions lack the file, so
+    they are stale and flattened again, and its record names only non_responses, so the update rebuilds whole."""
+    lake = Lake(tmp_path / "lake")
+    served = sandbox.records("non-responses")[:5]
+    fetched = dt.datetime(2026, 11, 1, 10, 5, tzinfo=dt.timezone.utc)
+    raw = raw_rows(served, fetched_at=fetched, cursor_sent=None, sync_pass="cursor")
+    lake.write_table(lake.partition_path("raw_non_responses", P1), raw)
+    flatten_partition(lake, P1, stream=NON_RESPONSES)
+    update_current(lake, NON_RESPONSES_CURRENT)
+    lake.delete(lake.partition_path("non_response_properties", P1))  # as the lake was before
+    for file in lake.files(lake.current_path("non_response_properties")):
+        lake.delete(file)
+    record = lake.read_state(NON_RESPONSES_CURRENT.state_file)
+    del record["rows"]["non_response_properties"]
+    lake.write_state(NON_RESPONSES_CURRENT.state_file, record)
+
+    assert stale_partitions(lake, NON_RESPONSES) == [P1]
+    flatten_partition(lake, P1, stream=NON_RESPONSES)
+    update = update_current(lake, NON_RESPONSES_CURRENT)
+    assert update.mode == "full rebuild" and "records the tables ['non_responses']" in update.reason
+    assert update.rows == {"non_responses": 5, "non_response_properties": 5 * 6}
+    assert current_touchpoints(lake, "non_response_properties") == touchpoints(served)
+    assert update_current(lake, NON_RESPONSES_CURRENT).mode == "unchanged"
+
+
 # ---- the response rate: every sent survey once (issue 11 review) ----------------------------------------
 
 
@@ -299,31 +348,70 @@ def response_rate_sql() -> str:
     return demo.RESPONSE_RATE_SQL
 
 
-def test_the_response_rate_counts_every_sent_survey_once_and_completed_responses_as_answered(tmp_path):
+def write_current(lake: Path, table: str, columns: dict) -> None:
+    """One range file of current/<table>/ holding ``columns`` (only the columns the query reads)."""
+    folder = lake / "current" / table
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(columns), folder / "0000000000000000000.parquet")
+
+
+def test_the_response_rate_per_survey_and_month_counts_every_sent_survey_once(tmp_path):
+    """The README's query on a small lake: per touchpoint and month sent; a converted non-response (2) counts once,
+    as its response, with its response's touchpoint; a record with its touchpoint twice (7) once; records without
+    one (8, 9) under '(none)'; other segments (Country) are not surveys."""
     october, november = (
         dt.datetime(2026, 10, 5, tzinfo=dt.timezone.utc),
         dt.datetime(2026, 11, 5, tzinfo=dt.timezone.utc),
     )
-    responses = {  # number: (status, date_sent); 2 was a non-response that came back partial
-        1: ("response", october),
-        2: ("partial", october),
-        3: ("non_response", october),
-        4: ("response", november),
+    stamp = pa.timestamp("us", tz="UTC")
+    responses = {1: "response", 2: "partial", 3: "non_response", 4: "response", 7: "response", 8: "response"}
+    sent = {1: october, 2: october, 3: october, 4: november, 7: october, 8: october}
+    write_current(
+        tmp_path,
+        "responses",
+        {
+            "number_customergauge": list(responses),
+            "status": list(responses.values()),
+            "date_sent": pa.array(sent.values(), stamp),
+        },
+    )
+    non_responses = {2: (True, october), 5: (False, october), 6: (False, november), 9: (False, october)}
+    write_current(
+        tmp_path,
+        "non_responses",
+        {
+            "number_customergauge": list(non_responses),
+            "is_response": [answered for answered, _ in non_responses.values()],
+            "date_sent": pa.array([when for _, when in non_responses.values()], stamp),
+        },
+    )
+    properties = {
+        "response_properties": [
+            (1, "Touchpoint", "Onboarding"),
+            (1, "Country", "NL"),
+            (2, "Touchpoint", "Relationship"),
+            (3, "Touchpoint", "Relationship"),
+            (4, "Touchpoint", "Relationship"),
+            (7, "Touchpoint", "Relationship"),
+            (7, "Touchpoint", "Relationship"),  # say, from properties and from custom_fields
+        ],
+        "non_response_properties": [
+            (2, "Touchpoint", "Onboarding"),  # before it was answered: the response's touchpoint counts
+            (5, "Touchpoint", "Onboarding"),
+            (6, "Touchpoint", "Relationship"),
+            (9, "Country", "DE"),
+        ],
     }
-    non_responses = {2: (True, october), 5: (False, october), 6: (False, november)}  # number: (is_response, sent)
-    for table, rows, column in (("responses", responses, "status"), ("non_responses", non_responses, "is_response")):
-        folder = tmp_path / "current" / table
-        folder.mkdir(parents=True)
-        pq.write_table(
-            pa.table(
-                {
-                    "number_customergauge": list(rows),
-                    column: [value for value, _ in rows.values()],
-                    "date_sent": pa.array([sent for _, sent in rows.values()], pa.timestamp("us", tz="UTC")),
-                }
-            ),
-            folder / "1.parquet",
+    for table, rows in properties.items():
+        write_current(
+            tmp_path, table, dict(zip(("number_customergauge", "field", "reference"), zip(*rows), strict=True))
         )
     rate = duckdb.sql(response_rate_sql().format(lake=tmp_path)).fetchall()
-    # month, sent, responses, partial, response_rate: 1, 2, 3, 5 sent in October (2 once), 4 and 6 in November
-    assert rate == [("2026-10", 4, 1, 1, 0.25), ("2026-11", 2, 1, 0, 0.5)]
+    # survey, month, sent, responses, partial, response_rate
+    assert rate == [
+        ("(none)", "2026-10", 2, 1, 0, 0.5),  # 8, 9
+        ("Onboarding", "2026-10", 2, 1, 0, 0.5),  # 1, 5
+        ("Relationship", "2026-10", 3, 1, 1, 0.333),  # 2 (partial), 3, 7
+        ("Relationship", "2026-11", 2, 1, 0, 0.5),  # 4, 6
+    ]
+    assert sum(row[2] for row in rate) == len(responses) + 3  # each response and unanswered non-response once

@@ -143,13 +143,24 @@ def check_state(port: int) -> None:
     for name, key in CURRENT_KEYS.items():
         expected |= {(flat[name], tuple(key.path)), (flat["responses"], tuple(key.path))}
     non_responses, current_non_responses = tuple(NON_RESPONSES_KEY.path), tuple(CURRENT_NON_RESPONSES_KEY.path)
+    properties, current_properties = (
+        ("customergauge", "non_response_properties"),
+        (
+            "customergauge",
+            "current_non_response_properties",
+        ),
+    )
     expected |= {
         (tuple(RAW_NON_RESPONSES_KEY.path), non_responses),
+        (tuple(RAW_NON_RESPONSES_KEY.path), properties),
         (non_responses, current_non_responses),
         (tuple(CURRENT_KEYS["responses"].path), current_non_responses),
+        (properties, current_properties),
+        (non_responses, current_properties),
+        (tuple(CURRENT_KEYS["responses"].path), current_properties),
     }
     assert edges == expected
-    assert {n["groupName"] for n in nodes} == {"customergauge"} and len(nodes) == 14
+    assert {n["groupName"] for n in nodes} == {"customergauge"} and len(nodes) == 16
     state = graphql(
         port,
         """{
@@ -185,8 +196,9 @@ def check_pages(page, base: str) -> None:
     page.wait_for_load_state("networkidle")
     page.screenshot(path=ARTIFACTS / "1-lineage.png")
     # the drawn edges: 5 raw -> flattened, 5 flattened -> current, 4 responses -> the other current tables, and
-    # raw_non_responses -> non_responses -> current_non_responses <- current_responses
-    assert page.locator('svg path[stroke="var(--color-lineage-edge)"]').count() == 17
+    # raw_non_responses -> non_responses -> current_non_responses <- current_responses, raw_non_responses ->
+    # non_response_properties -> current_non_response_properties <- non_responses, current_responses
+    assert page.locator('svg path[stroke="var(--color-lineage-edge)"]').count() == 21
 
     page.goto(f"{base}/assets/customergauge/raw_responses")
     page.get_by_text("Fails if more than 2 hours since last materialization").wait_for()

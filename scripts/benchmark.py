@@ -825,16 +825,19 @@ def run_facts(instance, run_id: str) -> dict:
 def lake_records(lake_root: Path, kind: str) -> int:
     """Rows of the run's raw_responses file; SystemExit unless responses (and, for a case with the current
     tables, current/responses) hold as many, and for the whole group unless raw_non_responses, non_responses
-    and current/non_responses hold as many rows as each other."""
+    and current/non_responses hold as many rows as each other, and non_response_properties as many as
+    current/non_response_properties, one or more (every sandbox record has segments)."""
     import pyarrow.parquet as pq
 
     from cg_dagster.lib.lake import Lake
 
     lake = Lake(lake_root)
-    streams = [("raw_responses", "responses")] + [("raw_non_responses", "non_responses")] * (kind == "cli_group")
+    streams = [("raw_responses", "responses")]
+    if kind == "cli_group":
+        streams += [("raw_non_responses", "non_responses"), (None, "non_response_properties")]
     counts = {}
     for raw, flat in streams:
-        paths = [lake.partition_path(name, PARTITION) for name in (raw, flat)]
+        paths = [lake.partition_path(name, PARTITION) for name in (raw, flat) if name]
         paths += [lake.current_path(flat)] if kind != "cli_raw_flat" else []
         counts[raw] = {
             path.relative_to(lake_root).as_posix(): sum(
@@ -843,8 +846,8 @@ def lake_records(lake_root: Path, kind: str) -> int:
             )
             for path in paths
         }  # a current table is a folder of range files
-        if len(set(counts[raw].values())) != 1:
-            raise SystemExit(f"the lake's counts differ: {counts[raw]}")
+        if len(set(counts[raw].values())) != 1 or not raw and not min(counts[raw].values()):
+            raise SystemExit(f"the lake's counts differ (or no segment): {counts[raw]}")
     return next(iter(counts["raw_responses"].values()))
 
 

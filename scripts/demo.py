@@ -10,10 +10,11 @@ Run it with ``python3 run.py demo`` (which creates .venv and sets DAGSTER_HOME=.
 4. materializes the last complete hour: the incremental sync, which must fetch exactly the appended and
    converted responses, and no non-response;
 5. prints per-table row counts (DuckDB over the lake), the stored cursors (lake and Dagster metadata) and the
-   response rate per month (RESPONSE_RATE_SQL, the README's query), and exits 1 if any count differs from what
-   the sandbox served, if a converted non-response is not ``is_response`` in current/non_responses, or if the
-   second run's update of the current tables was not a merge of the new partition into the ranges it touches
-   (lib/current.py).
+   response rate per survey (touchpoint) and month (RESPONSE_RATE_SQL, the README's query), and exits 1 if any
+   count differs from what the sandbox served (the rate's sent surveys included: each response and unanswered
+   non-response once, each with its touchpoint), if a converted non-response is not ``is_response`` in
+   current/non_responses, or if the second run's update of the current tables was not a merge of the new
+   partition into the ranges it touches (lib/current.py).
 
 The demo lake is wiped at the start (the sandbox is regenerated from its seed each time, so the counts
 can be checked exactly); Dagster's run history in DAGSTER_HOME is kept, and ``python3 run.py dev`` works on
@@ -33,16 +34,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cg_dagster.customergauge.keys import (
-    CURRENT_KEYS,
-    CURRENT_NON_RESPONSES_KEY,
-    FLAT_KEYS,
-    NON_RESPONSES_KEY,
-    RAW_KEY,
-    RAW_NON_RESPONSES_KEY,
-    raw_run_config,
-)
+from cg_dagster.customergauge.keys import CURRENT_KEYS, DEFAULT, FLAT_KEYS, RAW_KEY, raw_run_config
 from cg_dagster.lib.lake import NON_RESPONSES, Lake
+from cg_dagster.lib.schemas import NON_RESPONSE_FLAT_TABLES
 from cg_dagster.sandbox import project_env
 from cg_dagster.settings import LAKE_ROOT as LAKE_ROOT_SETTING
 
@@ -50,37 +44,40 @@ ROOT = Path(__file__).resolve().parent.parent
 LAKE_ROOT = ROOT / "demo_lake"
 RECORDS, APPENDED, CONVERTED = 2500, 137, 40  # the sandbox serves RECORDS // 3 non-responses
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
-SELECTION = ",".join(
-    key.to_user_string()
-    for key in [
-        RAW_KEY,
-        *FLAT_KEYS.values(),
-        *CURRENT_KEYS.values(),
-        RAW_NON_RESPONSES_KEY,
-        NON_RESPONSES_KEY,
-        CURRENT_NON_RESPONSES_KEY,
-    ]
-)
+SELECTION = ",".join(key.to_user_string() for key in DEFAULT.all_keys)
 # The trailing-window re-read is off in the demo so the incremental sync's count is exactly the new records.
 RUN_CONFIG = json.dumps(raw_run_config(non_responses=True, lookback_hour=-1))
-# The README's response-rate query (section "Non-responses and the response rate"), over a lake at {lake}: every
-# sent survey once (a converted non-response is in both current tables: it counts as its response, whatever
-# that response's status); the rate is completed responses (status 'response') over all sent.
+# The README's response-rate query (section "Non-responses and the response rate"), over a lake at {lake}: per
+# survey (the record's 'Touchpoint' segment, from the properties tables; '(none)' without one) and month sent,
+# every sent survey once (a converted non-response is in both current tables: it counts as its response, whatever
+# that response's status, with that response's touchpoint); the rate is completed responses (status 'response')
+# over all sent.
 RESPONSE_RATE_SQL = """
 WITH sent AS (
-    SELECT date_trunc('month', date_sent) AS month, status
+    SELECT number_customergauge, 'response' AS side, date_sent, status
     FROM read_parquet('{lake}/current/responses/*.parquet', union_by_name = true)
     UNION ALL
-    SELECT date_trunc('month', date_sent), 'non_response'
+    SELECT number_customergauge, 'non_response', date_sent, 'non_response'
     FROM read_parquet('{lake}/current/non_responses/*.parquet', union_by_name = true)
     WHERE NOT is_response
+),
+survey AS (  -- one touchpoint per record: the least, should a record carry two
+    SELECT number_customergauge, 'response' AS side, min(reference) AS survey
+    FROM read_parquet('{lake}/current/response_properties/*.parquet', union_by_name = true)
+    WHERE field = 'Touchpoint' GROUP BY ALL
+    UNION ALL
+    SELECT number_customergauge, 'non_response', min(reference)
+    FROM read_parquet('{lake}/current/non_response_properties/*.parquet', union_by_name = true)
+    WHERE field = 'Touchpoint' GROUP BY ALL
 )
-SELECT strftime(month, '%Y-%m') AS month,
+SELECT coalesce(survey, '(none)') AS survey,
+       strftime(date_trunc('month', date_sent), '%Y-%m') AS month,
        count(*) AS sent,
        count(*) FILTER (WHERE status = 'response') AS responses,
        count(*) FILTER (WHERE status = 'partial') AS partial,
        round(count(*) FILTER (WHERE status = 'response') / count(*), 3) AS response_rate
-FROM sent GROUP BY ALL ORDER BY month
+FROM sent LEFT JOIN survey USING (number_customergauge, side)
+GROUP BY ALL ORDER BY survey, month
 """
 
 
@@ -182,7 +179,7 @@ def _report(first: int, second: int, served: int, new: int) -> list[str]:
     """Print the responses' counts and cursor; return the problems found."""
     print(f"\ninitial load fetched {first} responses; incremental sync fetched {second} (new: {new})")
     print(f"\n{'table':<22}{'rows':>8}   (all partitions of {LAKE_ROOT.name}/)")
-    for table in ["raw_responses", *FLAT_KEYS, "raw_non_responses", "non_responses"]:
+    for table in ["raw_responses", *FLAT_KEYS, "raw_non_responses", *NON_RESPONSE_FLAT_TABLES]:
         rows = duckdb.sql(f"select count(*) from read_parquet('{LAKE_ROOT / table}/*.parquet')").fetchall()[0][0]
         print(f"{table:<22}{rows:>8}")
     glob = f"{Lake(LAKE_ROOT).current_path('responses')}/*.parquet"
@@ -232,9 +229,15 @@ def _report_non_responses(served: int, converted: list[int]) -> list[str]:
     print(f"{'current/non_responses':<22}{current[0]:>8}   ({len(current[2] or [])} answered since: is_response)")
     print(f"stored non-responses cursor: {lake.read_head(NON_RESPONSES).cursor} in _state/{NON_RESPONSES.head_file}")
     rate = duckdb.sql(RESPONSE_RATE_SQL.format(lake=LAKE_ROOT))
-    print("\nresponse rate per month of date_sent (current tables):")
-    rate.show()
+    print("\nresponse rate per survey (Touchpoint) and month of date_sent (current tables):")
+    rate.show(max_rows=100)
     problems = []
+    responses = duckdb.sql(f"select count(*) from read_parquet('{lake.current_path('responses')}/*.parquet')")
+    sent, surveys = duckdb.sql("select sum(sent), list(distinct survey) from rate").fetchall()[0]
+    if sent != responses.fetchall()[0][0] + served - len(converted):
+        problems.append(f"the response rate counts {sent} sent surveys, not each response and unanswered non-response")
+    if "(none)" in surveys:  # every sandbox record carries a Touchpoint property
+        problems.append("the response rate has sent surveys without their touchpoint")
     if raw.fetchall()[0][0] != served or current[:2] != (served, served):
         problems.append(
             f"current/non_responses holds {current[0]} rows ({current[1]} distinct), not the {served} served"
