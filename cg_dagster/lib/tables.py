@@ -1,7 +1,7 @@
 """The flattened tables of one raw partition, written to the lake. No Dagster import.
 
 Per stream (lib/lake.py ``Stream``): raw_responses -> the five response tables (``flatten_raw``),
-raw_non_responses -> ``non_responses`` (``flatten_non_responses``).
+raw_non_responses -> ``non_responses`` and ``non_response_properties`` (``flatten_non_responses``).
 
 The raw file is streamed in batches of RAW_BATCH_ROWS rows through ``flatten_raw`` into one Parquet file
 per table, each written atomically (``Lake.parquet_writer``). Idempotent: running it again for the same
@@ -172,8 +172,8 @@ def flatten_partition(
     wait_seconds: float | None = None,
 ) -> FlattenedPartition:
     """Write ``<table>/<partition>.parquet`` for each of ``stream.flat_tables`` (the five response tables, or
-    ``non_responses``) from ``<stream.raw_table>/<partition>.parquet``, holding the partition's ``flatten_lease``
-    (module docstring: why, and the fencing on object storage).
+    ``non_responses`` and ``non_response_properties``) from ``<stream.raw_table>/<partition>.parquet``, holding
+    the partition's ``flatten_lease`` (module docstring: why, and the fencing on object storage).
 
     ``run_id`` names the holder in the lease record (what a waiting run logs); ``wait_seconds`` is how long to
     wait for another flattening of the partition (default ``CG_LEASE_WAIT_SECONDS``, as the sync lease). The
