@@ -125,7 +125,7 @@ def test_the_ui_shows_what_an_operator_checks(sandbox, tmp_path, monkeypatch):
         check_state(ui_port)
         with playwright.sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=CHROMIUM)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": 1600})  # tall enough for the whole lineage graph
             page.set_default_timeout(30_000)
             check_pages(page, f"http://127.0.0.1:{ui_port}")
             browser.close()
