@@ -115,8 +115,7 @@ def main() -> int:
         _materialize(initial, env)
         first = _raw_rows(initial)
 
-        appended = _post_json(f"{base_url}/_sandbox/append?count={APPENDED}")["appended"]
-        converted = _post_json(f"{base_url}/_sandbox/convert?count={CONVERTED}")["numbers"]
+        appended, converted = advance_sandbox(base_url)
         print(
             f"\n== sandbox appended {appended} responses and {len(converted)} non-responses answered; "
             f"incremental sync: partition {incremental}",
@@ -245,6 +244,14 @@ def _report_non_responses(served: int, converted: list[int]) -> list[str]:
             f"is_response is true for {len(current[2] or [])} non-responses, not the {len(converted)} answered"
         )
     return problems
+
+
+def advance_sandbox(base_url: str) -> tuple[int, list[int]]:
+    """Step 3 on the sandbox at ``base_url``: append APPENDED responses and let CONVERTED non-responses answer.
+    Returns (responses appended, numbers of the non-responses answered). Deterministic from the seed, so
+    ``run.py dev`` (scripts/dev.py) does it to its fresh sandbox too, which then serves what the demo's did."""
+    appended = _post_json(f"{base_url}/_sandbox/append?count={APPENDED}")["appended"]
+    return appended, _post_json(f"{base_url}/_sandbox/convert?count={CONVERTED}")["numbers"]
 
 
 def _post_json(url: str, method: str = "POST") -> dict:

@@ -2,8 +2,10 @@
 
 Without CUSTOMERGAUGE_CLIENT_ID in the environment it also starts the sandbox API on 127.0.0.1:8765
 (CG_SANDBOX_PORT) and points the resource at it, on the demo's lake (./demo_lake, unless CG_LAKE_ROOT is set).
-With CUSTOMERGAUGE_CLIENT_ID (and CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_REGION) set it runs against
-that real account and starts no sandbox; the lake is CG_LAKE_ROOT (default ./lake). See README.
+That sandbox serves what the demo's served when it ended (``advance_sandbox``: the demo's appended responses
+and answered non-responses), so the demo's lake and it agree. With CUSTOMERGAUGE_CLIENT_ID (and
+CUSTOMERGAUGE_CLIENT_SECRET, CUSTOMERGAUGE_REGION) set it runs against that real account and starts no
+sandbox; the lake is CG_LAKE_ROOT (default ./lake). See README.
 
 The UI's port is CG_DAGSTER_PORT (default 3000). A port already in use stops this script before it starts
 anything (exit 2, naming the port and its setting). Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop
@@ -18,6 +20,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from demo import advance_sandbox  # scripts/demo.py, beside this script
 
 from cg_dagster.lib.client import CustomerGaugeConfigError
 from cg_dagster.sandbox import project_env
@@ -106,6 +110,8 @@ def _with_sandbox(env: dict, port: str, started: list) -> dict:
     )
     started.append(sandbox)
     print(sandbox.stdout.readline().strip(), flush=True)
+    appended, converted = advance_sandbox(f"http://127.0.0.1:{port}")  # the demo's sandbox as it ended
+    print(f"sandbox: {appended} responses appended, {len(converted)} non-responses answered (the demo's)", flush=True)
     return {**env, **project_env(f"http://127.0.0.1:{port}"), LAKE_ROOT.name: dev_lake_root(env)}
 
 
