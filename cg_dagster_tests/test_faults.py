@@ -70,17 +70,20 @@ def sync_twice_under(sandbox, lake_root, faults: SandboxFaults, **resource_overr
 
 
 # ---- 1-4: transient faults -------------------------------------------------------------------------------
+# The API's faults (1-5) are the client's to absorb, whatever the store: they run on a local lake only. What a
+# store changes (commits, a crash between data and head, replays, leases) runs on both, below and in
+# test_sync*.py, test_current*.py.
 
 
 @pytest.mark.parametrize("every, status", [(2, 500), (3, 502), (2, 503), (3, 504)])
-def test_5xx_every_k_requests_completes_exactly_once(sandbox, lake_root, every, status):
-    sync_twice_under(sandbox, lake_root, SandboxFaults(fail_every=every, fail_status=status))
+def test_5xx_every_k_requests_completes_exactly_once(sandbox, tmp_path, every, status):
+    sync_twice_under(sandbox, str(tmp_path), SandboxFaults(fail_every=every, fail_status=status))
     assert responses_statuses(sandbox).count(status) >= 3
 
 
 @pytest.mark.parametrize("retry_after", [1, None])
-def test_429_with_and_without_retry_after_completes(sandbox, lake_root, retry_after):
-    sync_twice_under(sandbox, lake_root, SandboxFaults(rate_limit_every=4, retry_after=retry_after))
+def test_429_with_and_without_retry_after_completes(sandbox, tmp_path, retry_after):
+    sync_twice_under(sandbox, str(tmp_path), SandboxFaults(rate_limit_every=4, retry_after=retry_after))
     assert responses_statuses(sandbox).count(429) >= 1
 
 
@@ -91,8 +94,8 @@ def test_429_with_and_without_retry_after_completes(sandbox, lake_root, retry_af
         pytest.param(SandboxFaults(token_ttl=1, omit_expires_in=True, latency=0.2), True, id="expiry-unknown-401"),
     ],
 )
-def test_token_expiring_mid_sync_completes(sandbox, lake_root, faults, expect_401):
-    sync_twice_under(sandbox, lake_root, faults, per_page=50)
+def test_token_expiring_mid_sync_completes(sandbox, tmp_path, faults, expect_401):
+    sync_twice_under(sandbox, str(tmp_path), faults, per_page=50)
     assert sandbox.token_requests >= 2
     if expect_401:  # the client assumed 3600 s, the token died after 1 s: a 401, one refresh, same page again
         assert 401 in responses_statuses(sandbox)
@@ -101,8 +104,8 @@ def test_token_expiring_mid_sync_completes(sandbox, lake_root, faults, expect_40
 @pytest.mark.parametrize(
     "faults", [SandboxFaults(drop_body_every=3), SandboxFaults(truncate_json_every=3)], ids=["dropped", "truncated"]
 )
-def test_broken_bodies_are_requested_again(sandbox, lake_root, faults):
-    sync_twice_under(sandbox, lake_root, faults)
+def test_broken_bodies_are_requested_again(sandbox, tmp_path, faults):
+    sync_twice_under(sandbox, str(tmp_path), faults)
     assert len(responses_statuses(sandbox)) >= 9  # 5 + 2 pages (with empty ones), and the broken ones again
 
 
@@ -110,9 +113,9 @@ def test_broken_bodies_are_requested_again(sandbox, lake_root, faults):
 
 
 @pytest.mark.parametrize("empty_next", ["same", "null", "absent", "no_cursor"])
-def test_empty_last_page_variants_keep_the_cursor(sandbox, lake_root, empty_next):
-    lake = Lake(lake_root)
-    resources = make_resources(sandbox, lake_root)
+def test_empty_last_page_variants_keep_the_cursor(sandbox, tmp_path, empty_next):
+    lake = Lake(tmp_path)
+    resources = make_resources(sandbox, str(tmp_path))
     sandbox.faults = SandboxFaults(empty_next=empty_next)
     last_real = sandbox.last_cursor
     with dg.instance_for_test() as instance:
