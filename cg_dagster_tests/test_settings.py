@@ -13,6 +13,7 @@ import pytest
 
 from cg_dagster import settings
 from cg_dagster.customergauge.assets import RawResponsesConfig
+from cg_dagster.customergauge.keys import DEFAULT
 from cg_dagster.customergauge.resources import CustomerGaugeResource
 from cg_dagster.lib.client import CustomerGaugeConfigError
 from cg_dagster.lib.flatten import FlattenError, flatten_records
@@ -158,10 +159,14 @@ def test_the_sandbox_exports_the_environment_that_points_the_project_at_it():
 def test_malformed_variables_let_the_code_location_load_and_fail_the_run_that_reads_them(sandbox, tmp_path):
     bad = {"CUSTOMERGAUGE_PER_PAGE": "lots", "CG_LOOKBACK_HOUR": "x", "CG_LOOKBACK_DAYS": "y"}
     env = {"PATH": "/usr/bin:/bin", "CG_PARTITIONS_START": "2026-11-01", "HOME": str(tmp_path), **bad}
-    code = "import cg_dagster.definitions as d; print(len(d.defs.resolve_all_asset_keys()))"
+    code = (
+        "import cg_dagster.definitions as d; print(sorted(k.to_user_string() for k in d.defs.resolve_all_asset_keys()))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    # raw, 5 flattened, 5 current responses tables; raw, flattened, current non-responses
-    assert (loaded.returncode, loaded.stdout.strip()) == (0, "14"), loaded.stderr
+    # the sixteen: raw, 5 flattened and 5 current response tables; raw, 2 flattened, 2 current non-response tables
+    expected = sorted(key.to_user_string() for key in DEFAULT.all_keys)
+    assert len(expected) == 16
+    assert (loaded.returncode, loaded.stdout.strip()) == (0, str(expected)), loaded.stderr
 
     lake = Lake(tmp_path / "lake")
     resources = make_resources(sandbox, lake.root, per_page=None)
