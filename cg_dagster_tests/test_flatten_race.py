@@ -18,7 +18,6 @@ from cg_dagster.lib.lease import LeaseTimeoutError
 from cg_dagster.lib.storage import PreconditionFailed
 from cg_dagster.lib.tables import FLATTENED_FROM_KEY, flatten_lease, flatten_partition, stale_partitions
 from cg_dagster_tests._fixtures_flatten import FETCHED_AT, P, record
-from cg_dagster_tests._fixtures_s3 import lake_root, s3_root, s3_server  # noqa: F401 (fixtures)
 
 Q = "2026-11-01-11:00"
 RECORDS = 300
