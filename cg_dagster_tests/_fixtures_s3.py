@@ -3,9 +3,9 @@
 ``lake_root`` is the parametrised root of a test's lake: ``local`` (a temp folder) and ``s3`` (a fresh
 prefix in the moto bucket), so one test body runs on both; the ``s3`` cases are marked ``slow`` (the fast tier
 runs the local ones). The fixtures are registered in conftest.py for every test module, and only there: a test
-module importing them gets a second session server (its own objects) and points the AWS variables at it. The AWS settings are
-the standard variables (``AWS_ENDPOINT_URL`` included), read by botocore in this process and in subprocesses
-(dagster CLI runs).
+module importing them gets a second session server (its own objects) and points the AWS variables at it. The
+AWS settings are the standard variables (``AWS_ENDPOINT_URL`` included), read by botocore in this process and in
+subprocesses (dagster CLI runs).
 """
 
 import os
