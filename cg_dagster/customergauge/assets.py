@@ -141,14 +141,18 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
     tables). Every account shares the
     partition grid and the freshness policy. Only the decorators are here; each body is a shared function."""
     resource_keys = {names.api_resource, names.lake_resource}
+    # every hourly Parquet asset of the account: its group, kind, partition grid and freshness
+    partitioned = {
+        "group_name": names.group,
+        "kinds": {"parquet"},
+        "partitions_def": hourly_partitions,
+        "freshness_policy": freshness_policy,
+    }
     flattened_op, current_op = names.multi_asset_ops
 
     @dg.asset(
         key=names.raw_key,
-        group_name=names.group,
-        kinds={"parquet"},
-        partitions_def=hourly_partitions,
-        freshness_policy=freshness_policy,
+        **partitioned,
         required_resource_keys=resource_keys,
         op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
         description=(
@@ -165,10 +169,7 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=names.raw_non_responses_key,
-        group_name=names.group,
-        kinds={"parquet"},
-        partitions_def=hourly_partitions,
-        freshness_policy=freshness_policy,
+        **partitioned,
         required_resource_keys=resource_keys,
         description=(
             "One row per non-response record (a survey sent that got no answer: GET /v7/rest/sync/non-responses) "
@@ -186,10 +187,7 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
             dg.AssetSpec(
                 key=names.flat_keys[name],
                 deps=[names.raw_key],
-                group_name=names.group,
-                kinds={"parquet"},
-                partitions_def=hourly_partitions,
-                freshness_policy=freshness_policy,
+                **partitioned,
                 description=(
                     f"{TABLES[name].description} Flattened from the same partition of raw_responses; "
                     "re-materializing rewrites the partition's file from the raw file (idempotent)."
@@ -239,10 +237,7 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
             dg.AssetSpec(
                 key=key,
                 deps=[names.raw_non_responses_key],
-                group_name=names.group,
-                kinds={"parquet"},
-                partitions_def=hourly_partitions,
-                freshness_policy=freshness_policy,
+                **partitioned,
                 description=(
                     f"{TABLES[name].description} Flattened from the same partition of raw_non_responses; "
                     "re-materializing rewrites the partition's file from the raw file (idempotent)."
