@@ -87,6 +87,7 @@ def test_a_query_duckdb_fails_on_aborts_the_file_it_was_writing(tmp_path, monkey
         return f"SELECT * FROM no_such_table_{name}" if (name, r) == ("response_questions", 2) else sql
 
     monkeypatch.setattr(current_module, "_source", failing)
+    monkeypatch.setattr(current_module, "SOLE_SOURCE", False)  # one partition: DuckDB's way only when told
     with pytest.raises(duckdb.CatalogException, match="no_such_table_response_questions"):
         update_current(lake)
 
