@@ -83,9 +83,10 @@ told apart, so no version of it is ever used. The response's newest unambiguous 
 or it is left out of ``current`` until a later fetch brings it once; the current tables never mix two versions.
 """
 
+import collections
 import queue
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,7 @@ RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's 
 MAX_SPAN = 8  # ranges a row group's id statistics may span before its ids are read (_ranges_of)
 BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
 QUEUED_BATCHES = 2  # batches of one range file waiting for the writer thread
+RANGES_AHEAD = 2  # ranges read with Arrow (_sole_source_rows) whose files the writer thread has not written
 DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
 STATE_VERSION = 1
 KEY = "number_customergauge"
@@ -333,7 +335,7 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
         }
     )
     jobs: dict[str, dict[int, Future]] = {name: {} for name in tables.tables}
-    key_table, opened = tables.key_table, {}
+    key_table, opened, ahead = tables.key_table, {}, collections.deque()
     try:
         # object storage: DuckDB reads s3:// paths through the lake's fsspec filesystem
         with lake.registered(con), ThreadPoolExecutor(1, thread_name_prefix="current-writer") as writer:
@@ -344,9 +346,12 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
                 if sources[key_table] is None:
                     continue
                 if (sole := _sole_source_rows(lake, tables, r, stems, from_current, opened)) is not None:
+                    _raise_failed(jobs)
                     for name in tables.tables:
-                        _raise_failed(jobs)
-                        jobs[name][r] = _write_range(lake, con, writer, tables, name, r, sole[name])
+                        jobs[name][r] = _write_rows(lake, writer, tables, name, r, sole[name])
+                    ahead.append([jobs[name][r] for name in tables.tables])
+                    if len(ahead) > RANGES_AHEAD:  # the writer is behind: wait, rather than hold more ranges
+                        wait(ahead.popleft())
                     continue
                 con.execute(
                     f"""
@@ -459,7 +464,7 @@ class _RowGroups:
         read."""
         low, high = r * RANGE_WIDTH, (r + 1) * RANGE_WIDTH
         groups = [i for i, b in enumerate(self.bounds) if b is None or (b[0] < high and b[1] >= low)]
-        table = self.file.read_row_groups(groups)
+        table = self.file.read_row_groups(groups, use_threads=False)
         keys = table[KEY].to_numpy()
         inside = np.flatnonzero((keys >= low) & (keys < high))
         if len(inside) and inside[-1] - inside[0] + 1 == len(inside):  # one run of rows: keys in order
@@ -489,21 +494,18 @@ def _write_range(
     tables: CurrentSet,
     name: str,
     r: int,
-    source: str | pa.Table | None,
+    source: str | None,
 ) -> Future:
     """Hand the winners' rows of table ``name`` in range ``r``, in key order, to ``writer`` for its range file
     (empty when ``source`` is None), with the FLAG column of an ``answered_from`` set; returns the writer's
     job, whose result is the rows written. ``source``: the SQL of ``_source`` (the winners are DuckDB's
-    ``winners`` table), or the rows themselves (``_sole_source_rows``: winners, in key order, FLAG set)."""
+    ``winners`` table)."""
     contract = tables.contract(name)
     batches: queue.Queue = queue.Queue(QUEUED_BATCHES)
     job = writer.submit(_write_file, lake, range_path(lake, name, r), name, contract.arrow_schema, batches)
     end: BaseException | None = None
     try:
-        if isinstance(source, pa.Table):
-            for batch in source.to_batches(BATCH_ROWS):
-                batches.put(batch)
-        elif source is not None:
+        if source is not None:
             flag = ""
             if FLAG in contract.arrow_schema.names:
                 answered = range_path(lake, tables.answered_from, r)
@@ -528,6 +530,20 @@ def _write_range(
     finally:
         batches.put(end)  # None: commit; an error: abort
     return job
+
+
+def _write_rows(
+    lake: Lake, writer: ThreadPoolExecutor, tables: CurrentSet, name: str, r: int, rows: pa.Table | None
+) -> Future:
+    """Hand ``rows`` (``_sole_source_rows``: table ``name``'s current rows of range ``r``, in key order; None:
+    none) to ``writer`` for its range file at once: they are in memory already. Returns the writer's job."""
+    batches: queue.Queue = queue.Queue()
+    for batch in rows.to_batches(BATCH_ROWS) if rows is not None else []:
+        batches.put(batch)
+    batches.put(None)
+    return writer.submit(
+        _write_file, lake, range_path(lake, name, r), name, tables.contract(name).arrow_schema, batches
+    )
 
 
 def _write_file(lake: Lake, path: Path, name: str, schema: pa.Schema, batches: queue.Queue) -> int:
