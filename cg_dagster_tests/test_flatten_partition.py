@@ -3,6 +3,8 @@ whole raw file, dictionary-encoded where it pays; a failure in any batch, or in 
 leaves no temporary file. Not timed."""
 
 import os
+import subprocess
+import sys
 import threading
 
 import pyarrow.parquet as pq
@@ -170,3 +172,17 @@ def test_flat_files_without_the_footer_key_in_the_raw_files_second_are_flattened
     for path in [raw, *(lake.partition_path(name, P) for name in FLAT_TABLE_NAMES)]:
         os.utime(path, ns=(when, when))
     assert stale_partitions(lake) == [P]
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"), [({}, "narenas:1"), ({"JE_ARROW_MALLOC_CONF": "narenas:3"}, "narenas:3")]
+)
+def test_arrows_jemalloc_gets_one_arena_before_pyarrow_is_imported_unless_the_environment_chooses(
+    environment, expected
+):
+    # jemalloc reads its options when pyarrow is imported: importing the package sets them before any of its
+    # modules imports pyarrow.
+    code = "import cg_dagster, os, sys; assert 'pyarrow' not in sys.modules; print(os.environ['JE_ARROW_MALLOC_CONF'])"
+    env = {key: value for key, value in os.environ.items() if key != "JE_ARROW_MALLOC_CONF"} | environment
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
