@@ -84,6 +84,7 @@ or it is left out of ``current`` until a later fetch brings it once; the current
 """
 
 import collections
+import contextlib
 import queue
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -104,7 +105,7 @@ RANGE_WIDTH = 100_000  # ids per range file: ~33,000 responses at the sandbox's 
 MAX_SPAN = 8  # ranges a row group's id statistics may span before its ids are read (_ranges_of)
 BATCH_ROWS = 5_000  # rows per Arrow batch streamed from DuckDB (a response row can hold a 70 KB comment)
 QUEUED_BATCHES = 2  # batches of one range file waiting for the writer thread
-RANGES_AHEAD = 2  # ranges read with Arrow (_sole_source_rows) whose files the writer thread has not written
+RANGES_AHEAD = 1  # ranges read with Arrow (_sole_source_rows) whose files the writer thread has not written
 DUCKDB_MEMORY_LIMIT = "128MB"  # DuckDB spills to _tmp/duckdb/ beyond this
 STATE_VERSION = 1
 KEY = "number_customergauge"
@@ -322,10 +323,54 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
     """Rewrite each range of ``plan`` (range -> partition stems) in every table, one range at a time (memory
     is bounded by a range, not by the lake), from those partitions' files and, with ``from_current``, the
     range's current files. Returns {table: {range: rows written}}; a range without responses is not written.
-    The files are written by one writer thread, in order, while DuckDB computes the next file's rows; the
-    first error (DuckDB's or the writer's) is raised once no file is being written."""
+    The files are written by one writer thread, in order, while DuckDB (or Arrow: ``_sole_source_rows``)
+    computes the next file's rows; the first error (DuckDB's or the writer's) is raised once no file is being
+    written. DuckDB is started for the first range that needs it (``_duckdb``): an update whose ranges are all
+    read with Arrow does without it (30 MB)."""
+    jobs: dict[str, dict[int, Future]] = {name: {} for name in tables.tables}
+    key_table, opened, ahead, con = tables.key_table, {}, collections.deque(), None
+    # the writer is shut down (its files written or aborted) before DuckDB and the partition files are closed
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(1, thread_name_prefix="current-writer") as writer:
+        stack.callback(lambda: [file.file.close() for file in opened.values() if file])
+        for r, stems in sorted(plan.items()):
+            sources = {name: _source(lake, tables, name, r, stems, from_current) for name in tables.tables}
+            if sources[key_table] is None:
+                continue
+            if (sole := _sole_source_rows(lake, tables, r, stems, from_current, opened)) is not None:
+                _raise_failed(jobs)
+                for name in tables.tables:
+                    jobs[name][r] = _write_rows(lake, writer, tables, name, r, sole[name])
+                ahead.append([jobs[name][r] for name in tables.tables])
+                if len(ahead) > RANGES_AHEAD:  # the writer is behind: wait, rather than hold more ranges
+                    wait(ahead.popleft())
+                continue
+            con = con or _duckdb(lake, stack)
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE winners AS
+                SELECT {KEY}, fetched_at, from_current, source FROM (
+                    SELECT {KEY}, fetched_at, from_current, source FROM ({sources[key_table]})
+                    GROUP BY ALL
+                    HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
+                )
+                QUALIFY row_number() OVER (
+                    PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current, source DESC
+                ) = 1
+                """
+            )
+            for name in tables.tables:
+                _raise_failed(jobs)
+                jobs[name][r] = _write_range(lake, con, writer, tables, name, r, sources[name])
+        return {name: {r: job.result() for r, job in done.items()} for name, done in jobs.items()}
+
+
+def _duckdb(lake: Lake, stack: contextlib.ExitStack) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for the range queries, closed (and its spill folder deleted) when ``stack`` ends:
+    DUCKDB_MEMORY_LIMIT, one thread, spilling to the lake's local scratch folder; reads ``s3://`` paths
+    through the lake's fsspec filesystem."""
     spill = lake.scratch_dir("duckdb")  # local even for a lake on object storage
     shutil.rmtree(spill, ignore_errors=True)  # left by an update that was killed
+    stack.callback(shutil.rmtree, spill, ignore_errors=True)
     con = duckdb.connect(
         config={
             "memory_limit": DUCKDB_MEMORY_LIMIT,
@@ -334,47 +379,11 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
             "temp_directory": str(spill),
         }
     )
-    jobs: dict[str, dict[int, Future]] = {name: {} for name in tables.tables}
-    key_table, opened, ahead = tables.key_table, {}, collections.deque()
-    try:
-        # object storage: DuckDB reads s3:// paths through the lake's fsspec filesystem
-        with lake.registered(con), ThreadPoolExecutor(1, thread_name_prefix="current-writer") as writer:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute("SET parquet_metadata_cache = true")  # each range's queries read the same partition files
-            for r, stems in sorted(plan.items()):
-                sources = {name: _source(lake, tables, name, r, stems, from_current) for name in tables.tables}
-                if sources[key_table] is None:
-                    continue
-                if (sole := _sole_source_rows(lake, tables, r, stems, from_current, opened)) is not None:
-                    _raise_failed(jobs)
-                    for name in tables.tables:
-                        jobs[name][r] = _write_rows(lake, writer, tables, name, r, sole[name])
-                    ahead.append([jobs[name][r] for name in tables.tables])
-                    if len(ahead) > RANGES_AHEAD:  # the writer is behind: wait, rather than hold more ranges
-                        wait(ahead.popleft())
-                    continue
-                con.execute(
-                    f"""
-                    CREATE OR REPLACE TEMP TABLE winners AS
-                    SELECT {KEY}, fetched_at, from_current, source FROM (
-                        SELECT {KEY}, fetched_at, from_current, source FROM ({sources[key_table]})
-                        GROUP BY ALL
-                        HAVING count(*) = 1 OR from_current  -- one page holding a response twice: ambiguous
-                    )
-                    QUALIFY row_number() OVER (
-                        PARTITION BY {KEY} ORDER BY fetched_at DESC, from_current, source DESC
-                    ) = 1
-                    """
-                )
-                for name in tables.tables:
-                    _raise_failed(jobs)
-                    jobs[name][r] = _write_range(lake, con, writer, tables, name, r, sources[name])
-        return {name: {r: job.result() for r, job in done.items()} for name, done in jobs.items()}
-    finally:
-        con.close()
-        for file in filter(None, opened.values()):
-            file.file.close()
-        shutil.rmtree(spill, ignore_errors=True)
+    stack.callback(con.close)
+    stack.enter_context(lake.registered(con))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET parquet_metadata_cache = true")  # each range's queries read the same partition files
+    return con
 
 
 def _source(lake: Lake, tables: CurrentSet, name: str, r: int, stems: list[str], from_current: bool) -> str | None:
