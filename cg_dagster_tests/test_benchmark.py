@@ -45,6 +45,23 @@ def test_arrow_floor_matches_the_product_on_the_columns_it_fills():
             assert floor[name].column(column).null_count == floor[name].num_rows, (name, column)
 
 
+def test_a_case_run_in_two_rounds_counts_with_its_fastest_wall_and_its_largest_rss():
+    bench = load_benchmark()
+
+    def case(kind: str, wall: float, rss: float, round_: int) -> dict:
+        return {"case": kind, "records": 500_000, "latency_ms": 0, "wall_s": wall, "peak_rss_mb": rss, "round": round_}
+
+    cases = [
+        case("floor", 10.0, 300, 1),
+        case("cli_raw_flat", 15.0, 380, 1),
+        case("floor", 8.0, 310, 2),  # a quieter moment for the floor
+        case("cli_raw_flat", 16.0, 390, 2),
+    ]
+    targets = {target["target"].split()[0]: target for target in bench.ratios(cases, (500_000,), quick=False)}
+    assert targets["1"]["value"] == 15.0 / 8.0 and targets["1"]["met"] is False  # fastest of each: 1.875x
+    assert targets["5a"]["value"] == 390 and targets["5a"]["met"] is True  # the largest RSS of the rounds
+
+
 @pytest.mark.slow
 def test_quick_benchmark_reports_every_case(tmp_path):
     out = tmp_path / "bench.json"
