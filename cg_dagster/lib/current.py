@@ -417,10 +417,10 @@ def _sole_source_rows(
     reading is the reference), and the key table's rows of the range have distinct non-null keys and
     fetched_at. Then every key row is a winner, and a child row is current when its key row has its
     fetched_at: the rows DuckDB's winners query and semi join give, without a join, in a first build or a
-    range the hourly sync opens. A 500k-record first build took 0.6x DuckDB's wall time (3.6 s, not 6.0 s;
-    the benchmark's ``cli_raw_flat_current`` lake). test_current_sole_source.py compares both ways on odd
-    inputs. ``opened``: the update's {partition file: ``_RowGroups``, or None when missing}, so each footer is
-    read once."""
+    range the hourly sync opens. A 500k-record first build took 0.4x DuckDB's wall time (2.5 s, not 6.2 s;
+    the benchmark's ``cli_raw_flat_current`` lake; with the writer thread: ``_write_rows``).
+    test_current_sole_source.py compares both ways on odd inputs. ``opened``: the update's {partition file:
+    ``_RowGroups``, or None when missing}, so each footer is read once."""
     if not SOLE_SOURCE or len(stems) != 1:
         return None
     if from_current and any(lake.exists(range_path(lake, name, r)) for name in tables.tables):
