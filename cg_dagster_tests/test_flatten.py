@@ -907,3 +907,23 @@ def test_a_non_response_that_cannot_be_flattened_names_raw_non_responses(text, m
     assert str(error.value).endswith(
         "check the API response (the raw_non_responses table keeps each record as received)"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"number_customergauge": 1, "comment": "\xff"}',  # the input noticed (a raw file rewritten as binary)
+        b'{"number_customergauge": 1, "nps": 3, "comment": "\xff"}',  # a key non-responses leave unread: parsed first
+    ],
+)
+@pytest.mark.parametrize("flatten", [flatten_raw, flatten_non_responses])
+def test_record_json_bytes_that_are_not_utf8_raise_a_flatten_error_naming_the_row(flatten, text):
+    raw = raw_rows([BARE_RECORD, BARE_RECORD], fetched_at=F, cursor_sent=None, sync_pass="cursor")
+    column = pa.array([b'{"number_customergauge": 2, "nps": 11}', text], pa.binary())
+    with pytest.raises(FlattenError) as error:
+        flatten(raw.set_column(4, "record_json", column))
+    table, at = "raw_responses" if flatten is flatten_raw else "raw_non_responses", text.index(b"\xff")
+    assert str(error.value).startswith(
+        f"raw row 1: record_json is not UTF-8 text (byte {at} is not UTF-8); the sync writes UTF-8 "
+        f"only, so a tool rewrote the {table} file: materialize {table} for this partition again"
+    )

@@ -1,21 +1,24 @@
 """flatten_partition: the raw file flattened batch by batch gives the five files that flatten_raw gives for the
-whole raw file, dictionary-encoded where it pays; a failure in any batch, or in a write, replaces no file and
-leaves no temporary file. Not timed."""
+whole raw file, dictionary-encoded where it pays; a failure in any batch (a row that is not JSON, bytes that are
+not UTF-8), or in a write, replaces no file and leaves no temporary file. Not timed."""
 
 import os
 import subprocess
 import sys
 import threading
+from itertools import accumulate
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import cg_dagster.lib.tables as tables_module
-from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, flatten_raw
-from cg_dagster.lib.lake import AtomicParquetWriter, Lake, LakeError
+from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, FlattenError, flatten_raw, raw_rows
+from cg_dagster.lib.lake import NON_RESPONSES, RESPONSES, AtomicParquetWriter, Lake, LakeError
 from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.tables import DICTIONARY_COLUMNS, flatten_partition, stale_partitions
-from cg_dagster_tests._fixtures_flatten import P, sandbox_records, write_raw
+from cg_dagster_tests._fixtures_flatten import FETCHED_AT, P, sandbox_records, write_raw
+from cg_dagster_tests._fixtures_s3 import write_like_a_tool
 
 
 def flat_files(lake: Lake) -> dict[str, bytes]:
@@ -90,6 +93,54 @@ def test_a_bad_row_replaces_no_file(tmp_path, monkeypatch, bad_row):
         flatten_partition(lake, P)
     assert flat_files(lake) == before
     assert list((lake.root / "_tmp").iterdir()) == []
+
+
+NOT_UTF8 = b'{"number_customergauge": 1, "comment": "\xff"}'  # the input noticed: its byte 40 is not UTF-8
+
+
+def text_column(texts: list[bytes], kind: str) -> pa.Array:
+    """``texts`` as a record_json column of Arrow type ``kind``, as another tool may write it."""
+    if kind in ("string", "large_string"):  # pa.array would refuse the bytes: the buffers a tool writes
+        offsets = pa.array([0, *accumulate(map(len, texts))], pa.int64() if kind == "large_string" else pa.int32())
+        data = [None, offsets.buffers()[1], pa.py_buffer(b"".join(texts))]
+        return pa.Array.from_buffers(getattr(pa, kind)(), len(texts), data)
+    column = pa.array(texts, pa.large_binary() if kind == "large_binary" else pa.binary())
+    return column.dictionary_encode() if kind == "dictionary" else column  # dictionary: pandas' categorical
+
+
+@pytest.mark.parametrize("kind", ["binary", "large_binary", "string", "large_string", "dictionary"])
+@pytest.mark.parametrize("stream", [RESPONSES, NON_RESPONSES], ids=lambda stream: stream.raw_table)
+def test_a_raw_file_rewritten_with_bytes_that_are_not_utf8_names_the_file_the_row_and_the_fix(
+    tmp_path, monkeypatch, stream, kind
+):
+    # The input noticed: a tool rewrote the raw file with record_json as binary, one record holding b"\xff"; the
+    # flattening raised UnicodeDecodeError, naming neither the file nor the row.
+    monkeypatch.setattr(tables_module, "RAW_BATCH_ROWS", 300)
+    lake = Lake(tmp_path)
+    raw = raw_rows(sandbox_records(2_000), fetched_at=FETCHED_AT, cursor_sent=None, sync_pass="cursor")
+    path = lake.partition_path(stream.raw_table, P)
+    lake.write_table(path, raw)
+    flatten_partition(lake, P, stream=stream)
+    before = {name: lake.partition_path(name, P).read_bytes() for name in stream.flat_tables}
+    rows = {name: lake.read_table(lake.partition_path(name, P)) for name in stream.flat_tables}
+    texts = [text.encode() for text in raw["record_json"].to_pylist()]
+    texts[1_900] = NOT_UTF8
+    write_like_a_tool(lake, path, raw.set_column(4, "record_json", text_column(texts, kind)))
+    with pytest.raises(FlattenError) as raised:
+        flatten_partition(lake, P, stream=stream)
+    table = stream.raw_table
+    assert str(raised.value) == (
+        f"{table} file 2026-11-01-1000.parquet, rows 1800..1999: raw row 100: record_json is not UTF-8 text (byte 40 "
+        f"is not UTF-8); the sync writes UTF-8 only, so a tool rewrote the {table} file: materialize {table} for "
+        f"this partition again (a replay rewrites every record the API still returns), restore the file from a "
+        f"backup, or run {table} for this partition with full_refresh: true"
+    )
+    assert {name: lake.partition_path(name, P).read_bytes() for name in stream.flat_tables} == before
+    assert list((lake.root / "_tmp").iterdir()) == []
+    texts[1_900] = raw["record_json"][1_900].as_py().encode()  # the same file, all UTF-8: read as the sync's
+    write_like_a_tool(lake, path, raw.set_column(4, "record_json", text_column(texts, kind)))
+    assert flatten_partition(lake, P, stream=stream).rows[stream.flat_tables[0]] == 2_000
+    assert {name: lake.read_table(lake.partition_path(name, P)) for name in stream.flat_tables} == rows
 
 
 def test_a_failed_write_is_raised_and_replaces_no_file(tmp_path, monkeypatch):

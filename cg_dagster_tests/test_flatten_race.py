@@ -1,7 +1,8 @@
 """Two flattenings of one partition (lib/tables.py ``flatten_partition``): the one that read an older raw file
 never publishes last, a replay that replaced the raw file meanwhile is flattened too, one partition's lease does
-not hold up another's, and on S3 a flattening paused past its lease fails clean. On a local lake and on S3
-(moto), with real threads; the older flattening is held inside its first batch by an event, not a timer."""
+not hold up another's (nor the current tables' update: a partition another run is flattening is left to the next
+update), and on S3 a flattening paused past its lease fails clean. On a local lake and on S3 (moto), with real
+threads; the older flattening is held inside its first batch by an event, not a timer."""
 
 import json
 import logging
@@ -9,14 +10,20 @@ import threading
 import time
 from datetime import timedelta
 
+import dagster as dg
 import pytest
 
 import cg_dagster.lib.tables as tables_module
+from cg_dagster.customergauge.assets import current_non_responses, current_tables
+from cg_dagster.customergauge.keys import DEFAULT
+from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
+from cg_dagster.lib.current import NON_RESPONSES_CURRENT, RESPONSES_CURRENT, update_current
 from cg_dagster.lib.flatten import FLAT_TABLE_NAMES, flatten_raw, raw_rows
-from cg_dagster.lib.lake import Lake, partition_file_stem, read_parquet_metadata
+from cg_dagster.lib.lake import NON_RESPONSES, RESPONSES, Lake, partition_file_stem, read_parquet_metadata
 from cg_dagster.lib.lease import LeaseTimeoutError
 from cg_dagster.lib.storage import PreconditionFailed
 from cg_dagster.lib.tables import FLATTENED_FROM_KEY, flatten_lease, flatten_partition, stale_partitions
+from cg_dagster_tests._fixtures_client import SECRET
 from cg_dagster_tests._fixtures_flatten import FETCHED_AT, P, record
 
 Q = "2026-11-01-11:00"
@@ -164,6 +171,66 @@ def test_the_lease_of_one_partition_does_not_hold_up_another(lake_root):
     assert "CG_LEASE_WAIT_SECONDS" in message
     assert nps_of(lake, Q) == {5} and not lake.exists(lake.partition_path("responses", P))  # P: nothing written
     assert flatten_leases(lake) == []  # both released, files and holder records gone
+
+
+UPDATES = {  # stream: (its current update asset, the key carrying the metadata, its lib/current.py set)
+    RESPONSES: (current_tables, DEFAULT.current_keys["responses"], RESPONSES_CURRENT),
+    NON_RESPONSES: (current_non_responses, DEFAULT.current_non_responses_key, NON_RESPONSES_CURRENT),
+}
+
+
+@pytest.mark.parametrize("stream", UPDATES, ids=lambda stream: stream.raw_table)
+def test_a_partition_another_run_is_flattening_is_left_to_the_next_current_update(lake_root, monkeypatch, stream):
+    # The input noticed: the current update re-flattens a stale partition while another run flattens it (a replay's
+    # run); the lease stayed held past CG_LEASE_WAIT_SECONDS and the LeaseTimeoutError failed the whole update.
+    monkeypatch.setenv("CG_LEASE_WAIT_SECONDS", "0")
+    asset, key, tables = UPDATES[stream]
+    lake = Lake(lake_root)
+
+    def commit_raw(partition: str, first: int, hours: int) -> None:
+        """RECORDS records numbered from ``first``, fetched ``hours`` after FETCHED_AT."""
+        rows = raw_rows(
+            [record(number_customergauge=n) for n in range(first, first + RECORDS)],
+            fetched_at=FETCHED_AT + timedelta(hours=hours),
+            cursor_sent=0,
+            sync_pass="cursor",
+        )
+        lake.write_table(lake.partition_path(stream.raw_table, partition), rows)
+
+    def current_fetches() -> dict[int, int]:
+        """{number_customergauge: hours after FETCHED_AT it was fetched} of the stream's current key table."""
+        table = lake.read_table(lake.current_path(stream.flat_tables[0]))
+        hours = [(at - FETCHED_AT) // timedelta(hours=1) for at in table["fetched_at"].to_pylist()]
+        return dict(zip(table["number_customergauge"].to_pylist(), hours, strict=True))
+
+    def update() -> dict:
+        resources = {
+            "customergauge": CustomerGaugeResource(client_id="id", client_secret=SECRET),
+            "lake": lake_resource,
+        }
+        result = dg.materialize([asset], instance=instance, resources=resources)
+        [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+        return {name: value.value for name, value in event.materialization.metadata.items()} | {"logs": logs}
+
+    commit_raw(P, 1, hours=0)
+    flatten_partition(lake, P, stream=stream)
+    update_current(lake, tables)
+    commit_raw(P, 1, hours=1)  # a replay's run committed P again and flattens it right now (the lease below)
+    commit_raw(Q, 1001, hours=2)  # never flattened: its run died after the raw commit
+    lake_resource = LakeResource(root=lake_root)
+    with dg.instance_for_test() as instance:
+        with flatten_lease(lake, P, stream).hold("busy-run", wait_seconds=0, setting="-"):
+            metadata = update()
+        assert metadata["reflattened"] == [Q] and list(metadata["being_flattened"]) == [P]
+        assert "held by run busy-run (pid" in metadata["being_flattened"][P]
+        assert f"partition {P} is being flattened by another run: left out of this update" in "".join(metadata["logs"])
+        assert current_fetches() == dict.fromkeys(range(1, 301), 0) | dict.fromkeys(range(1001, 1301), 2)
+        assert stale_partitions(lake, stream) == [P]  # the busy run's flattening died (released, nothing published)
+        metadata = update()  # the next update
+        assert (metadata["reflattened"], metadata["being_flattened"]) == ([P], {})
+        assert current_fetches() == dict.fromkeys(range(1, 301), 1) | dict.fromkeys(range(1001, 1301), 2)
+    assert stale_partitions(lake, stream) == [] and flatten_leases(lake) == []
 
 
 @pytest.mark.slow  # as the s3 cases of lake_root (_fixtures_s3.py)

@@ -4,13 +4,18 @@ doubled. First on a ``PageSource`` (no HTTP), then as Dagster runs against the s
 lake and on ``s3://`` (``lake_root``)."""
 
 import collections
+import logging
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from cg_dagster.customergauge.keys import raw_run_config
-from cg_dagster.lib.lake import Lake
+from cg_dagster.lib.lake import Lake, LakeError
+from cg_dagster.lib.schemas import TABLES
+from cg_dagster.lib.tables import flatten_partition
 from cg_dagster_tests._fixtures_runs import cursor_pass_numbers, raw_numbers, run
+from cg_dagster_tests._fixtures_s3 import write_like_a_tool
 from cg_dagster_tests._fixtures_sandbox import make_resources
 from cg_dagster_tests._fixtures_sync import PageSource, records, sync
 
@@ -67,6 +72,66 @@ def test_a_response_deleted_upstream_keeps_its_committed_row(lake_root):
     del source.records[6]  # number 107
     result = sync(source, lake, P1)
     assert sorted(raw_numbers(lake, P1)) == list(range(101, 126)) and result.manifest.kept_rows == 1
+
+
+def test_a_replay_that_fetched_nothing_says_its_rows_were_kept_not_fetched(lake_root, caplog):
+    # The input noticed: a replay whose API returned none of the range's 177 responses logged
+    # "replay: 177 responses in 0 pages", as if they had been fetched.
+    lake = Lake(lake_root)
+    source = PageSource(records(177))
+    first = sync(source, lake, P1)
+    assert first.summary("responses") == "sync: 177 responses fetched in 18 pages, cursor None -> 177"
+    source.records.clear()  # upstream returns none of them now
+    with caplog.at_level(logging.INFO, logger="cg_dagster.sync"):
+        result = sync(source, lake, P1)
+    summary = "replay: 0 responses fetched in 0 pages, 177 kept from the committed file (the API no longer returns "
+    summary += "them), cursor None -> 177"
+    assert result.summary("responses") == summary and result.manifest.kept_rows == 177
+    assert caplog.messages == [f"raw_responses partition {P1}: {summary}"]
+    assert caplog.records[0].levelno == logging.WARNING and sorted(raw_numbers(lake, P1)) == list(range(101, 278))
+
+
+def test_a_replay_that_fetched_some_and_kept_some_counts_each_once(lake_root):
+    lake = Lake(lake_root)
+    source = PageSource(records(25))
+    sync(source, lake, P1)
+    del source.records[20:]  # 121..125 deleted upstream
+    summary = sync(source, lake, P1).summary("responses")
+    assert summary == (
+        "replay: 20 responses fetched in 2 pages, 5 kept from the committed file (the API no longer returns them), "
+        "cursor None -> 25"
+    )
+
+
+@pytest.mark.parametrize("deleted", [None, 104, 103], ids=["none", "another", "the-bad-one"])
+def test_a_replay_of_a_raw_file_rewritten_with_bytes_that_are_not_utf8_rewrites_it_or_is_refused(lake_root, deleted):
+    # The flattening's advice for the input noticed (record_json rewritten as binary, 103's holding b"\xff"): a
+    # replay rewrites every record the API still returns; a kept row it cannot read is refused, naming the file.
+    lake = Lake(lake_root)
+    source = PageSource(records(5))
+    sync(source, lake, P1)
+    path = lake.partition_path("raw_responses", P1)
+    table = lake.read_table(path)
+    texts = [text.encode() for text in table["record_json"].to_pylist()]
+    texts[2] = b'{"number_customergauge": 103, "comment": "\xff"}'
+    write_like_a_tool(lake, path, table.set_column(4, "record_json", pa.array(texts, pa.binary())))
+    rewritten = lake.read_table(path)
+    source.records = [r for r in source.records if r["number_customergauge"] != deleted]
+    if deleted == 103:
+        with pytest.raises(LakeError) as raised:
+            sync(source, lake, P1)
+        assert str(raised.value).startswith(
+            f"{str(path)!r} holds committed rows the API no longer returns, which a replay keeps, but they cannot "
+            "be read as the raw table's types (Invalid UTF8 payload; a tool rewrote the file?), so nothing was "
+            "replaced: restore it from a backup, or run raw_responses"
+        )
+        assert lake.read_table(path) == rewritten
+        return
+    result = sync(source, lake, P1)
+    assert result.manifest.kept_rows == (deleted is not None) and sorted(raw_numbers(lake, P1)) == list(range(101, 106))
+    assert lake.read_table(path).schema == TABLES["raw_responses"].arrow_schema
+    assert record_json(lake, P1)[103] == '{"number_customergauge":103,"nps":4}'
+    assert flatten_partition(lake, P1).rows["responses"] == 5
 
 
 def test_a_replay_of_a_skipped_partition_requests_nothing_and_stays_skipped(lake_root):

@@ -35,6 +35,7 @@ from cg_dagster.lib.client import CustomerGaugeConfigError, Period
 from cg_dagster.lib.current import NON_RESPONSES_CURRENT, update_current
 from cg_dagster.lib.flatten import FlattenError
 from cg_dagster.lib.lake import NON_RESPONSES, RESPONSES, LakeError, Stream
+from cg_dagster.lib.lease import LeaseTimeoutError
 from cg_dagster.lib.lookback import REREAD_FIELDS, explain, last_reread, lookback_field, plan_lookback
 from cg_dagster.lib.schemas import (
     CURRENT_NON_RESPONSES,
@@ -348,10 +349,7 @@ def _sync_window(
     record = result.manifest
     head = result.head_after.cursor if result.head_after else None
     lookback_reason = explain(plan, mode=record.mode, cursor_start=record.cursor_start, recorded_period=record.lookback)
-    context.log.info(
-        f"{record.mode}: {record.rows} {stream.endpoint} in {record.pages} pages, cursor {record.cursor_start} -> "
-        f"{record.cursor_end}; head cursor {head}; trailing re-read: {lookback_reason}"
-    )
+    context.log.info(f"{result.summary(stream.endpoint)}; head cursor {head}; trailing re-read: {lookback_reason}")
     return dg.MaterializeResult(
         metadata={
             "sync_mode": record.mode,
@@ -440,13 +438,15 @@ def _update_current_tables(context: dg.AssetExecutionContext, config: CurrentTab
     between the raw commit and the flattening, a raw file rewritten since) is flattened again and judged by
     the partition checks (quarantine included), so it is in this update; ``reflattened`` lists them. One
     that cannot be flattened is left out of this update, which still runs, and then fails the step naming
-    it and the error."""
+    it and the error. One that another run is flattening (its lease held past ``CG_LEASE_WAIT_SECONDS``) is
+    left out of this update without failing it, with that run's files merged by the next one
+    (``_flatten_stale``); ``being_flattened`` lists them and who holds each lease."""
     _, lake = _resources(context, names)
     the_lake = lake.get_lake()
     wait = LEASE_WAIT_SECONDS.integer(minimum=0)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
         # one update at a time: two would interleave their file writes
-        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, names)
+        reflattened, failed, busy = _flatten_stale(context, the_lake, lake.system_timezone, names)
         update = update_current(the_lake, full_rebuild=config.full_rebuild)
     context.log.info(f"current tables: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
     for name in CURRENT_TABLES:
@@ -457,6 +457,7 @@ def _update_current_tables(context: dg.AssetExecutionContext, config: CurrentTab
                 "update_reason": update.reason,
                 "ranges_rewritten": update.ranges,
                 "reflattened": dg.MetadataValue.json(reflattened),
+                "being_flattened": dg.MetadataValue.json(busy),
                 "dagster/row_count": update.rows[name],
                 "dagster/uri": lake_uri(the_lake.current_path(name)),
                 "dagster/column_schema": column_schema(TABLES[name]),
@@ -482,17 +483,30 @@ def _current_lineage(contract: TableContract, flat_key: dg.AssetKey) -> dg.Table
 
 def _flatten_stale(
     context: dg.AssetExecutionContext, the_lake, system_timezone: str, names: AccountNames, stream: Stream = RESPONSES
-) -> tuple[list[str], dict]:
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """Flatten again every partition of ``stream`` that ``stale_partitions`` names and, for the responses, run
     its checks for their side effect (quarantine); returns (partition keys flattened, {partition key: error}
-    of those that failed)."""
-    done, failed = [], {}
+    of those that failed, {partition key: the lease error} of those another run was flattening).
+
+    A partition whose flattening lease another run held for ``CG_LEASE_WAIT_SECONDS`` (``LeaseTimeoutError``:
+    that run is flattening it now) is not flattened here: this update keeps what the partition's files held
+    before, and the other run publishes files newer than the raw file, which the next update (that run's
+    own, or the next hourly one) finds rewritten and merges; should that flattening die, the partition is still
+    stale and the next update flattens it. Either way it reaches ``current`` at a later update."""
+    done, failed, busy = [], {}, {}
     checks = {spec.key for spec in partition_check_specs(names)}
     for key in stale_partitions(the_lake, stream):
         try:
             flat = flatten_partition(
                 the_lake, key, system_timezone=system_timezone, stream=stream, run_id=context.run_id
             )
+        except LeaseTimeoutError as error:
+            context.log.warning(
+                f"partition {key} is being flattened by another run: left out of this update, the next one merges "
+                f"its files ({error})"
+            )
+            busy[key] = str(error)
+            continue
         except (FlattenError, LakeError) as error:
             context.log.error(f"partition {key} could not be flattened again: {error}")
             failed[key] = str(error)
@@ -501,7 +515,7 @@ def _flatten_stale(
             list(partition_check_results(the_lake, key, flat, checks))
         context.log.warning(f"partition {key}: raw file newer than its flattened files; flattened again")
         done.append(key)
-    return done, failed
+    return done, failed, busy
 
 
 def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountNames):
@@ -548,12 +562,13 @@ def _update_current_non_responses(context: dg.AssetExecutionContext, config: Cur
     """Update ``current/non_responses/`` and ``current/non_response_properties/`` (``lib/current.py``,
     ``NON_RESPONSES_CURRENT``) holding the lake's
     "current" lease, after flattening again the partitions whose raw file is newer than their flat file (as
-    ``current_tables`` does); the update also sets ``is_response`` from current/responses."""
+    ``current_tables`` does: ``reflattened``, ``being_flattened``); the update also sets ``is_response`` from
+    current/responses."""
     _, lake = _resources(context, names)
     the_lake = lake.get_lake()
     wait = LEASE_WAIT_SECONDS.integer(minimum=0)
     with the_lake.lease("current").hold(context.run_id, wait_seconds=wait, setting=LEASE_WAIT_ENV):
-        reflattened, failed = _flatten_stale(context, the_lake, lake.system_timezone, names, NON_RESPONSES)
+        reflattened, failed, busy = _flatten_stale(context, the_lake, lake.system_timezone, names, NON_RESPONSES)
         update = update_current(the_lake, NON_RESPONSES_CURRENT, full_rebuild=config.full_rebuild)
     context.log.info(f"current non-responses: {update.mode} ({update.reason}); {update.ranges} ranges rewritten")
     for name, key in names.current_non_response_keys.items():
@@ -564,6 +579,7 @@ def _update_current_non_responses(context: dg.AssetExecutionContext, config: Cur
                 "update_reason": update.reason,
                 "ranges_rewritten": update.ranges,
                 "reflattened": dg.MetadataValue.json(reflattened),
+                "being_flattened": dg.MetadataValue.json(busy),
                 "dagster/row_count": update.rows[name],
                 "dagster/uri": lake_uri(the_lake.current_path(name)),
                 "dagster/column_schema": column_schema(_current_contract(name)),

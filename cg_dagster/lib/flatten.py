@@ -23,6 +23,8 @@ Value rules (see the `TABLES` column descriptions):
   Parquet text) has each surrogate replaced by U+FFFD in the flat tables and is counted in
   `FlattenStats.text_invalid`; raw_responses keeps it losslessly as a `\\u` escape in `record_json`.
 - `number_customergauge` must be an integer in the int64 range; otherwise FlattenError.
+- A raw `record_json` whose bytes are not UTF-8 (the sync writes none: a tool rewrote the raw file as binary)
+  raises FlattenError naming the row and the fix; its bytes are checked once, before anything decodes them.
 """
 
 import json
@@ -261,15 +263,15 @@ def _flatten_each(
 def flatten_raw(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC") -> FlatTables:
     """Flatten raw_responses rows: parses each `record_json` and uses the row's `fetched_at`.
 
-    `raw` needs the columns `record_json` (string) and `fetched_at` (timestamp with time zone); other
-    columns are ignored. Same result and errors as `flatten_records`, plus FlattenError when a column
-    is missing or a `record_json` is not valid JSON (names the row index, never the content).
+    `raw` needs the columns `record_json` (string; binary, large or dictionary-encoded text is read the same)
+    and `fetched_at` (timestamp with time zone); other columns are ignored. Same result and errors as
+    `flatten_records`, plus FlattenError when a column is missing or a `record_json` is not UTF-8 or not valid
+    JSON (names the row index, never the content).
     Records of the plain shape are flattened column-wise by Arrow (over 10x faster), the others by the
     per-record rules; the tables, their row order and the stats are the same either way (see "Arrow-native
     flattening" below).
     """
-    _require_raw_columns(raw)
-    return _flatten_raw_arrow(raw, system_timezone)
+    return _flatten_raw_arrow(_raw_columns(raw, RAW_TABLE), system_timezone)
 
 
 def flatten_non_responses(raw: pa.Table | pa.RecordBatch, *, system_timezone: str = "UTC") -> FlatTables:
@@ -291,8 +293,8 @@ def flatten_non_responses(raw: pa.Table | pa.RecordBatch, *, system_timezone: st
     record_json. Returns FlatTables with the two tables (exactly their schemas); raises as ``flatten_raw``,
     the message naming raw_non_responses.
     """
-    _require_raw_columns(raw)
-    texts, unread = _without_unread_keys(_one_chunk(raw.column("record_json")))
+    raw = _raw_columns(raw, RAW_NON_RESPONSES_TABLE)
+    texts, unread = _without_unread_keys(raw.column("record_json"))
     rows = pa.table({"record_json": texts, "fetched_at": raw.column("fetched_at")})
     try:
         flat = _flatten_raw_arrow(rows, system_timezone, NON_RESPONSE_SEGMENT_KEYS)
@@ -307,12 +309,48 @@ def flatten_non_responses(raw: pa.Table | pa.RecordBatch, *, system_timezone: st
     )
 
 
-def _require_raw_columns(raw: pa.Table | pa.RecordBatch) -> None:
+def _raw_columns(raw: pa.Table | pa.RecordBatch, raw_table: str) -> pa.Table:
+    """The two columns the flattening reads, ``record_json`` as one chunk of UTF-8 text (``pa.string()``) when
+    it holds text of any Arrow type (string, binary, their large forms, dictionary-encoded: a tool may rewrite
+    a raw file so), ``fetched_at`` as it is. The one place raw bytes become text: nothing after it decodes bytes.
+
+    Raises:
+        FlattenError: a column is missing, or a record_json holds bytes that are not UTF-8 (names the raw row
+            and the fix, never the content; ``raw_table`` is the table the rows come from).
+    """
     for name in ("record_json", "fetched_at"):
         if name not in raw.schema.names:
             raise FlattenError(
                 f"raw table has no {name!r} column; pass a table with TABLES['raw_responses'].arrow_schema"
             )
+    texts = _one_chunk(raw.column("record_json"))
+    if pa.types.is_dictionary(texts.type):  # pandas writes a categorical column so
+        texts = texts.dictionary_decode()
+    if texts.type in _TEXT_TYPES:
+        try:
+            texts = texts.cast(pa.string())  # from binary: validates UTF-8
+            texts.validate(full=True)  # from (large) string: the cast does not
+        except pa.ArrowInvalid:
+            _raise_not_utf8(texts, raw_table)
+    return pa.table({"record_json": texts, "fetched_at": raw.column("fetched_at")})
+
+
+_TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
+
+
+def _raise_not_utf8(texts: pa.Array, raw_table: str) -> None:
+    """Raise FlattenError naming the first row of ``texts`` (text or binary) whose bytes are not UTF-8."""
+    large = texts.type in (pa.large_string(), pa.large_binary())
+    for row, data in enumerate(texts.view(pa.large_binary() if large else pa.binary()).to_pylist()):
+        try:
+            (data or b"").decode()
+        except UnicodeDecodeError as error:
+            raise FlattenError(
+                f"raw row {row}: record_json is not UTF-8 text (byte {error.start} is not UTF-8); the sync writes "
+                f"UTF-8 only, so a tool rewrote the {raw_table} file: materialize {raw_table} for this partition "
+                "again (a replay rewrites every record the API still returns), restore the file from a backup, or "
+                f"run {raw_table} for this partition with full_refresh: true"
+            ) from None
 
 
 # A key of NON_RESPONSE_UNREAD_KEYS as a JSON object key; only a hint (a nested object's key matches it too).
@@ -324,8 +362,8 @@ def _without_unread_keys(texts: pa.Array) -> tuple[pa.Array, Counter[str]]:
     each. Only texts matching _UNREAD_HINT are parsed; one holding such a key is re-encoded as ``raw_rows``
     encodes, the others are kept as they are (a text that is not a JSON object too: flatten_raw refuses it)."""
     unread: Counter[str] = Counter()
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        return texts, unread  # flatten_raw reads (or refuses) such a column by the per-record rules
+    if texts.type != pa.string():
+        return texts, unread  # not text (``_raw_columns``): flatten_raw refuses it by the per-record rules
     hinted = np.flatnonzero(_mask(pc.match_substring_regex(texts, _UNREAD_HINT)))
     rows, encoded = [], []
     for row, text in zip(hinted, texts.take(pa.array(hinted, pa.int64())).to_pylist(), strict=True):
@@ -844,14 +882,11 @@ def _mask(values: pa.Array) -> np.ndarray:
 
 
 def _arrow_can_read(texts: pa.Array, fetched: pa.Array) -> bool:
-    """Whether the columns are as the sync writes them: record_json valid UTF-8 text, fetched_at microsecond
-    timestamps with a zone in Python's date range. Otherwise the per-record path reads (and refuses) them."""
+    """Whether the columns are as the sync writes them: record_json text (UTF-8, ``_raw_columns`` checked it),
+    fetched_at microsecond timestamps with a zone in Python's date range. Otherwise the per-record path reads
+    (and refuses) them."""
     timestamps = pa.types.is_timestamp(fetched.type) and fetched.type.unit == "us" and fetched.type.tz is not None
     if texts.type != pa.string() or not timestamps:
-        return False
-    try:
-        texts.validate(full=True)
-    except pa.ArrowInvalid:
         return False
     years = pc.min_max(pc.year(fetched.cast(TIMESTAMP_UTC))).as_py()
     return years["min"] is None or (years["min"] > 1 and years["max"] < 9999)

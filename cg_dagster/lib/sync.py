@@ -76,6 +76,19 @@ class SyncResult:
     def rows(self) -> int:
         return self.manifest.rows + self.manifest.lookback_rows
 
+    def summary(self, endpoint: str) -> str:
+        """What the run did, in one line for its log: ``<mode>: <n> <endpoint> fetched in <p> pages`` (both
+        passes: the cursor pass and any trailing-window re-read), for a replay that kept committed rows the API
+        no longer returns ``, <k> kept from the committed file``, then the cursor range; e.g. ``replay: 0
+        responses fetched in 0 pages, 177 kept from the committed file (the API no longer returns them), cursor
+        2500 -> 2677``."""
+        record = self.manifest
+        text = f"{record.mode}: {self.rows - record.kept_rows} {endpoint} fetched in "
+        text += f"{record.pages + record.lookback_pages} pages"
+        if record.kept_rows:
+            text += f", {record.kept_rows} kept from the committed file (the API no longer returns them)"
+        return f"{text}, cursor {record.cursor_start} -> {record.cursor_end}"
+
 
 def sync_partition(
     client: CustomerGaugeClient,
@@ -172,16 +185,9 @@ def sync_partition(
                 record = {"partition_key": partition_key, "run_id": run_id, "period": manifest.lookback}
                 writes.append(("the re-read record", lambda: record_reread(lake, stream, **record)))
             _publish(writes)
-    log.info(
-        "%s partition %s: %d rows in %d pages, cursor %s -> %s",
-        stream.raw_table,
-        partition_key,
-        rows,
-        pages,
-        start,
-        cursor_end,
-    )
-    return SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
+    result = SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
+    log.info("%s partition %s: %s", stream.raw_table, partition_key, result.summary(stream.endpoint))
+    return result
 
 
 def _unless_unreadable(read, *args, full_refresh: bool):
@@ -454,10 +460,6 @@ def _replay(
             )[1]
             kept += _carry_over(lake, target, "lookback", committed["lookback"] - fetched - seen, writer)
         writer.flush()
-        if kept:
-            log.warning(
-                "replay of %s: %d committed rows no longer returned by the API kept", recorded.partition_key, kept
-            )
         manifest = dataclasses.replace(
             recorded,
             mode="replay" if recorded.mode != "skipped" else "skipped",
@@ -480,7 +482,10 @@ def _replay(
                     (f"_state/{stream.fetched_at_state}", lambda: clock.commit(lake)),
                 ]
             )
-    return SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
+    result = SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
+    level = logging.WARNING if kept else logging.INFO  # kept: responses the API dropped stay in the lake
+    log.log(level, "%s partition %s: %s", stream.raw_table, recorded.partition_key, result.summary(stream.endpoint))
+    return result
 
 
 def _publish(writes: list[tuple[str, Callable[[], None]]]) -> None:
@@ -537,14 +542,24 @@ def _committed_numbers(lake: Lake, path: Path) -> dict[str, set[int]]:
 
 
 def _carry_over(lake: Lake, path: Path, sync_pass: str, numbers: set[int], writer) -> int:
-    """Copy the committed rows of ``sync_pass`` whose number is in ``numbers`` from ``path``; return the count."""
+    """Copy the committed rows of ``sync_pass`` whose number is in ``numbers`` from ``path``; return the count.
+
+    Raises:
+        LakeError: those rows cannot be read as the contract's types (a tool rewrote the file: say, record_json
+            as binary holding bytes that are not UTF-8); names the file and the fix. Nothing is committed.
+    """
     if not numbers:
         return 0
-    rows = lake.read_table(
-        path,
-        filters=[("sync_pass", "=", sync_pass), ("number_customergauge", "in", sorted(numbers))],
-        schema=TABLES[RAW_TABLE].arrow_schema,
-    )
+    schema = TABLES[RAW_TABLE].arrow_schema
+    filters = [("sync_pass", "=", sync_pass), ("number_customergauge", "in", sorted(numbers))]
+    try:  # cast after the filter: only the rows kept must be readable as the contract's types
+        rows = lake.read_table(path, filters=filters).select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, KeyError) as exc:  # KeyError: a column missing
+        raise LakeError(
+            f"{str(path)!r} holds committed rows the API no longer returns, which a replay keeps, but they cannot "
+            f"be read as the raw table's types ({exc}; a tool rewrote the file?), so nothing was replaced: "
+            f"{UNREADABLE_FIX}"
+        ) from None
     writer.write(rows)
     return rows.num_rows
 

@@ -9,7 +9,9 @@ partition rewrites the same five files from the same raw file.
 
 A partition's flattened files are newer than its raw file. When they are not (a run killed between the raw
 commit and the flattening, a raw file rewritten or restored since), ``stale_partitions`` finds it and the
-current tables' update flattens it again first (assets.py), so no raw partition is left out of ``current``.
+current tables' update flattens it again first (assets.py), so no raw partition is left out of ``current``: one
+another run is flattening right then (its lease held past ``CG_LEASE_WAIT_SECONDS``) is left to that run, whose
+files the next update merges (assets.py ``_flatten_stale``).
 
 Two flattenings of one partition (a replay launched while the partition's run flattens, the current update's
 re-flattening beside a run's) take turns: each holds the partition's flattening lease (``flatten_lease``) from
