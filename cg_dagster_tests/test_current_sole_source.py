@@ -3,6 +3,8 @@
 inputs where it cannot, it declines and DuckDB writes the range. Each case builds the same lake twice and
 updates it once each way."""
 
+import os
+import resource
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -212,3 +214,25 @@ def test_non_responses_get_is_response_from_the_current_responses_either_way(tmp
     )
     assert flags == {3: False, 4: True, WIDTH + 2: True, 2 * WIDTH: False}
     assert arrow["non_response_properties"].num_rows == 4
+
+
+def test_partition_files_are_closed_once_their_ranges_are_written(tmp_path):
+    """Sixty partitions, each the sole source of its own range: the Arrow way kept every file it read open
+    until the update ended (300 here, a year of hourly partitions 43,800) and failed with "Too many open files"
+    where DuckDB's way, which opens a file per query, succeeds."""
+
+    def build(lake):
+        for i in range(60):
+            partition = f"2026-11-0{1 + i // 24}-{i % 24:02d}:00"
+            write_partition(lake, partition, responses(i * WIDTH + 1, i * WIDTH + 2), T1 + timedelta(hours=i))
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 100, hard))  # room for a few dozen files at once
+    try:
+        arrow, duckdb, taken = both_ways(tmp_path, build)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert taken == [True] * 60
+    assert_same(arrow, duckdb)
+    assert len(arrow["files"]["response_tags"]) == 60 and arrow["response_tags"].num_rows == 240
