@@ -381,6 +381,7 @@ def _duckdb(lake: Lake, stack: contextlib.ExitStack) -> duckdb.DuckDBPyConnectio
     through the lake's fsspec filesystem."""
     spill = lake.scratch_dir("duckdb")  # local even for a lake on object storage
     shutil.rmtree(spill, ignore_errors=True)  # left by an update that was killed
+    spill.mkdir(parents=True)  # DuckDB creates it but not its parents (an S3 lake's scratch folder before an upload)
     stack.callback(shutil.rmtree, spill, ignore_errors=True)
     con = duckdb.connect(
         config={
