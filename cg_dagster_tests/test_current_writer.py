@@ -2,6 +2,7 @@
 and a file that fails, on either side, fails the update without leaving that file or the record; the next
 update then gives the same tables as if nothing had failed."""
 
+import contextlib
 import dataclasses
 from datetime import UTC, datetime
 
@@ -112,3 +113,19 @@ def test_a_not_null_column_older_partitions_lack_fails_naming_it_and_writes_no_f
 
     assert lake.files(lake.current_path("response_tags")) == []
     assert lake.read_state(current_module.RESPONSES_CURRENT.state_file) is None
+
+
+@pytest.mark.slow
+def test_duckdb_spills_on_an_s3_lake_before_any_upload_from_this_machine(s3_root):
+    """An S3 lake's spill folder is in a local scratch folder that only an upload created: DuckDB creates its
+    temp_directory but not the parents, so the first query that spilled failed ("Failed to create directory")."""
+    lake = Lake(s3_root)
+    spill = lake.scratch_dir("duckdb")
+    assert not spill.parent.exists()
+    with contextlib.ExitStack() as stack:
+        con = current_module._duckdb(lake, stack)
+        con.execute("SET memory_limit = '16MB'")  # a temp table of ~60 MB: spilled
+        con.execute("CREATE TEMP TABLE spilled AS SELECT md5(range::VARCHAR) AS s FROM range(1000000)")
+        assert con.sql("SELECT count(DISTINCT s) FROM spilled").fetchall() == [(1_000_000,)]
+        assert any(spill.iterdir())
+    assert not spill.exists()  # deleted with the connection

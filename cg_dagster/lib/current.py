@@ -87,6 +87,7 @@ import collections
 import contextlib
 import queue
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,10 @@ STATE_VERSION = 1
 KEY = "number_customergauge"
 FLAG = "is_response"  # CurrentSet.answered_from's column
 SOLE_SOURCE = True  # a range with one partition file as its only source is written from Arrow (_sole_source_rows)
+UNREADABLE_FLAT_FIX = (
+    "materialize this partition of the flattened tables again (they are rewritten from its raw file), or restore "
+    "the file from a backup"
+)
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,8 @@ def update_current(lake: Lake, tables: CurrentSet = RESPONSES_CURRENT, *, full_r
     Idempotent: the result depends only on the partition files and the quarantine markers.
 
     Raises:
-        LakeError: the lake cannot be written, ``_state/current.json`` is not JSON (names it and the fix), or
+        LakeError: the lake cannot be written, ``_state/current.json`` is not JSON (names it and the fix), a
+            key table partition file's footer is not readable Parquet (names it and the fix), or
             a NOT NULL column of the contract is missing from older partition files (names the table, the
             column and the fix).
         duckdb.Error: a partition file is unreadable (the message names it).
@@ -266,13 +272,15 @@ def _ranges_of(lake: Lake, key_table: str, stem: str) -> list[int]:
     rewritten for nothing), or the ranges of its ids (one column read) when a row group has no statistics or
     spans more than MAX_SPAN ranges (ids far apart: a late answer to an old survey among new responses)."""
     path = lake.table_dir(key_table) / f"{stem}.parquet"
-    metadata = lake.parquet_file(path).metadata
+    with _naming(path):
+        metadata = lake.parquet_file(path).metadata
     column = metadata.schema.names.index(KEY)
     found = set()
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
         if stats is None or not stats.has_min_max or stats.max // RANGE_WIDTH - stats.min // RANGE_WIDTH >= MAX_SPAN:
-            ids = lake.read_table(path, columns=[KEY]).column(KEY).to_numpy()
+            with _naming(path):
+                ids = lake.read_table(path, columns=[KEY]).column(KEY).to_numpy()
             return sorted(int(r) for r in np.unique(np.floor_divide(ids, RANGE_WIDTH)))
         found.update(range(stats.min // RANGE_WIDTH, stats.max // RANGE_WIDTH + 1))
     return sorted(found)
@@ -333,6 +341,9 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(1, thread_name_prefix="current-writer") as writer:
         stack.callback(lambda: [file.file.close() for file in opened.values() if file])
         for r, stems in sorted(plan.items()):
+            for path in [path for path in opened if path.stem not in stems]:  # open only while its ranges are read
+                if (file := opened.pop(path)) is not None:
+                    file.file.close()
             sources = {name: _source(lake, tables, name, r, stems, from_current) for name in tables.tables}
             if sources[key_table] is None:
                 continue
@@ -370,6 +381,7 @@ def _duckdb(lake: Lake, stack: contextlib.ExitStack) -> duckdb.DuckDBPyConnectio
     through the lake's fsspec filesystem."""
     spill = lake.scratch_dir("duckdb")  # local even for a lake on object storage
     shutil.rmtree(spill, ignore_errors=True)  # left by an update that was killed
+    spill.mkdir(parents=True)  # DuckDB creates it but not its parents (an S3 lake's scratch folder before an upload)
     stack.callback(shutil.rmtree, spill, ignore_errors=True)
     con = duckdb.connect(
         config={
@@ -415,12 +427,15 @@ def _sole_source_rows(
     The Arrow way (SOLE_SOURCE) is taken when: ``stems`` is one partition, no table has a current file of the
     range, each file has its table's flattened schema (a file another tool rewrote goes DuckDB's way, whose
     reading is the reference), and the key table's rows of the range have distinct non-null keys and
-    fetched_at. Then every key row is a winner, and a child row is current when its key row has its
+    fetched_at, and Arrow can read the files (DuckDB passes over some damage Arrow refuses, and names a file it
+    cannot read). Then every key row is a winner, and a child row is current when its key row has its
     fetched_at: the rows DuckDB's winners query and semi join give, without a join, in a first build or a
     range the hourly sync opens. A 500k-record first build took 0.4x DuckDB's wall time (2.5 s, not 6.2 s;
     the benchmark's ``cli_raw_flat_current`` lake; with the writer thread: ``_write_rows``).
-    test_current_sole_source.py compares both ways on odd inputs. ``opened``: the update's {partition file:
-    ``_RowGroups``, or None when missing}, so each footer is read once."""
+    test_current_sole_source.py compares both ways on odd inputs. ``opened``: {partition file: ``_RowGroups``,
+    or None when missing} of the ranges being read, so a footer is read once for a partition's consecutive
+    ranges (``_write_ranges`` closes the others: a year of hourly partitions, each the sole source of its own
+    range, held 43,800 files open)."""
     if not SOLE_SOURCE or len(stems) != 1:
         return None
     if from_current and any(lake.exists(range_path(lake, name, r)) for name in tables.tables):
@@ -428,14 +443,17 @@ def _sole_source_rows(
     rows: dict[str, pa.Table | None] = {}
     for name in tables.tables:
         path = lake.table_dir(name) / f"{stems[0]}.parquet"
-        if path not in opened:
-            opened[path] = _RowGroups.open(lake, path) if lake.exists(path) else None
-        if opened[path] is None:
-            rows[name] = None
-            continue
-        if opened[path].file.schema_arrow != TABLES[name].arrow_schema:
-            return None
-        table = opened[path].read_range(r)
+        try:
+            if path not in opened:
+                opened[path] = _RowGroups.open(lake, path) if lake.exists(path) else None
+            if opened[path] is None:
+                rows[name] = None
+                continue
+            if opened[path].file.schema_arrow != TABLES[name].arrow_schema:
+                return None
+            table = opened[path].read_range(r)
+        except (OSError, pa.ArrowException):  # damaged: DuckDB reads it (it passes over some damage Arrow
+            return None  # refuses) or fails naming it
         if name == tables.key_table:
             keys, fetched_at = table[KEY], table["fetched_at"]
             if keys.null_count or fetched_at.null_count or pc.count_distinct(keys).as_py() != len(keys):
@@ -482,6 +500,16 @@ class _RowGroups:
         if len(inside) and inside[-1] - inside[0] + 1 == len(inside):  # one run of rows: keys in order
             return table.slice(inside[0], len(inside))  # no copy
         return table.take(inside)
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Raise an error of Arrow reading partition file ``path`` (truncated, another format) as a LakeError naming
+    the file and UNREADABLE_FLAT_FIX: Arrow's own message does not name it."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {UNREADABLE_FLAT_FIX}") from None
 
 
 def _in_key_order(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
