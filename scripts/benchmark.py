@@ -879,7 +879,7 @@ def ratios(cases: list[dict], sizes: tuple[int, ...], quick: bool) -> list[dict]
     RSS."""
     runs: dict[tuple, list[dict]] = {}
     for case in cases:
-        runs.setdefault((case["case"], case["records"], case["latency_ms"]), []).append(case)
+        runs.setdefault(_key(case), []).append(case)
 
     def find(kind: str, records: int, latency_ms: int = 0) -> dict | None:
         """The fastest round of a case (noise only adds time), with the largest peak RSS of its rounds."""

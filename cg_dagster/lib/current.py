@@ -344,9 +344,6 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
             for path in [path for path in opened if path.stem not in stems]:  # open only while its ranges are read
                 if (file := opened.pop(path)) is not None:
                     file.file.close()
-            sources = {name: _source(lake, tables, name, r, stems, from_current) for name in tables.tables}
-            if sources[key_table] is None:
-                continue
             if (sole := _sole_source_rows(lake, tables, r, stems, from_current, opened)) is not None:
                 _raise_failed(jobs)
                 for name in tables.tables:
@@ -354,6 +351,9 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
                 ahead.append([jobs[name][r] for name in tables.tables])
                 if len(ahead) > RANGES_AHEAD:  # the writer is behind: wait, rather than hold more ranges
                     wait(ahead.popleft())
+                continue
+            sources = {name: _source(lake, tables, name, r, stems, from_current) for name in tables.tables}
+            if sources[key_table] is None:
                 continue
             con = con or _duckdb(lake, stack)
             con.execute(
@@ -446,7 +446,9 @@ def _sole_source_rows(
         try:
             if path not in opened:
                 opened[path] = _RowGroups.open(lake, path) if lake.exists(path) else None
-            if opened[path] is None:
+            if opened[path] is None:  # no key table file: no range to write (``_write_ranges`` skips it)
+                if name == tables.key_table:
+                    return None
                 rows[name] = None
                 continue
             if opened[path].file.schema_arrow != TABLES[name].arrow_schema:
