@@ -1,18 +1,16 @@
 """The raw file as the sync writes it (issue 7): row groups of RAW_ROW_GROUP_ROWS rows whatever the page size,
 no Parquet dictionary for record_json; and a long sync's progress in the log about every PROGRESS_SECONDS
-(issue 10), with the clock replaced (not timed); on a local lake and on ``s3://`` (``lake_root``). A row group
-the writer thread cannot write, and a page failing while one is written, commit nothing (local lake)."""
+(issue 10), with the clock replaced (not timed); on a local lake and on ``s3://`` (``lake_root``). A disk that
+fills up after the first row group commits nothing (local lake)."""
 
 import itertools
 import json
 import logging
-import threading
-import time
 
 import pytest
 
 from cg_dagster.lib import sync as sync_module
-from cg_dagster.lib.client import CustomerGaugeClient, CustomerGaugeConnectionError, SyncParams
+from cg_dagster.lib.client import CustomerGaugeClient, SyncParams
 from cg_dagster.lib.lake import AtomicParquetWriter, Lake
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET
@@ -76,28 +74,9 @@ def test_progress_follows_the_clock_not_the_page_count(sandbox, lake_root, monke
     assert [int(m.split(" pages")[0].rsplit(" ", 1)[1]) for m in messages] == logged_pages
 
 
-class _FailingSource(PageSource):
-    """``PageSource`` whose ``iter_pages`` raises ``error`` after ``pages`` pages."""
-
-    def __init__(self, records, pages: int, error: Exception):
-        super().__init__(records)
-        self.pages, self.error = pages, error
-
-    def iter_pages(self, params, cursor=None):
-        yield from itertools.islice(super().iter_pages(params, cursor), self.pages)
-        raise self.error
-
-
-def _lake_after_failure(lake: Lake) -> tuple:
-    """(head, files of raw_responses, files left in _tmp) of a local lake."""
-    raw = sorted(p.name for p in (lake.root / "raw_responses").glob("*"))  # glob of a missing folder: nothing
-    tmp = sorted(p.name for p in (lake.root / "_tmp").rglob("*") if p.is_file())
-    return lake.read_head(), raw, tmp
-
-
-def test_a_row_group_the_writer_thread_cannot_write_fails_the_sync_and_commits_nothing(tmp_path, monkeypatch):
-    """The raw file's row groups are written by a writer thread: its error (a full disk at the second row
-    group) is raised by the sync, and the head, the raw folder and _tmp/ are as before."""
+def test_a_disk_full_after_the_first_row_group_fails_the_sync_and_commits_nothing(tmp_path, monkeypatch):
+    """The second row group of the raw file cannot be written (ENOSPC): the sync raises that error, and the
+    head, the raw folder and _tmp/ are as before the sync."""
     monkeypatch.setattr(sync_module, "RAW_ROW_GROUP_ROWS", 20)
     real_write, written = AtomicParquetWriter.write, []
 
@@ -112,39 +91,6 @@ def test_a_row_group_the_writer_thread_cannot_write_fails_the_sync_and_commits_n
     with pytest.raises(OSError, match="No space left on device"):
         sync_fake(PageSource(records(50)), lake, P)
     assert written == [20]
-    assert _lake_after_failure(lake) == (None, [], [])
-
-
-def test_a_failed_page_waits_for_the_row_group_in_flight_before_the_file_is_dropped(tmp_path, monkeypatch):
-    """A page that fails while the writer thread writes a row group: the temporary file is dropped only after
-    that write returned (never closed under it), the page's error is raised, and nothing is committed."""
-    monkeypatch.setattr(sync_module, "RAW_ROW_GROUP_ROWS", 20)
-    events, writing = [], threading.Event()
-    real_write, real_abort = AtomicParquetWriter.write, AtomicParquetWriter.abort
-
-    def write(self, table):
-        events.append("write started")
-        writing.set()
-        time.sleep(0.2)  # the page error is raised meanwhile (ordering only: nothing is timed)
-        real_write(self, table)
-        events.append("write returned")
-
-    def abort(self):
-        events.append("file dropped")
-        real_abort(self)
-
-    monkeypatch.setattr(AtomicParquetWriter, "write", write)
-    monkeypatch.setattr(AtomicParquetWriter, "abort", abort)
-
-    class Source(_FailingSource):
-        def iter_pages(self, params, cursor=None):
-            for page in itertools.islice(PageSource.iter_pages(self, params, cursor), self.pages):
-                yield page
-            assert writing.wait(10)
-            raise self.error
-
-    lake = Lake(tmp_path / "lake")
-    with pytest.raises(CustomerGaugeConnectionError, match="page 3"):
-        sync_fake(Source(records(50), 2, CustomerGaugeConnectionError("page 3 got no answer")), lake, P)
-    assert events == ["write started", "write returned", "file dropped"]
-    assert _lake_after_failure(lake) == (None, [], [])
+    assert lake.read_head() is None
+    assert list((lake.root / "raw_responses").glob("*")) == []  # glob of a missing folder: nothing
+    assert [p for p in (lake.root / "_tmp").rglob("*") if p.is_file()] == []

@@ -7,8 +7,7 @@ re-read record and fetch clock are its own, so everything below holds for each s
 The commit protocol (data first, cursor second):
 
 1. Read the committed head cursor from the lake (``Lake.read_head``).
-2. Stream every page into a temporary file (memory: the next page and two row groups of RAW_ROW_GROUP_ROWS rows:
-   one collected, one written by a writer thread).
+2. Stream every page into a temporary file (memory: the next page and one row group of RAW_ROW_GROUP_ROWS rows).
 3. Under the lake's commit lock: check the head is unchanged, rename the file (its manifest in the footer)
    into place, write the manifest's sidecar (``Lake.write_manifest``), write the new head
    (then, if the sync re-read the trailing window or loaded everything, the re-read record: lib/lookback.py).
@@ -32,7 +31,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +139,8 @@ def sync_partition(
         return _skip(lake, params, target, head, partition_key, run_id)
 
     start = None if full_refresh else (head.cursor if head else None)
-    with _raw_writer(lake, target) as file, _RowGroups(file) as writer:
+    with _raw_writer(lake, target) as file:
+        writer = _RowGroups(file)
         # An initial load just read everything: no trailing window to re-read, no numbers to remember.
         seen: set[int] | None = set() if lookback and start is not None else None
         cursor_end, pages = _copy_pages(
@@ -153,7 +152,7 @@ def sync_partition(
             period = _with_period(params, lookback)
             progress = _Progress(partition_key, "lookback", clock)
             lookback_pages = _copy_pages(client, period, None, writer, progress, skip=seen)[1]
-        writer.close()
+        writer.flush()
         manifest = SyncManifest(
             mode="sync",
             partition_key=partition_key,
@@ -443,7 +442,8 @@ def _replay(
     )
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
     committed = _committed_numbers(lake, target)
-    with _raw_writer(lake, target) as file, _RowGroups(file) as writer:
+    with _raw_writer(lake, target) as file:
+        writer = _RowGroups(file)
         pages, seen, kept = 0, set(), 0
         if recorded.pages:
             cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
@@ -459,7 +459,7 @@ def _replay(
                 client, _with_period(params, lookback), None, writer, progress, seen=fetched, skip=seen
             )[1]
             kept += _carry_over(lake, target, "lookback", committed["lookback"] - fetched - seen, writer)
-        writer.close()
+        writer.flush()
         manifest = dataclasses.replace(
             recorded,
             mode="replay" if recorded.mode != "skipped" else "skipped",
@@ -604,52 +604,30 @@ def _raw_writer(lake: Lake, target: Path):
 
 
 class _RowGroups:
-    """Collects raw rows into row groups of RAW_ROW_GROUP_ROWS rows and writes them to ``file`` (an
-    ``AtomicParquetWriter``) in a writer thread, so that compressing a row group (Parquet releases the GIL)
-    overlaps fetching and splitting the next pages: pages hold 1000 rows at most, and larger row groups make
-    a smaller file that reads faster. Memory: the row group being written and the one being collected.
-
-    Use as a context manager inside the file's own ``with``: leaving it waits for the write in flight, so the
-    file is never aborted under a write. ``rows`` counts the rows handed to ``write``; call ``close()``
-    before committing the file: it writes what is pending and waits. An error of the writer thread is
-    raised by the next ``write`` that fills a row group, or by ``close()``.
-    """
+    """Collects raw rows into row groups of RAW_ROW_GROUP_ROWS rows before writing them to ``file`` (an
+    ``AtomicParquetWriter``): pages hold 1000 rows at most, and larger row groups make a smaller file that
+    reads faster. Memory: one row group. ``rows`` counts the rows written and pending; call ``flush()``
+    before committing the file."""
 
     def __init__(self, file):
         self._file = file
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self.rows = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cg-raw-writer")
-        self._in_flight: Future | None = None
 
-    def __enter__(self) -> "_RowGroups":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._thread.shutdown(wait=True)  # a write in flight ends before the file can be aborted
+    @property
+    def rows(self) -> int:
+        return self._file.rows + self._pending_rows
 
     def write(self, table: pa.Table) -> None:
         self._pending.append(table)
         self._pending_rows += table.num_rows
-        self.rows += table.num_rows
         if self._pending_rows >= RAW_ROW_GROUP_ROWS:
-            self._hand_over()
+            self.flush()
 
-    def close(self) -> None:
-        self._hand_over()
-        self._wait()
-
-    def _hand_over(self) -> None:
-        self._wait()
+    def flush(self) -> None:
         if self._pending:
-            self._in_flight = self._thread.submit(self._file.write, pa.concat_tables(self._pending))
+            self._file.write(pa.concat_tables(self._pending))
         self._pending, self._pending_rows = [], 0
-
-    def _wait(self) -> None:
-        if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
-            in_flight.result()
 
 
 class _Progress:
