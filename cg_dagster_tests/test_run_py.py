@@ -54,20 +54,30 @@ def started_tree(root: subprocess.Popen) -> dict[int, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "entry, signum",
-    [("run.py", signal.SIGHUP), ("run.py", signal.SIGTERM), ("dev.py", signal.SIGHUP), ("dev.py", signal.SIGINT)],
+    "entry, signum, sigint_ignored",
+    [
+        ("run.py", signal.SIGHUP, False),
+        ("run.py", signal.SIGTERM, False),
+        ("dev.py", signal.SIGHUP, False),
+        ("dev.py", signal.SIGINT, False),
+        # `python3 run.py dev &` from a script: the shell starts it with SIGINT ignored; `kill -INT` must still
+        # stop it (it was ignored by scripts/dev.py and the processes it started: killed after the grace time)
+        ("run.py", signal.SIGINT, True),
+    ],
 )
-def test_dev_stops_every_process_it_started(tmp_path, entry, signum):
+def test_dev_stops_every_process_it_started(tmp_path, entry, signum, sigint_ignored):
     ui_port, sandbox_port = free_port(), free_port()
     dev_py = [sys.executable, "scripts/dev.py"]
     command = [sys.executable, "-c", RUN_TASK, *dev_py] if entry == "run.py" else dev_py
+    output = tmp_path / "stdout.txt"  # a file, not a pipe: nothing can block on a full pipe
     process = subprocess.Popen(
         command,
         cwd=PROJECT,
         env=dev_env(tmp_path, ui_port, sandbox_port),
         start_new_session=True,
-        stdout=subprocess.DEVNULL,
+        stdout=output.open("w"),
         stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
     try:
         wait_for_ui(ui_port, process)
@@ -77,6 +87,8 @@ def test_dev_stops_every_process_it_started(tmp_path, entry, signum):
             assert any(part in line for line in lines), f"{part} not started: {lines}"
         os.kill(process.pid, signum)  # the process alone, as a closed terminal or `kill` would
         process.wait(timeout=90)
+        stopped = f"run.py dev: stopping ({signal.Signals(signum).name})"
+        assert stopped in output.read_text()  # it stopped itself, not killed by run.py after its grace time
         deadline = time.monotonic() + 10  # processes killed last may take a moment to go
         while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -32,7 +32,7 @@ STOP_SECONDS = 20  # dagster dev stops its services in 5-15 s
 
 
 class Stop(Exception):
-    """Raised in the main thread by SIGTERM or SIGHUP, so they stop everything as Ctrl-C does."""
+    """Raised in the main thread by SIGINT (Ctrl-C), SIGTERM or SIGHUP, so each stops everything."""
 
 
 def port_in_use(port: int) -> bool:
@@ -77,8 +77,10 @@ def main() -> int:
     def stop(signum, _frame):
         raise Stop(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    # SIGINT too: a shell that starts a program in the background without job control hands it SIGINT ignored
+    # (Python then sets no Ctrl-C handler), and the processes started below would inherit that.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     started: list[subprocess.Popen] = []
     try:
         env = dict(os.environ)
@@ -89,8 +91,8 @@ def main() -> int:
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", ports[DAGSTER_PORT.name]]
         started.append(subprocess.Popen(command, env=env, process_group=0))
         return started[-1].wait()
-    except (KeyboardInterrupt, Stop) as reason:
-        print(f"run.py dev: stopping ({reason or 'Ctrl-C'})", flush=True)
+    except Stop as reason:
+        print(f"run.py dev: stopping ({reason})", flush=True)
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
