@@ -311,17 +311,3 @@ def test_the_cli_materializes_the_group_in_one_process_with_checks_per_partition
     assert sorted(e.check_name for e in evaluations) == sorted(spec.name for spec in specs)
     assert all(e.passed and e.partition == P1 for e in evaluations)
     assert_current_matches_sandbox(lake, sandbox)
-
-
-def test_a_process_that_loads_the_code_location_freezes_its_heap_at_exit_after_later_atexit_hooks():
-    # Python's finalization then skips the frozen objects instead of collecting the whole heap again and again
-    # (cg_dagster/definitions.py says why). atexit runs the hook registered last first: one registered after the
-    # import runs before the freeze, one registered before the import runs after it.
-    code = (
-        "import atexit, gc\n"
-        "atexit.register(lambda: print('registered before the import:', gc.get_freeze_count() > 0))\n"
-        "import cg_dagster.definitions\n"
-        "atexit.register(lambda: print('registered after the import:', gc.get_freeze_count() > 0))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines() == ["registered after the import: False", "registered before the import: True"]
