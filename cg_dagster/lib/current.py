@@ -87,7 +87,7 @@ import collections
 import contextlib
 import queue
 import shutil
-from collections.abc import Iterator
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +98,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg_dagster.lib.lake import Lake, LakeError
+from cg_dagster.lib.lake import Lake, LakeError, naming_unreadable, read_parquet_metadata
 from cg_dagster.lib.schemas import CURRENT_TABLES, KEY_TABLE, NON_RESPONSE_FLAT_TABLES, TABLES, TableContract
 from cg_dagster.lib.tables import DICTIONARY_COLUMNS
 
@@ -272,14 +272,13 @@ def _ranges_of(lake: Lake, key_table: str, stem: str) -> list[int]:
     rewritten for nothing), or the ranges of its ids (one column read) when a row group has no statistics or
     spans more than MAX_SPAN ranges (ids far apart: a late answer to an old survey among new responses)."""
     path = lake.table_dir(key_table) / f"{stem}.parquet"
-    with _naming(path):
-        metadata = lake.parquet_file(path).metadata
+    metadata = read_parquet_metadata(path, UNREADABLE_FLAT_FIX)
     column = metadata.schema.names.index(KEY)
     found = set()
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
         if stats is None or not stats.has_min_max or stats.max // RANGE_WIDTH - stats.min // RANGE_WIDTH >= MAX_SPAN:
-            with _naming(path):
+            with naming_unreadable(path, UNREADABLE_FLAT_FIX):
                 ids = lake.read_table(path, columns=[KEY]).column(KEY).to_numpy()
             return sorted(int(r) for r in np.unique(np.floor_divide(ids, RANGE_WIDTH)))
         found.update(range(stats.min // RANGE_WIDTH, stats.max // RANGE_WIDTH + 1))
@@ -339,11 +338,9 @@ def _write_ranges(lake: Lake, tables: CurrentSet, plan: dict[int, list[str]], *,
     key_table, opened, ahead, con = tables.key_table, {}, collections.deque(), None
     # the writer is shut down (its files written or aborted) before DuckDB and the partition files are closed
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(1, thread_name_prefix="current-writer") as writer:
-        stack.callback(lambda: [file.file.close() for file in opened.values() if file])
+        stack.callback(_close_files, opened)
         for r, stems in sorted(plan.items()):
-            for path in [path for path in opened if path.stem not in stems]:  # open only while its ranges are read
-                if (file := opened.pop(path)) is not None:
-                    file.file.close()
+            _close_files(opened, keep=stems)  # a partition's files are open only while its ranges are read
             if (sole := _sole_source_rows(lake, tables, r, stems, from_current, opened)) is not None:
                 _raise_failed(jobs)
                 for name in tables.tables:
@@ -504,14 +501,11 @@ class _RowGroups:
         return table.take(inside)
 
 
-@contextlib.contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """Raise an error of Arrow reading partition file ``path`` (truncated, another format) as a LakeError naming
-    the file and UNREADABLE_FLAT_FIX: Arrow's own message does not name it."""
-    try:
-        yield
-    except (OSError, pa.ArrowException) as exc:
-        raise LakeError(f"{str(path)!r} is not a readable Parquet file ({exc}): {UNREADABLE_FLAT_FIX}") from None
+def _close_files(opened: dict, keep: Sequence[str] = ()) -> None:
+    """Close and forget the partition files of ``opened`` (``_sole_source_rows``) whose stem is not in ``keep``."""
+    for path in [path for path in opened if path.stem not in keep]:
+        if (file := opened.pop(path)) is not None:
+            file.file.close()
 
 
 def _in_key_order(table: pa.Table, key: tuple[str, ...]) -> pa.Table:

@@ -88,9 +88,17 @@ def read_parquet_metadata(path, fix: str = UNREADABLE_FIX) -> pq.FileMetaData:
         FileNotFoundError: there is no file at ``path``.
         LakeError: the file is not readable Parquet (truncated, zero bytes, another format); names it and ``fix``.
     """
-    try:
+    with naming_unreadable(path, fix):
         where, filesystem = arrow_location(path)
         return pq.read_metadata(where, filesystem=filesystem)
+
+
+@contextlib.contextmanager
+def naming_unreadable(path, fix: str = UNREADABLE_FIX) -> Iterator[None]:
+    """Raise an error of Arrow reading lake file ``path`` (truncated, zero bytes, another format) as a LakeError
+    naming the file and ``fix``: Arrow's own message does not name it. FileNotFoundError passes as it is."""
+    try:
+        yield
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
