@@ -110,10 +110,8 @@ def test_without_an_accounts_file_every_name_is_todays():
     assert job.tags["customergauge/sync"] == "true"
     assert {node.name for node in job.nodes} == {
         "customergauge__raw_responses",
-        "flattened_tables",
         "current_tables",
         "customergauge__raw_non_responses",
-        "customergauge__non_responses",
         "customergauge__current_non_responses",
     }
     groups = {spec.group_name for spec in defs.resolve_all_asset_specs()}

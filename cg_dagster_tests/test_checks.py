@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-import cg_dagster.lib.tables as tables_module  # where the flattened_tables asset calls flatten_raw
-from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables, flattened_tables, raw_responses
+import cg_dagster.lib.tables as tables_module  # where the raw_responses step calls flatten_raw
+from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables, raw_responses
 from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
 from cg_dagster.customergauge.keys import FLAT_KEYS, RAW_OP
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
@@ -24,7 +24,7 @@ from cg_dagster_tests._fixtures_sandbox import make_resources
 pytestmark = pytest.mark.slow  # Dagster runs of the asset group (run.py test --fast skips them)
 
 P = "2026-11-01-10:00"
-ASSETS = [raw_responses, flattened_tables, current_tables]  # the checks are check_specs of flattened_tables
+ASSETS = [raw_responses, current_tables]  # the checks are check_specs of raw_responses' multi-asset
 NO_LOOKBACK = {"ops": {RAW_OP: {"config": {"lookback_hour": -1}}}}
 
 
@@ -94,7 +94,7 @@ def test_a_blocking_check_fails_on_a_crafted_bad_partition_and_keeps_it_out_of_c
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert set(FLAT_KEYS.values()) <= materialized and not materialized & set(CURRENT_KEYS.values())
     [failure] = result.get_step_failure_events()
-    assert failure.step_key == "flattened_tables"
+    assert failure.step_key == RAW_OP
     message = failure.event_specific_data.error.message
     assert failure.event_specific_data.error.cls_name == "DagsterAssetCheckFailedError" and check in message
     assert not lake.current_path("responses").exists()

@@ -19,12 +19,10 @@ import requests
 from cg_dagster.customergauge.assets import (
     current_non_responses,
     current_tables,
-    flattened_tables,
-    non_responses,
     raw_non_responses,
     raw_responses,
 )
-from cg_dagster.customergauge.keys import RAW_NON_RESPONSES_OP, raw_run_config
+from cg_dagster.customergauge.keys import RAW_NON_RESPONSES_KEY, RAW_NON_RESPONSES_OP, raw_run_config
 from cg_dagster.lib.client import CustomerGaugeConfigError, SyncParams
 from cg_dagster.lib.current import NON_RESPONSES_CURRENT, update_current
 from cg_dagster.lib.flatten import raw_rows
@@ -34,12 +32,12 @@ from cg_dagster.lib.schemas import TABLES
 from cg_dagster.lib.sync import sync_partition
 from cg_dagster.lib.tables import flatten_partition, stale_partitions
 from cg_dagster.sandbox.data import ANSWER_KEYS, NON_RESPONSE_NUMBERS_FROM
-from cg_dagster_tests._fixtures_runs import numbers
+from cg_dagster_tests._fixtures_runs import materialization, numbers
 from cg_dagster_tests._fixtures_sandbox import SANDBOX_ID, SANDBOX_SECRET, make_resources
 
 P1, P2 = "2026-11-01-10:00", "2026-11-01-11:00"
 NON_RESPONSES_PATH = "/v7/rest/sync/non-responses"
-ALL_ASSETS = [raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses]
+ALL_ASSETS = [raw_responses, current_tables, raw_non_responses, current_non_responses]
 NO_LOOKBACK = raw_run_config(non_responses=True, lookback_hour=-1)
 
 
@@ -220,9 +218,9 @@ def test_both_endpoints_sync_exactly_once_and_a_converted_non_response_flips_is_
         current_touchpoints(lake, "response_properties").items()
         >= touchpoints([r for r in sandbox.records() if r["number_customergauge"] in converted]).items()
     )
-    [mat] = second.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
+    mat = materialization(second, RAW_NON_RESPONSES_KEY)
     meta = {key: value.value for key, value in mat.metadata.items()}
-    [first_mat] = first.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
+    first_mat = materialization(first, RAW_NON_RESPONSES_KEY)
     assert meta["cursor_start"] == first_mat.metadata["cursor"].value and meta["dagster/row_count"] == 5
     assert meta["cursor"] == lake.read_head(NON_RESPONSES).cursor and meta["sync_mode"] == "sync"
     checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations() if "non_responses" in e.check_name}
@@ -249,13 +247,13 @@ def test_a_rewritten_raw_non_responses_file_is_replayed_and_the_heads_stay(sandb
         assert MANIFEST_FOOTER_KEY not in (pq.read_metadata(path).metadata or {})
         sandbox.anonymise_record(sandbox.records()[0]["number_customergauge"])  # upstream moves on meanwhile
         replayed = dg.materialize(
-            [raw_non_responses, non_responses],
+            [raw_non_responses],
             instance=instance,
             resources=resources,
             partition_key=P1,
             run_config={"ops": {RAW_NON_RESPONSES_OP: {"config": {"lookback_hour": -1}}}},
         )
-    [mat] = replayed.asset_materializations_for_node(RAW_NON_RESPONSES_OP)
+    mat = materialization(replayed, RAW_NON_RESPONSES_KEY)
     assert mat.metadata["sync_mode"].value == "replay"
     assert (lake.read_head(RESPONSES), lake.read_head(NON_RESPONSES)) == heads
     assert sorted(non_response_numbers(lake, P1)) == sorted(numbers(sandbox.records("non-responses")))

@@ -1,12 +1,17 @@
 """CustomerGauge assets: the raw responses of each sync window, the tables flattened from them, and the
-current tables (the latest version of every response) built over all partitions; the same three steps for
-the non-responses (``raw_non_responses`` -> ``non_responses`` -> ``current_non_responses``), a stream of its
-own (lib/lake.py ``Stream``: head cursor, lease, re-read record), synced in the same hourly job.
+current tables (the latest version of every response) built over all partitions; the same for the
+non-responses (``raw_non_responses`` -> ``non_responses`` -> ``current_non_responses``), a stream of its own
+(lib/lake.py ``Stream``: head cursor, lease, re-read record), synced in the same hourly job.
+
+A raw asset and its flattened tables are one multi-asset, so one step: the sync's rows are flattened while
+it pages the API (lib/tables.py ``FlattenAsSynced``), not read back from the raw file after it (about 1.5 s
+of a 500k-record run's 15 s: issue 7). It can be subset: the raw asset alone syncs, the flattened tables alone
+are flattened from the raw file (no API request); the flattened tables are written together, so all or none.
 
 Every asset writes its own Parquet file per partition into the lake and returns ``MaterializeResult``
 (no I/O manager): ``{lake}/<asset name>/<partition>.parquet``.
 
-``account_assets(names)`` builds the six asset definitions (sixteen assets) of one account
+``account_assets(names)`` builds the four asset definitions (sixteen assets) of one account
 (``keys.AccountNames``: its asset keys, group, op names and resource keys); the module-level ``raw_responses``
 ... ``current_non_responses`` are the default account's (no accounts file). The decorators are all an account
 changes: every body is a shared function here that takes the account's names and resolves its resources by key
@@ -41,6 +46,7 @@ from cg_dagster.lib.schemas import (
     CURRENT_NON_RESPONSES,
     CURRENT_TABLES,
     FLAT_TABLE_NAMES,
+    NON_RESPONSE_FLAT_TABLES,
     NON_RESPONSES_TABLE,
     RAW_NON_RESPONSES_TABLE,
     RAW_TABLE,
@@ -48,7 +54,7 @@ from cg_dagster.lib.schemas import (
     TableContract,
 )
 from cg_dagster.lib.sync import sync_partition
-from cg_dagster.lib.tables import flatten_partition, stale_partitions
+from cg_dagster.lib.tables import FlattenAsSynced, flatten_partition, stale_partitions
 from cg_dagster.settings import LEASE_WAIT_SECONDS, LOOKBACK_DAYS, LOOKBACK_HOUR
 
 LEASE_WAIT_ENV = LEASE_WAIT_SECONDS.name
@@ -136,10 +142,10 @@ class CurrentTablesConfig(dg.Config):
 
 
 def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
-    """The six asset definitions of one account, on its keys, group, op names and resource keys (``names``):
-    ``raw_responses``, ``flattened_tables`` (five tables and eight checks), ``current_tables`` (five tables),
-    ``raw_non_responses``, ``non_responses`` (two tables and four checks), ``current_non_responses`` (two
-    tables). Every account shares the
+    """The four asset definitions of one account, on its keys, group, op names and resource keys (``names``):
+    ``raw_responses`` (raw_responses, the five tables flattened from it and their eight checks),
+    ``current_tables`` (five tables), ``raw_non_responses`` (raw_non_responses, its two flattened tables and
+    their four checks), ``current_non_responses`` (two tables). Every account shares the
     partition grid and the freshness policy. Only the decorators are here; each body is a shared function."""
     resource_keys = {names.api_resource, names.lake_resource}
     # every hourly Parquet asset of the account: its group, kind, partition grid and freshness
@@ -149,62 +155,65 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
         "partitions_def": hourly_partitions,
         "freshness_policy": freshness_policy,
     }
-    flattened_op, current_op = names.multi_asset_ops
-
-    @dg.asset(
-        key=names.raw_key,
-        **partitioned,
-        required_resource_keys=resource_keys,
-        op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
-        description=(
-            "One row per response record fetched in this sync window, with its original JSON, "
-            "number_customergauge, the fetch time and the cursor of its page. The first materialization of a "
-            "partition pages the v7 sync API from the committed cursor until the data is empty and commits the "
-            "new cursor after the file; materializing it again replays the recorded range and rewrites the same "
-            "file without moving the cursor (idempotent)."
-        ),
-    )
-    def raw_responses(context: dg.AssetExecutionContext, config: RawResponsesConfig) -> dg.MaterializeResult:
-        """Sync one window of responses into ``raw_responses/<partition>.parquet`` (``_sync_window``)."""
-        return _sync_window(context, config, names, RESPONSES, names.raw_key)
-
-    @dg.asset(
-        key=names.raw_non_responses_key,
-        **partitioned,
-        required_resource_keys=resource_keys,
-        description=(
-            "One row per non-response record (a survey sent that got no answer: GET /v7/rest/sync/non-responses) "
-            "fetched in this sync window, as raw_responses holds responses: its own cursor, lease and commit, the "
-            "same replay and exactly-once guarantees."
-        ),
-    )
-    def raw_non_responses(context: dg.AssetExecutionContext, config: RawResponsesConfig) -> dg.MaterializeResult:
-        """Sync one window of non-responses into ``raw_non_responses/<partition>.parquet`` (``_sync_window``)."""
-        return _sync_window(context, config, names, NON_RESPONSES, names.raw_non_responses_key)
+    current_op = names.current_op
 
     @dg.multi_asset(
-        name=flattened_op,
+        name=names.op(RAW_TABLE),  # the op name of the single asset it was: run config goes under it
         specs=[
             dg.AssetSpec(
-                key=names.flat_keys[name],
-                deps=[names.raw_key],
+                key=names.raw_key,
                 **partitioned,
                 description=(
-                    f"{TABLES[name].description} Flattened from the same partition of raw_responses; "
-                    "re-materializing rewrites the partition's file from the raw file (idempotent)."
+                    "One row per response record fetched in this sync window, with its original JSON, "
+                    "number_customergauge, the fetch time and the cursor of its page. The first materialization "
+                    "of a partition pages the v7 sync API from the committed cursor until the data is empty and "
+                    "commits the new cursor after the file; materializing it again replays the recorded range and "
+                    "rewrites the same file without moving the cursor (idempotent)."
                 ),
-                metadata={"dagster/column_schema": column_schema(TABLES[name])},
-            )
-            for name in FLAT_TABLE_NAMES
+            ),
+            *_flat_specs(names, FLAT_TABLE_NAMES, names.flat_keys, names.raw_key, RAW_TABLE, partitioned),
         ],
         check_specs=partition_check_specs(names),
         partitions_def=hourly_partitions,
         required_resource_keys=resource_keys,
-        can_subset=False,
+        can_subset=True,
+        op_tags={"dagster/priority": "1"},  # the responses' sync runs before the non-responses' (default 0) in a run
     )
-    def flattened_tables(context: dg.AssetExecutionContext):
-        """Flatten one raw partition into the five tables and judge them (``_flatten_responses``)."""
-        yield from _flatten_responses(context, names)
+    def raw_responses(context: dg.AssetExecutionContext, config: RawResponsesConfig):
+        """Sync one window of responses into ``raw_responses/<partition>.parquet`` and flatten it into the five
+        tables as it is synced, then judge them (``_sync_and_flatten``); either alone when selected alone."""
+        yield from _sync_and_flatten(context, config, names, RESPONSES, _flatten_responses)
+
+    @dg.multi_asset(
+        name=names.op(RAW_NON_RESPONSES_TABLE),
+        specs=[
+            dg.AssetSpec(
+                key=names.raw_non_responses_key,
+                **partitioned,
+                description=(
+                    "One row per non-response record (a survey sent that got no answer: GET "
+                    "/v7/rest/sync/non-responses) fetched in this sync window, as raw_responses holds responses: "
+                    "its own cursor, lease and commit, the same replay and exactly-once guarantees."
+                ),
+            ),
+            *_flat_specs(
+                names,
+                NON_RESPONSE_FLAT_TABLES,
+                names.non_response_keys,
+                names.raw_non_responses_key,
+                RAW_NON_RESPONSES_TABLE,
+                partitioned,
+            ),
+        ],
+        check_specs=non_responses_check_specs(names),
+        partitions_def=hourly_partitions,
+        required_resource_keys=resource_keys,
+        can_subset=True,
+    )
+    def raw_non_responses(context: dg.AssetExecutionContext, config: RawResponsesConfig):
+        """Sync one window of non-responses into ``raw_non_responses/<partition>.parquet`` and flatten it into
+        its two tables as it is synced (``_sync_and_flatten``); either alone when selected alone."""
+        yield from _sync_and_flatten(context, config, names, NON_RESPONSES, _flatten_non_responses)
 
     @dg.multi_asset(
         name=current_op,
@@ -233,30 +242,6 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
         yield from _update_current_tables(context, config, names)
 
     @dg.multi_asset(
-        name=names.op(NON_RESPONSES_TABLE),  # the op name of the single asset it was
-        specs=[
-            dg.AssetSpec(
-                key=key,
-                deps=[names.raw_non_responses_key],
-                **partitioned,
-                description=(
-                    f"{TABLES[name].description} Flattened from the same partition of raw_non_responses; "
-                    "re-materializing rewrites the partition's file from the raw file (idempotent)."
-                ),
-                metadata={"dagster/column_schema": column_schema(TABLES[name])},
-            )
-            for name, key in names.non_response_keys.items()
-        ],
-        check_specs=non_responses_check_specs(names),
-        partitions_def=hourly_partitions,
-        required_resource_keys=resource_keys,
-        can_subset=False,
-    )
-    def non_responses(context: dg.AssetExecutionContext):
-        """Flatten one raw_non_responses partition into its two tables (``_flatten_non_responses``)."""
-        yield from _flatten_non_responses(context, names)
-
-    @dg.multi_asset(
         name=names.op(CURRENT_NON_RESPONSES.name),  # the op name of the single asset it was (run config path)
         specs=[
             dg.AssetSpec(
@@ -282,7 +267,28 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
         (``_update_current_non_responses``)."""
         yield from _update_current_non_responses(context, config, names)
 
-    return [raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses]
+    return [raw_responses, current_tables, raw_non_responses, current_non_responses]
+
+
+def _flat_specs(
+    names: AccountNames, tables, keys: dict, raw_key: dg.AssetKey, raw_table: str, partitioned: dict
+) -> list[dg.AssetSpec]:
+    """The specs of the tables flattened from ``raw_table`` (``keys``: {table: asset key}), each depending on
+    ``raw_key`` in the same multi-asset."""
+    return [
+        dg.AssetSpec(
+            key=keys[name],
+            deps=[raw_key],
+            **partitioned,
+            description=(
+                f"{TABLES[name].description} Flattened from the same partition of {raw_table}, as it is synced; "
+                "materialized alone, it rewrites the partition's file from the raw file (idempotent, no API "
+                "request)."
+            ),
+            metadata={"dagster/column_schema": column_schema(TABLES[name])},
+        )
+        for name in tables
+    ]
 
 
 def _current_contract(name: str) -> TableContract:
@@ -301,6 +307,7 @@ def _sync_window(
     names: AccountNames,
     stream: Stream,
     key: dg.AssetKey,
+    flattening: FlattenAsSynced | None = None,
 ) -> dg.MaterializeResult:
     """Sync one window of ``stream`` into its raw table (see ``lib/sync.py``), holding the stream's sync lease
     (``lib/lease.py``) so two runs never page the API from the same head at once; the metadata of ``key``'s
@@ -339,6 +346,7 @@ def _sync_window(
             full_refresh=config.full_refresh,
             lookback=plan.period,
             stream=stream,
+            flattening=flattening,
         )
     lake_cursor_before = result.head_before.cursor if result.head_before else None
     if dagster_cursor is not None and dagster_cursor != lake_cursor_before and not config.full_refresh:
@@ -351,6 +359,7 @@ def _sync_window(
     lookback_reason = explain(plan, mode=record.mode, cursor_start=record.cursor_start, recorded_period=record.lookback)
     context.log.info(f"{result.summary(stream.endpoint)}; head cursor {head}; trailing re-read: {lookback_reason}")
     return dg.MaterializeResult(
+        asset_key=key,
         metadata={
             "sync_mode": record.mode,
             "cursor_start": record.cursor_start,
@@ -367,7 +376,7 @@ def _sync_window(
             "dagster/row_count": result.rows,
             "dagster/uri": lake_uri(result.path),
             "dagster/column_schema": column_schema(TABLES[stream.raw_table]),
-        }
+        },
     )
 
 
@@ -392,7 +401,46 @@ def _latest_cursor_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey)
     return value.value if value is not None else None
 
 
-def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames):
+def _sync_and_flatten(
+    context: dg.AssetExecutionContext, config: RawResponsesConfig, names: AccountNames, stream: Stream, flatten
+):
+    """The step of a stream's raw asset and its flattened tables, as selected (a run of the group, the UI's
+    Materialize, a backfill): sync the window (``_sync_window``) while its rows are flattened
+    (``FlattenAsSynced``), then publish and judge the flat files (``flatten``: ``_flatten_responses``,
+    ``_flatten_non_responses``, given the flattening); the raw asset alone syncs, the flattened tables alone are
+    flattened from the raw file (no API request). The flattened tables are written together, so all of them or
+    none are selected.
+
+    Raises:
+        dg.Failure: some of the flattened tables selected, not all (names them); a run over a range of
+            partitions. Otherwise as ``_sync_window`` and ``flatten``.
+    """
+    _require_one_partition(context)
+    raw_key = names.raw_key if stream == RESPONSES else names.raw_non_responses_key
+    flat_keys = names.flat_keys if stream == RESPONSES else names.non_response_keys
+    flat_selected = [key for key in flat_keys.values() if key in context.selected_asset_keys]
+    if flat_selected and len(flat_selected) < len(flat_keys):
+        raise dg.Failure(
+            f"{', '.join(key.to_user_string() for key in flat_selected)} selected without the other tables "
+            f"flattened from {stream.raw_table}, which are written with them: select all of "
+            f"{', '.join(key.to_user_string() for key in flat_keys.values())}"
+        )
+    if raw_key not in context.selected_asset_keys:
+        yield from flatten(context, names)
+        return
+    if not flat_selected:
+        yield _sync_window(context, config, names, stream, raw_key)
+        return
+    customergauge, lake = _resources(context, names)
+    along = FlattenAsSynced(
+        lake.get_lake(), context.partition_key, system_timezone=customergauge.system_timezone, stream=stream
+    )
+    with along:
+        yield _sync_window(context, config, names, stream, raw_key, flattening=along)
+        yield from flatten(context, names, along)
+
+
+def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames, along: FlattenAsSynced | None = None):
     """Flatten one raw partition into the five tables (``lib/tables.py``: streamed in batches, each file
     written atomically with exactly its declared schema, even when empty), then judge them: the partition's
     asset checks (``checks.py``) are computed here and yielded after the materializations; a failed blocking
@@ -407,7 +455,11 @@ def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames):
             f"{names.raw_key.to_user_string()} for this partition first"
         )
     done = flatten_partition(
-        the_lake, context.partition_key, system_timezone=customergauge.system_timezone, run_id=context.run_id
+        the_lake,
+        context.partition_key,
+        system_timezone=customergauge.system_timezone,
+        run_id=context.run_id,
+        along=along,
     )
     stats = done.stats
     if stats.unknown_fields:
@@ -518,7 +570,9 @@ def _flatten_stale(
     return done, failed, busy
 
 
-def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountNames):
+def _flatten_non_responses(
+    context: dg.AssetExecutionContext, names: AccountNames, along: FlattenAsSynced | None = None
+):
     """Flatten one raw_non_responses partition into ``non_responses/`` and ``non_response_properties/``
     ``<partition>.parquet`` (``lib/tables.py``, the responses' rules on the keys they read:
     ``flatten_non_responses``), then yield their checks (``checks.py``, none blocking). ``unread_fields`` (on
@@ -538,6 +592,7 @@ def _flatten_non_responses(context: dg.AssetExecutionContext, names: AccountName
         system_timezone=customergauge.system_timezone,
         stream=NON_RESPONSES,
         run_id=context.run_id,
+        along=along,
     )
     if done.stats.unknown_fields:
         context.log.warning(
@@ -591,6 +646,4 @@ def _update_current_non_responses(context: dg.AssetExecutionContext, config: Cur
 
 
 # The default account's assets (no accounts file): today's keys, op names and resource keys.
-raw_responses, flattened_tables, current_tables, raw_non_responses, non_responses, current_non_responses = (
-    account_assets(DEFAULT)
-)
+raw_responses, current_tables, raw_non_responses, current_non_responses = account_assets(DEFAULT)

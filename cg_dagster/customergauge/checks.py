@@ -1,7 +1,7 @@
 """Asset checks on every hourly partition of the flattened tables, computed in the flattening step.
 
-The checks are ``check_specs`` of the ``flattened_tables`` multi-asset (assets.py): that step has just
-written the partition's five files and holds the flattening stats and the key facts of the rows it wrote
+The checks are ``check_specs`` of the ``raw_responses`` multi-asset (assets.py, with the five flattened tables):
+that step has just written the partition's five files and holds the flattening stats and the key facts of the rows it wrote
 (``lib/tables.py`` ``KeyFacts``, gathered batch by batch as they were written), so it judges them itself,
 without reading a file back (memory: 16 bytes per response, whatever the child tables hold), and yields an
 ``AssetCheckResult`` per check after the materializations (no process, step or instance read per check).

@@ -105,11 +105,10 @@ class AccountNames:
         return "__".join([*self._prefix, name])
 
     @property
-    def multi_asset_ops(self) -> tuple[str, str]:
-        """Op names of the flattened and the current response tables: ``flattened_tables`` and
-        ``current_tables`` for the default account (today's), ``op(...)`` for an account."""
-        names = ("flattened_tables", "current_tables")
-        return names if self.account is None else tuple(self.op(name) for name in names)
+    def current_op(self) -> str:
+        """Op name of the current response tables: ``current_tables`` for the default account (today's),
+        ``op("current_tables")`` for an account."""
+        return "current_tables" if self.account is None else self.op("current_tables")
 
     @property
     def job(self) -> str:

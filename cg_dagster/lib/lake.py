@@ -631,6 +631,12 @@ class AtomicParquetWriter:
         """Add key-value metadata to the footer (allowed until commit: the footer is written last)."""
         self._writer.add_key_value_metadata({k.decode(): v.decode() for k, v in key_value_metadata.items()})
 
+    def fence(self) -> None:
+        """Make ``commit()`` conditional on the target as it is now (object storage: one HEAD; locally a
+        no-op), not as it was when the writer opened: call it under the lease that orders the target's writers,
+        for a writer opened before that lease was taken (lib/tables.py ``FlattenAsSynced``)."""
+        self._file.fence()
+
     def commit(self) -> None:
         """Close the file and put it at the target whole (local: fsync and rename; the target folder is
         created. Object storage: one PUT, on the condition that the object is as when the writer opened).

@@ -206,10 +206,13 @@ class Storage(abc.ABC):
 
 class AtomicFile:
     """Bytes written to ``sink`` (a local path, for pyarrow's writer) that appear at the target only on
-    ``commit()``; ``abort()`` (idempotent, a no-op after commit) throws them away."""
+    ``commit()``; ``abort()`` (idempotent, a no-op after commit) throws them away. ``fence()`` makes the
+    commit conditional on the target as it is now instead of as it was at the open (object storage; a no-op
+    locally): for a writer opened before its lease was taken, called under the lease."""
 
-    def __init__(self, sink, commit, abort):
+    def __init__(self, sink, commit, abort, fence=lambda: None):
         self.sink, self._commit, self._abort, self._done = sink, commit, abort, False
+        self.fence = fence
 
     def commit(self) -> None:
         self._commit()
@@ -434,7 +437,11 @@ class ObjectStorage(Storage):
             finally:
                 local.unlink(missing_ok=True)
 
-        return AtomicFile(local, commit, lambda: local.unlink(missing_ok=True))
+        def fence():
+            nonlocal expected
+            expected = self.look(target) if conditional else None
+
+        return AtomicFile(local, commit, lambda: local.unlink(missing_ok=True), fence)
 
     def expected(self, path) -> str | None:
         """The ETag (None: absent) a write of ``path`` is conditional on: as last seen, else ``look(path)``."""

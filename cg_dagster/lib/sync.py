@@ -100,9 +100,15 @@ def sync_partition(
     full_refresh: bool = False,
     lookback: Period | None = None,
     stream: Stream = RESPONSES,
+    flattening=None,
 ) -> SyncResult:
     """Sync one partition of ``stream``'s raw table (see the module docstring for the three modes), paging
     ``stream.endpoint`` (it replaces ``params.endpoint``).
+
+    ``flattening`` (a ``FlattenAsSynced``, lib/tables.py) is handed every row group of the raw file as it is
+    written (``add``), and the file's version (``Lake.look``) taken under the commit lock right after the
+    commit (``synced``), so it knows its rows are those of that version of the file. A ``skipped`` partition
+    hands it nothing.
 
     Idempotent: running it again for the same partition replays the recorded range and rewrites the same
     file; it never moves the head. ``full_refresh`` ignores the head (and any recorded range) and loads from
@@ -134,13 +140,13 @@ def sync_partition(
     if not full_refresh:
         _refuse_to_lose_rows(lake, target, recorded, stream)
     if recorded is not None and not full_refresh:
-        return _replay(client, lake, recorded, target, head, run_id, clock, stream)
+        return _replay(client, lake, recorded, target, head, run_id, clock, stream, flattening)
     if head is not None and partition_key < head.partition_key and not full_refresh:
         return _skip(lake, params, target, head, partition_key, run_id)
 
     start = None if full_refresh else (head.cursor if head else None)
     with _raw_writer(lake, target) as file:
-        writer = _RowGroups(file)
+        writer = _RowGroups(file, flattening)
         # An initial load just read everything: no trailing window to re-read, no numbers to remember.
         seen: set[int] | None = set() if lookback and start is not None else None
         cursor_end, pages = _copy_pages(
@@ -185,6 +191,8 @@ def sync_partition(
                 record = {"partition_key": partition_key, "run_id": run_id, "period": manifest.lookback}
                 writes.append(("the re-read record", lambda: record_reread(lake, stream, **record)))
             _publish(writes)
+            if flattening is not None:
+                flattening.synced(lake.look(target))
     result = SyncResult(manifest=manifest, head_before=head, head_after=new_head, path=target)
     log.info("%s partition %s: %s", stream.raw_table, partition_key, result.summary(stream.endpoint))
     return result
@@ -427,7 +435,15 @@ def _replay_range(
 
 
 def _replay(
-    client, lake: Lake, recorded: SyncManifest, target: Path, head, run_id: str, clock: "_FetchClock", stream: Stream
+    client,
+    lake: Lake,
+    recorded: SyncManifest,
+    target: Path,
+    head,
+    run_id: str,
+    clock: "_FetchClock",
+    stream: Stream,
+    flattening,
 ) -> SyncResult:
     """Re-fetch the recorded range of an already synced partition and rewrite its file; the head stays.
 
@@ -443,7 +459,7 @@ def _replay(
     lookback = Period.from_strings(**recorded.lookback) if recorded.lookback else None
     committed = _committed_numbers(lake, target)
     with _raw_writer(lake, target) as file:
-        writer = _RowGroups(file)
+        writer = _RowGroups(file, flattening)
         pages, seen, kept = 0, set(), 0
         if recorded.pages:
             cursor_committed = pa.array(sorted(committed["cursor"]), pa.int64())
@@ -482,6 +498,8 @@ def _replay(
                     (f"_state/{stream.fetched_at_state}", lambda: clock.commit(lake)),
                 ]
             )
+            if flattening is not None:
+                flattening.synced(lake.look(target))
     result = SyncResult(manifest=manifest, head_before=head, head_after=head, path=target)
     level = logging.WARNING if kept else logging.INFO  # kept: responses the API dropped stay in the lake
     log.log(level, "%s partition %s: %s", stream.raw_table, recorded.partition_key, result.summary(stream.endpoint))
@@ -607,10 +625,12 @@ class _RowGroups:
     """Collects raw rows into row groups of RAW_ROW_GROUP_ROWS rows before writing them to ``file`` (an
     ``AtomicParquetWriter``): pages hold 1000 rows at most, and larger row groups make a smaller file that
     reads faster. Memory: one row group. ``rows`` counts the rows written and pending; call ``flush()``
-    before committing the file."""
+    before committing the file. Each row group is handed to ``flattening`` (``FlattenAsSynced.add``) as well,
+    before it is written, so its flattening overlaps the write and the next pages."""
 
-    def __init__(self, file):
+    def __init__(self, file, flattening=None):
         self._file = file
+        self._flattening = flattening
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
 
@@ -626,7 +646,10 @@ class _RowGroups:
 
     def flush(self) -> None:
         if self._pending:
-            self._file.write(pa.concat_tables(self._pending))
+            table = pa.concat_tables(self._pending)
+            if self._flattening is not None:
+                self._flattening.add(table)
+            self._file.write(table)
         self._pending, self._pending_rows = [], 0
 
 
