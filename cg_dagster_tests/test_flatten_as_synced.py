@@ -198,3 +198,24 @@ def test_some_flattened_tables_without_the_others_are_refused_naming_them(sandbo
     assert "customergauge/response_drivers selected without the other tables flattened from raw_responses" in message
     assert "select all of customergauge/responses, customergauge/response_drivers" in message
     assert not lake.exists(lake.partition_path("raw_responses", P))
+
+
+def test_a_flattening_along_is_published_only_through_its_own_lake(tmp_path):
+    """Its writers check the leases of the Lake they were opened through: another Lake object's flattening
+    lease would not guard them."""
+    with FlattenAsSynced(Lake(tmp_path), P) as along:
+        sync(PageSource(sandbox_records(20)), along.lake, P, flattening=along)
+        with pytest.raises(ValueError, match="another Lake"):
+            flatten_partition(Lake(tmp_path), P, along=along)
+
+
+def test_a_skipped_partition_is_flattened_from_its_empty_file(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cg_dagster.tables")
+    lake = Lake(tmp_path)
+    source = PageSource(sandbox_records(20))
+    sync(source, lake, "2026-11-01-11:00")
+    with FlattenAsSynced(lake, P) as along:
+        assert sync(source, lake, P, flattening=along).manifest.mode == "skipped"
+        done = flatten_partition(lake, P, along=along)
+    assert done.rows == dict.fromkeys(FLAT_TABLE_NAMES, 0)
+    assert "flattening it from the file (the sync committed no rows through it)" in caplog.text

@@ -324,7 +324,7 @@ def _sync_window(
     config = config.resolved(stream)
     params = customergauge.sync_params()
     client = customergauge.get_client()  # validates every setting before any request or write
-    the_lake = lake.get_lake()
+    the_lake = flattening.lake if flattening is not None else lake.get_lake()  # one Lake: its leases guard both
     dagster_cursor = _latest_cursor_metadata(context, key)
     setting = f"lease_wait_seconds (run config of {stream.raw_table}) or {LEASE_WAIT_ENV}"
     lease = the_lake.lease(stream.lease).hold(context.run_id, wait_seconds=config.lease_wait_seconds, setting=setting)
@@ -447,7 +447,7 @@ def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames, a
     check fails this step, so the current tables are not rebuilt in this run."""
     _require_one_partition(context)
     customergauge, lake = _resources(context, names)
-    the_lake = lake.get_lake()
+    the_lake = along.lake if along is not None else lake.get_lake()
     raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
     if not raw_path.exists():
         raise dg.Failure(
@@ -580,7 +580,7 @@ def _flatten_non_responses(
     shape), how many records carried it; kept in raw_non_responses, never checked."""
     _require_one_partition(context)
     customergauge, lake = _resources(context, names)
-    the_lake = lake.get_lake()
+    the_lake = along.lake if along is not None else lake.get_lake()
     if not the_lake.exists(the_lake.partition_path(RAW_NON_RESPONSES_TABLE, context.partition_key)):
         raise dg.Failure(
             f"raw_non_responses has no file for partition {context.partition_key}: materialize "

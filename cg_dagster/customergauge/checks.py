@@ -1,10 +1,11 @@
-"""Asset checks on every hourly partition of the flattened tables, computed in the flattening step.
+"""Asset checks on every hourly partition of the flattened tables, computed in the step that flattens them.
 
-The checks are ``check_specs`` of the ``raw_responses`` multi-asset (assets.py, with the five flattened tables):
-that step has just written the partition's five files and holds the flattening stats and the key facts of the rows it wrote
-(``lib/tables.py`` ``KeyFacts``, gathered batch by batch as they were written), so it judges them itself,
-without reading a file back (memory: 16 bytes per response, whatever the child tables hold), and yields an
-``AssetCheckResult`` per check after the materializations (no process, step or instance read per check).
+The checks are ``check_specs`` of the ``raw_responses`` multi-asset (assets.py, with the five flattened
+tables): that step has just written the partition's five files and holds the flattening stats and the key facts
+of the rows it wrote (``lib/tables.py`` ``KeyFacts``, gathered batch by batch as they were written), so it
+judges them itself, without reading a file back (memory: 16 bytes per response, whatever the child tables
+hold), and yields an ``AssetCheckResult`` per check after the materializations (no process, step or instance
+read per check).
 Each check is partitioned like its asset (``partitions_def`` on the spec; Dagster 1.13 then records the
 evaluation with the step's partition key, ``AssetCheckResult.to_asset_check_evaluation``), so the UI shows
 each hour's result and a failed hour stays failed when the next hour passes.

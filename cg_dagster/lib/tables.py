@@ -214,7 +214,10 @@ def flatten_partition(
         LakeError: the raw file is unreadable, it holds fewer rows than the key table's file it would
             replace (names both files and the fix; no file is replaced), or the lake cannot be written.
         CustomerGaugeConfigError: ``wait_seconds`` is None and ``CG_LEASE_WAIT_SECONDS`` is malformed.
+        ValueError: ``along`` was made for another ``Lake`` object than ``lake``.
     """
+    if along is not None and along.lake is not lake:
+        raise ValueError("along writes through another Lake than lake, whose leases would not guard its writes")
     wait = LEASE_WAIT_SECONDS.integer(minimum=0) if wait_seconds is None else wait_seconds
     raw_path = lake.partition_path(stream.raw_table, partition_key)
     with flatten_lease(lake, partition_key, stream).hold(run_id, wait_seconds=wait, setting=LEASE_WAIT_SECONDS.name):
@@ -325,6 +328,9 @@ class FlattenAsSynced:
         """The raw file's version (``Lake.look``) whose rows were handed over: set by ``synced``."""
         self.failure: Exception | None = None
         """Why the rows handed over are not flattened (a batch's FlattenError, a write error): the file is read."""
+        self.lake = lake
+        """The ``Lake`` its files are written through: the sync and ``flatten_partition`` take this one, so that
+        the leases they hold guard its writes (``Lake.check_leases``)."""
         self._lake, self._partition_key, self._stream, self._timezone = lake, partition_key, stream, system_timezone
         self._flatten = flatten_raw if stream == RESPONSES else flatten_non_responses
         self._stats, self._facts = FlattenStats(), KeyFacts(stream.flat_tables[0])
@@ -376,11 +382,12 @@ class FlattenAsSynced:
             PreconditionFailed: as ``flatten_partition`` (object storage, another run published meanwhile).
         """
         if self.version != version or self.failure is not None:
+            if self.failure is not None:
+                why = f"the rows synced were not flattened: {self.failure}"
+            else:
+                why = "the sync committed no rows through it" if self.version is None else "replaced since the sync"
             log.info(
-                "%s partition %s: flattening it from the file (%s)",
-                self._stream.raw_table,
-                self._partition_key,
-                f"the rows synced were not flattened: {self.failure}" if self.failure else "replaced since the sync",
+                "%s partition %s: flattening it from the file (%s)", self._stream.raw_table, self._partition_key, why
             )
             return None
         try:
