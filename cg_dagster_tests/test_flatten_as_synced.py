@@ -219,3 +219,11 @@ def test_a_skipped_partition_is_flattened_from_its_empty_file(tmp_path, caplog):
         done = flatten_partition(lake, P, along=along)
     assert done.rows == dict.fromkeys(FLAT_TABLE_NAMES, 0)
     assert "flattening it from the file (the sync committed no rows through it)" in caplog.text
+
+
+def test_nothing_is_written_before_the_sync_writes_rows(tmp_path):
+    """A step whose sync fails before its first page (a setting refused, the API down) leaves the lake as it was:
+    the flat tables' temporary files are opened with the first rows."""
+    with FlattenAsSynced(Lake(tmp_path / "lake"), P) as along:
+        assert along.publish("any version") is None
+    assert not (tmp_path / "lake").exists()

@@ -319,8 +319,10 @@ class FlattenAsSynced:
     flattening the raw file gives (a batch that cannot be flattened fails there, with the same error).
 
     Use it as a context manager around the sync and the publish: leaving it drops what was not published
-    (temporary files; batches not started). Memory: at most FLATTEN_AHEAD_BATCHES raw batches and their flat
-    rows (the add waits for the oldest beyond that), plus ``KeyFacts``.
+    (temporary files, opened with the first rows; batches not started). A sync that wrote no rows (an empty
+    window, a skipped partition) leaves the flattening of its empty file to ``flatten_partition``. Memory: at
+    most FLATTEN_AHEAD_BATCHES raw batches and their flat rows (the add waits for the oldest beyond that), plus
+    ``KeyFacts``.
     """
 
     def __init__(self, lake: Lake, partition_key: str, *, system_timezone: str = "UTC", stream: Stream = RESPONSES):
@@ -340,13 +342,8 @@ class FlattenAsSynced:
         self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> "FlattenAsSynced":
-        try:
-            self._writers = _flat_writers(self._stack, self._lake, self._partition_key, self._stream)
-            self._pool = ThreadPoolExecutor(FLATTEN_THREADS, thread_name_prefix="flatten")
-            self._stack.callback(self._pool.shutdown, cancel_futures=True)
-        except BaseException:
-            self._stack.close()
-            raise
+        self._pool = ThreadPoolExecutor(FLATTEN_THREADS, thread_name_prefix="flatten")
+        self._stack.callback(self._pool.shutdown, cancel_futures=True)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -360,6 +357,8 @@ class FlattenAsSynced:
         if self.failure is not None:
             return
         try:
+            if not self._writers:  # opened with the first rows: a sync that fails before writes nothing here
+                self._writers = _flat_writers(self._stack, self._lake, self._partition_key, self._stream)
             raw = raw.select(list(RAW_COLUMNS))
             for offset in range(0, raw.num_rows, RAW_BATCH_ROWS):  # slices: no copy (each is one chunk when read)
                 batch = raw.slice(offset, RAW_BATCH_ROWS)
@@ -381,11 +380,13 @@ class FlattenAsSynced:
             LakeError: as ``flatten_partition``: the key table's file would be replaced by one of fewer rows.
             PreconditionFailed: as ``flatten_partition`` (object storage, another run published meanwhile).
         """
-        if self.version != version or self.failure is not None:
+        if self.version != version or self.failure is not None or not self._writers:
             if self.failure is not None:
                 why = f"the rows synced were not flattened: {self.failure}"
+            elif self.version is None or not self._writers:
+                why = "the sync committed no rows through it"
             else:
-                why = "the sync committed no rows through it" if self.version is None else "replaced since the sync"
+                why = "replaced since the sync"
             log.info(
                 "%s partition %s: flattening it from the file (%s)", self._stream.raw_table, self._partition_key, why
             )
