@@ -227,3 +227,28 @@ def test_nothing_is_written_before_the_sync_writes_rows(tmp_path):
     with FlattenAsSynced(Lake(tmp_path / "lake"), P) as along:
         assert along.publish("any version") is None
     assert not (tmp_path / "lake").exists()
+
+
+def test_a_check_executed_alone_is_refused_naming_what_to_materialize(sandbox, tmp_path):
+    """The UI's Execute on one check of a partition selects that check and no asset of the step (found by a
+    review: the step then flattened the raw file and failed on the outputs nobody selected). A check is judged
+    while its tables are written, so the run fails, naming the tables to materialize, and writes nothing."""
+    lake = Lake(tmp_path / "lake")
+    resources = make_resources(sandbox, lake.root)
+    with dg.instance_for_test() as instance:
+        assert run(instance, resources, P).success
+        before = {name: lake.look(lake.partition_path(name, P)) for name in FLAT_TABLE_NAMES}
+        nps_check = next(key for key in raw_responses.check_keys if key.name.endswith("nps_in_range"))
+        job = dg.Definitions(
+            assets=[raw_responses], resources=resources, jobs=[dg.define_asset_job("checks_only")]
+        ).resolve_job_def("checks_only")
+        subset = job.get_subset(asset_selection=set(), asset_check_selection={nps_check})
+        result = subset.execute_in_process(
+            instance=instance, tags={"dagster/partition": P}, run_config=NO_LOOKBACK, raise_on_error=False
+        )
+    [failure] = result.get_step_failure_events()
+    message = failure.event_specific_data.error.message
+    assert "the checks of the tables flattened from raw_responses are judged while they are written" in message
+    assert "materialize customergauge/responses, customergauge/response_drivers" in message
+    assert result.get_asset_materialization_events() == []
+    assert {name: lake.look(lake.partition_path(name, P)) for name in FLAT_TABLE_NAMES} == before

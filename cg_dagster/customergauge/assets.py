@@ -412,8 +412,9 @@ def _sync_and_flatten(
     none are selected.
 
     Raises:
-        dg.Failure: some of the flattened tables selected, not all (names them); a run over a range of
-            partitions. Otherwise as ``_sync_window`` and ``flatten``.
+        dg.Failure: some of the flattened tables selected, not all (names them); checks selected without any
+            asset (the UI's Execute on a check: names what to materialize); a run over a range of partitions.
+            Otherwise as ``_sync_window`` and ``flatten``.
     """
     _require_one_partition(context)
     raw_key = names.raw_key if stream == RESPONSES else names.raw_non_responses_key
@@ -424,6 +425,13 @@ def _sync_and_flatten(
             f"{', '.join(key.to_user_string() for key in flat_selected)} selected without the other tables "
             f"flattened from {stream.raw_table}, which are written with them: select all of "
             f"{', '.join(key.to_user_string() for key in flat_keys.values())}"
+        )
+    if raw_key not in context.selected_asset_keys and not flat_selected:
+        raise dg.Failure(
+            f"the checks of the tables flattened from {stream.raw_table} are judged while they are written: to run "
+            f"them for partition {context.partition_key}, materialize "
+            f"{', '.join(key.to_user_string() for key in flat_keys.values())} (flattened again from the raw file, no "
+            "API request), which runs every check"
         )
     if raw_key not in context.selected_asset_keys:
         yield from flatten(context, names)
