@@ -13,7 +13,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 import cg_dagster.lib.tables as tables_module  # where the raw_responses step calls flatten_raw
 from cg_dagster.customergauge.assets import CURRENT_KEYS, current_tables, raw_responses
 from cg_dagster.customergauge.checks import PARTITION_CHECK_SPECS
-from cg_dagster.customergauge.keys import FLAT_KEYS, RAW_OP
+from cg_dagster.customergauge.keys import FLAT_KEYS, RAW_KEY, RAW_OP
 from cg_dagster.customergauge.resources import CustomerGaugeResource, LakeResource
 from cg_dagster.lib.lake import Lake
 from cg_dagster.lib.schemas import TABLES
@@ -219,3 +219,22 @@ def test_duplicate_id_within_a_page_never_yields_a_mixed_current_row(tmp_path):
         labels = pq.read_table(lake.current_path("response_tags"))["label"].to_pylist()
         # Neither version can be trusted (their child rows cannot be told apart): left out, never mixed.
         assert (nps, labels) == ([], []), f"current mixes two versions: {nps} {labels}"
+
+
+def test_a_selection_without_the_checks_still_quarantines_a_partition_that_fails_one(sandbox, tmp_path, monkeypatch):
+    """``without_checks()`` (found by a review: the step can be subset since it flattens along the sync): the
+    checks are not reported, but a failed blocking one still keeps the partition out of the current tables."""
+    _corrupt(monkeypatch, "responses", _set_nps)
+    lake = Lake(tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS,
+            selection=dg.AssetSelection.assets(raw_responses).without_checks(),
+            instance=instance,
+            resources=make_resources(sandbox, lake.root),
+            partition_key=P,
+            run_config=NO_LOOKBACK,
+        )
+    assert result.success and result.get_asset_check_evaluations() == []
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {RAW_KEY, *FLAT_KEYS.values()}
+    assert lake.quarantined() == {"2026-11-01-1000": ["responses_nps_in_range"]}

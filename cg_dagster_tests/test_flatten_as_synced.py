@@ -5,6 +5,7 @@ do is done by reading the raw file, with the same errors."""
 import logging
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
 import cg_dagster.lib.sync as sync_module
@@ -66,8 +67,11 @@ def test_the_files_flattened_along_equal_flattening_the_raw_file(tmp_path, monke
         along, done_along = sync_along(source, lake)
     version = lake.look(lake.partition_path("raw_responses", P))
     assert {name: flattened_from(lake, name) for name in FLAT_TABLE_NAMES} == dict.fromkeys(FLAT_TABLE_NAMES, version)
+    footers = {name: pq.read_metadata(lake.partition_path(name, P)).metadata for name in FLAT_TABLE_NAMES}
     done = flatten_partition(lake, P)  # from the raw file
     assert flat_tables(lake) == along and along["responses"].num_rows == 203
+    # the whole footer: the provenance key, and the Arrow schema stored in it (without that key either way)
+    assert {name: pq.read_metadata(lake.partition_path(name, P)).metadata for name in FLAT_TABLE_NAMES} == footers
     assert done_along.rows == done.rows
     assert done_along.stats.counters() == done.stats.counters() and done_along.stats.unknown_fields
     assert done_along.stats.unknown_fields == done.stats.unknown_fields

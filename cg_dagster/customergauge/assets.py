@@ -486,7 +486,12 @@ def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames, a
             metadata.update(stats.counters())
             metadata["unknown_fields"] = dg.MetadataValue.json(sorted(stats.unknown_fields))
         yield dg.MaterializeResult(asset_key=names.flat_keys[name], metadata=metadata)
-    yield from partition_check_results(the_lake, context.partition_key, done, context.selected_asset_check_keys)
+    # every check is judged (a failed blocking one quarantines the partition even when a selection left it out:
+    # `without_checks()`), the selected ones are reported
+    every_check = {spec.key for spec in partition_check_specs(names)}
+    for result in partition_check_results(the_lake, context.partition_key, done, every_check):
+        if dg.AssetCheckKey(result.asset_key, result.check_name) in context.selected_asset_check_keys:
+            yield result
 
 
 def _update_current_tables(context: dg.AssetExecutionContext, config: CurrentTablesConfig, names: AccountNames):

@@ -246,9 +246,9 @@ def _flatten(lake: Lake, partition_key: str, system_timezone: str, stream: Strea
     key_path = lake.partition_path(key_table, partition_key)
     before = read_parquet_metadata(key_path).num_rows if lake.exists(key_path) else 0
     stats, facts = FlattenStats(), KeyFacts(key_table)
-    origin = {"raw_file": f"{stream.raw_table}/{raw_path.name}", "raw_version": version}
     with contextlib.ExitStack() as stack:
-        writers = _flat_writers(stack, lake, partition_key, stream, {FLATTENED_FROM_KEY: json.dumps(origin).encode()})
+        writers = _flat_writers(stack, lake, partition_key, stream)
+        _stamp(writers, stream, raw_path, version)
         pool = ThreadPoolExecutor(FLATTEN_THREADS, thread_name_prefix="flatten")
         stack.callback(pool.shutdown, cancel_futures=True)  # on an error, batches not started are dropped
         batches = raw.iter_batches(batch_size=RAW_BATCH_ROWS, columns=list(RAW_COLUMNS))
@@ -276,22 +276,27 @@ def _flatten(lake: Lake, partition_key: str, system_timezone: str, stream: Strea
     )
 
 
-def _flat_writers(
-    stack: contextlib.ExitStack, lake: Lake, partition_key: str, stream: Stream, footer: dict | None = None
-) -> dict:
+def _flat_writers(stack: contextlib.ExitStack, lake: Lake, partition_key: str, stream: Stream) -> dict:
     """An ``AtomicParquetWriter`` per flat table of ``stream`` for the partition, each with its table's schema
-    and dictionary columns and ``footer`` in its footer, entered on ``stack`` (leaving it drops the uncommitted)."""
+    and dictionary columns, entered on ``stack`` (leaving it drops the uncommitted)."""
     return {
         name: stack.enter_context(
             lake.parquet_writer(
                 lake.partition_path(name, partition_key),
                 TABLES[name].arrow_schema,
-                footer,
                 use_dictionary=[c for c in TABLES[name].arrow_schema.names if c in DICTIONARY_COLUMNS],
             )
         )
         for name in stream.flat_tables
     }
+
+
+def _stamp(writers: dict, stream: Stream, raw_path: Path, version: str) -> None:
+    """Put ``FLATTENED_FROM_KEY`` (the raw file and its ``version``) in each writer's footer: a key of the
+    Parquet footer, not of the Arrow schema stored in it, whichever way the file was flattened."""
+    origin = {"raw_file": f"{stream.raw_table}/{raw_path.name}", "raw_version": version}
+    for writer in writers.values():
+        writer.set_metadata({FLATTENED_FROM_KEY: json.dumps(origin).encode()})
 
 
 def _refuse_to_shrink(lake: Lake, raw_path: Path, key_path: Path, rows: int, before: int, stream: Stream) -> None:
@@ -401,9 +406,8 @@ class FlattenAsSynced:
         key_path = self._lake.partition_path(key_table, self._partition_key)
         before = read_parquet_metadata(key_path).num_rows if self._lake.exists(key_path) else 0
         _refuse_to_shrink(self._lake, raw_path, key_path, self._writers[key_table].rows, before, self._stream)
-        origin = {"raw_file": f"{self._stream.raw_table}/{raw_path.name}", "raw_version": version}
+        _stamp(self._writers, self._stream, raw_path, version)
         for writer in self._writers.values():
-            writer.set_metadata({FLATTENED_FROM_KEY: json.dumps(origin).encode()})
             writer.fence()
         _publish(self._writers, self._stream, self._partition_key)
         return FlattenedPartition(
