@@ -171,7 +171,7 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
                     "rewrites the same file without moving the cursor (idempotent)."
                 ),
             ),
-            *_flat_specs(names, FLAT_TABLE_NAMES, names.flat_keys, names.raw_key, RAW_TABLE, partitioned),
+            *_flat_specs(FLAT_TABLE_NAMES, names.flat_keys, names.raw_key, RAW_TABLE, partitioned),
         ],
         check_specs=partition_check_specs(names),
         partitions_def=hourly_partitions,
@@ -197,7 +197,6 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
                 ),
             ),
             *_flat_specs(
-                names,
                 NON_RESPONSE_FLAT_TABLES,
                 names.non_response_keys,
                 names.raw_non_responses_key,
@@ -270,9 +269,7 @@ def account_assets(names: AccountNames) -> list[dg.AssetsDefinition]:
     return [raw_responses, current_tables, raw_non_responses, current_non_responses]
 
 
-def _flat_specs(
-    names: AccountNames, tables, keys: dict, raw_key: dg.AssetKey, raw_table: str, partitioned: dict
-) -> list[dg.AssetSpec]:
+def _flat_specs(tables, keys: dict, raw_key: dg.AssetKey, raw_table: str, partitioned: dict) -> list[dg.AssetSpec]:
     """The specs of the tables flattened from ``raw_table`` (``keys``: {table: asset key}), each depending on
     ``raw_key`` in the same multi-asset."""
     return [

@@ -338,7 +338,7 @@ class FlattenAsSynced:
         self.lake = lake
         """The ``Lake`` its files are written through: the sync and ``flatten_partition`` take this one, so that
         the leases they hold guard its writes (``Lake.check_leases``)."""
-        self._lake, self._partition_key, self._stream, self._timezone = lake, partition_key, stream, system_timezone
+        self._partition_key, self._stream, self._timezone = partition_key, stream, system_timezone
         self._flatten = flatten_raw if stream == RESPONSES else flatten_non_responses
         self._stats, self._facts = FlattenStats(), KeyFacts(stream.flat_tables[0])
         self._pending: collections.deque[tuple[int, Future]] = collections.deque()
@@ -363,14 +363,16 @@ class FlattenAsSynced:
             return
         try:
             if not self._writers:  # opened with the first rows: a sync that fails before writes nothing here
-                self._writers = _flat_writers(self._stack, self._lake, self._partition_key, self._stream)
+                self._writers = _flat_writers(self._stack, self.lake, self._partition_key, self._stream)
             raw = raw.select(list(RAW_COLUMNS))
-            for offset in range(0, raw.num_rows, RAW_BATCH_ROWS):  # slices: no copy (each is one chunk when read)
+            for offset in range(
+                0, raw.num_rows, RAW_BATCH_ROWS
+            ):  # slices, not copies: flatten_raw copies in its thread
                 batch = raw.slice(offset, RAW_BATCH_ROWS)
                 future = self._pool.submit(self._flatten, batch, system_timezone=self._timezone)
                 self._pending.append((batch.num_rows, future))
             self._write_flattened(keep=FLATTEN_AHEAD_BATCHES)
-        except Exception as error:  # (flatten_partition reads the file instead, and raises there)
+        except Exception as error:  # flatten_partition reads the file instead, and raises there
             self._fail(error)
 
     def synced(self, version: str | None) -> None:
@@ -398,14 +400,14 @@ class FlattenAsSynced:
             return None
         try:
             self._write_flattened(keep=0)
-        except Exception as error:  # (flattened from the file, which raises the same error)
+        except Exception as error:  # flattened from the file, which raises the same error
             self._fail(error)
             return self.publish(version)
-        raw_path = self._lake.partition_path(self._stream.raw_table, self._partition_key)
+        raw_path = self.lake.partition_path(self._stream.raw_table, self._partition_key)
         key_table = self._stream.flat_tables[0]
-        key_path = self._lake.partition_path(key_table, self._partition_key)
-        before = read_parquet_metadata(key_path).num_rows if self._lake.exists(key_path) else 0
-        _refuse_to_shrink(self._lake, raw_path, key_path, self._writers[key_table].rows, before, self._stream)
+        key_path = self.lake.partition_path(key_table, self._partition_key)
+        before = read_parquet_metadata(key_path).num_rows if self.lake.exists(key_path) else 0
+        _refuse_to_shrink(self.lake, raw_path, key_path, self._writers[key_table].rows, before, self._stream)
         _stamp(self._writers, self._stream, raw_path, version)
         for writer in self._writers.values():
             writer.fence()
