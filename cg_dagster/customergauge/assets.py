@@ -279,8 +279,8 @@ def _flat_specs(tables, keys: dict, raw_key: dg.AssetKey, raw_table: str, partit
             **partitioned,
             description=(
                 f"{TABLES[name].description} Flattened from the same partition of {raw_table}, as it is synced; "
-                "materialized alone, it rewrites the partition's file from the raw file (idempotent, no API "
-                "request)."
+                f"materialized without {raw_table} (with the other flattened tables: they are written together), "
+                "it rewrites the partition's file from the raw file (idempotent, no API request)."
             ),
             metadata={"dagster/column_schema": column_schema(TABLES[name])},
         )
