@@ -311,10 +311,9 @@ def _sync_window(
     materialization (``cursor`` is the committed head after it).
 
     Raises:
-        dg.Failure: a run over a range of partitions. CustomerGaugeConfigError, LakeError, the client's and the
-            sync's errors: see ``sync_partition``; nothing committed.
+        CustomerGaugeConfigError, LakeError, the client's and the sync's errors: see ``sync_partition``; nothing
+            committed.
     """
-    _require_one_partition(context)
     customergauge, lake = _resources(context, names)
     partition_start = context.partition_time_window.start
     period = config.lookback_period(partition_start, stream)  # before resolving: errors name run config or variable
@@ -417,18 +416,17 @@ def _sync_and_flatten(
     raw_key = names.raw_key if stream == RESPONSES else names.raw_non_responses_key
     flat_keys = names.flat_keys if stream == RESPONSES else names.non_response_keys
     flat_selected = [key for key in flat_keys.values() if key in context.selected_asset_keys]
+    every_flat = ", ".join(key.to_user_string() for key in flat_keys.values())
     if flat_selected and len(flat_selected) < len(flat_keys):
         raise dg.Failure(
             f"{', '.join(key.to_user_string() for key in flat_selected)} selected without the other tables "
-            f"flattened from {stream.raw_table}, which are written with them: select all of "
-            f"{', '.join(key.to_user_string() for key in flat_keys.values())}"
+            f"flattened from {stream.raw_table}, which are written with them: select all of {every_flat}"
         )
     if raw_key not in context.selected_asset_keys and not flat_selected:
         raise dg.Failure(
             f"the checks of the tables flattened from {stream.raw_table} are judged while they are written: to run "
-            f"them for partition {context.partition_key}, materialize "
-            f"{', '.join(key.to_user_string() for key in flat_keys.values())} (flattened again from the raw file, no "
-            "API request), which runs every check"
+            f"them for partition {context.partition_key}, materialize {every_flat} (flattened again from the raw "
+            "file, no API request), which runs every check"
         )
     if raw_key not in context.selected_asset_keys:
         yield from flatten(context, names)
@@ -450,7 +448,6 @@ def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames, a
     written atomically with exactly its declared schema, even when empty), then judge them: the partition's
     asset checks (``checks.py``) are computed here and yielded after the materializations; a failed blocking
     check fails this step, so the current tables are not rebuilt in this run."""
-    _require_one_partition(context)
     customergauge, lake = _resources(context, names)
     the_lake = along.lake if along is not None else lake.get_lake()
     raw_path = the_lake.partition_path(RAW_TABLE, context.partition_key)
@@ -588,7 +585,6 @@ def _flatten_non_responses(
     ``flatten_non_responses``), then yield their checks (``checks.py``, none blocking). ``unread_fields`` (on
     non_responses): per key a response has that these tables do not read (the answer; a segment list of another
     shape), how many records carried it; kept in raw_non_responses, never checked."""
-    _require_one_partition(context)
     customergauge, lake = _resources(context, names)
     the_lake = along.lake if along is not None else lake.get_lake()
     if not the_lake.exists(the_lake.partition_path(RAW_NON_RESPONSES_TABLE, context.partition_key)):

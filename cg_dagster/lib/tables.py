@@ -158,6 +158,12 @@ class FlattenedPartition:
     stats: FlattenStats
     facts: KeyFacts
 
+    @classmethod
+    def of(cls, writers: dict, stats: FlattenStats, facts: KeyFacts) -> "FlattenedPartition":
+        """What ``writers`` ({table: committed ``AtomicParquetWriter``}) wrote, with its stats and facts."""
+        rows = {name: writer.rows for name, writer in writers.items()}
+        return cls(rows=rows, paths={name: writer.target for name, writer in writers.items()}, stats=stats, facts=facts)
+
 
 def flatten_lease(lake: Lake, partition_key: str, stream: Stream = RESPONSES) -> Lease:
     """The flattening lease of one partition of ``stream``: ``_state/flatten-<raw table>-<stem>.lease``
@@ -243,8 +249,6 @@ def _flatten(lake: Lake, partition_key: str, system_timezone: str, stream: Strea
     raw = lake.parquet_file(raw_path, pre_buffer=False)
     _free_unused_memory()  # what the sync step freed
     key_table = stream.flat_tables[0]
-    key_path = lake.partition_path(key_table, partition_key)
-    before = read_parquet_metadata(key_path).num_rows if lake.exists(key_path) else 0
     stats, facts = FlattenStats(), KeyFacts(key_table)
     with contextlib.ExitStack() as stack:
         writers = _flat_writers(stack, lake, partition_key, stream)
@@ -259,21 +263,13 @@ def _flatten(lake: Lake, partition_key: str, system_timezone: str, stream: Strea
             except FlattenError as error:
                 rows = f"rows {stats.records}..{stats.records + count - 1}"
                 raise FlattenError(f"{stream.raw_table} file {raw_path.name}, {rows}: {error}") from None
-            stats.merge(flat.stats)
-            facts.add(flat.tables)
-            for name in stream.flat_tables:
-                writers[name].write(flat.tables[name])
+            _write_batch(flat, writers, stats, facts)
             del flat
             _free_unused_memory()
-        _refuse_to_shrink(lake, raw_path, key_path, writers[key_table].rows, before, stream)
+        _refuse_to_shrink(lake, stream, partition_key, writers[key_table].rows)
         _publish(writers, stream, partition_key)
     _free_unused_memory()
-    return FlattenedPartition(
-        rows={name: writer.rows for name, writer in writers.items()},
-        paths={name: writer.target for name, writer in writers.items()},
-        stats=stats,
-        facts=facts,
-    )
+    return FlattenedPartition.of(writers, stats, facts)
 
 
 def _flat_writers(stack: contextlib.ExitStack, lake: Lake, partition_key: str, stream: Stream) -> dict:
@@ -291,6 +287,14 @@ def _flat_writers(stack: contextlib.ExitStack, lake: Lake, partition_key: str, s
     }
 
 
+def _write_batch(flat, writers: dict, stats: FlattenStats, facts: KeyFacts) -> None:
+    """Write one batch's ``FlatTables`` to ``writers`` (one per table) and add its stats and facts."""
+    stats.merge(flat.stats)
+    facts.add(flat.tables)
+    for name, writer in writers.items():
+        writer.write(flat.tables[name])
+
+
 def _stamp(writers: dict, stream: Stream, raw_path: Path, version: str) -> None:
     """Put ``FLATTENED_FROM_KEY`` (the raw file and its ``version``) in each writer's footer: a key of the
     Parquet footer, not of the Arrow schema stored in it, whichever way the file was flattened."""
@@ -299,9 +303,12 @@ def _stamp(writers: dict, stream: Stream, raw_path: Path, version: str) -> None:
         writer.set_metadata({FLATTENED_FROM_KEY: json.dumps(origin).encode()})
 
 
-def _refuse_to_shrink(lake: Lake, raw_path: Path, key_path: Path, rows: int, before: int, stream: Stream) -> None:
-    """Raise LakeError when the key table's ``rows`` are fewer than the ``before`` of the file they replace, unless
-    the raw file's manifest records a ``full_refresh`` (``flatten_partition``)."""
+def _refuse_to_shrink(lake: Lake, stream: Stream, partition_key: str, rows: int) -> None:
+    """Raise LakeError when the key table's new file of ``rows`` rows would replace one of more rows, unless the raw
+    file's manifest records a ``full_refresh`` (``flatten_partition``; called under the flattening lease)."""
+    raw_path = lake.partition_path(stream.raw_table, partition_key)
+    key_path = lake.partition_path(stream.flat_tables[0], partition_key)
+    before = read_parquet_metadata(key_path).num_rows if lake.exists(key_path) else 0
     if rows < before and not ((manifest := lake.read_manifest(raw_path)) and manifest.full_refresh):
         raise LakeError(
             f"{str(raw_path)!r} holds {rows} rows but {str(key_path)!r} holds {before} "
@@ -405,30 +412,17 @@ class FlattenAsSynced:
             return self.publish(version)
         raw_path = self.lake.partition_path(self._stream.raw_table, self._partition_key)
         key_table = self._stream.flat_tables[0]
-        key_path = self.lake.partition_path(key_table, self._partition_key)
-        before = read_parquet_metadata(key_path).num_rows if self.lake.exists(key_path) else 0
-        _refuse_to_shrink(self.lake, raw_path, key_path, self._writers[key_table].rows, before, self._stream)
+        _refuse_to_shrink(self.lake, self._stream, self._partition_key, self._writers[key_table].rows)
         _stamp(self._writers, self._stream, raw_path, version)
         for writer in self._writers.values():
             writer.fence()
         _publish(self._writers, self._stream, self._partition_key)
-        return FlattenedPartition(
-            rows={name: writer.rows for name, writer in self._writers.items()},
-            paths={name: writer.target for name, writer in self._writers.items()},
-            stats=self._stats,
-            facts=self._facts,
-        )
+        return FlattenedPartition.of(self._writers, self._stats, self._facts)
 
     def _write_flattened(self, keep: int) -> None:
         """Write the flattened batches in order: each one done, and any beyond the newest ``keep`` (waited for)."""
         while self._pending and (len(self._pending) > keep or self._pending[0][1].done()):
-            _, future = self._pending.popleft()
-            flat = future.result()
-            self._stats.merge(flat.stats)
-            self._facts.add(flat.tables)
-            for name in self._stream.flat_tables:
-                self._writers[name].write(flat.tables[name])
-            del flat
+            _write_batch(self._pending.popleft()[1].result(), self._writers, self._stats, self._facts)
             _free_unused_memory()
 
     def _fail(self, error: Exception) -> None:
