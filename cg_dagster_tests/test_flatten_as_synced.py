@@ -72,7 +72,7 @@ def test_the_files_flattened_along_equal_flattening_the_raw_file(tmp_path, monke
     assert flat_tables(lake) == along and along["responses"].num_rows == 203
     # the whole footer: the provenance key, and the Arrow schema stored in it (without that key either way)
     assert {name: pq.read_metadata(lake.partition_path(name, P)).metadata for name in FLAT_TABLE_NAMES} == footers
-    assert done_along.rows == done.rows
+    assert done_along.rows == done.rows and (done_along.along_sync, done.along_sync) == (True, False)
     assert done_along.stats.counters() == done.stats.counters() and done_along.stats.unknown_fields
     assert done_along.stats.unknown_fields == done.stats.unknown_fields
     keys_along, keys = done_along.facts.responses_keys(), done.facts.responses_keys()
@@ -90,7 +90,7 @@ def test_a_raw_file_replaced_after_the_sync_is_flattened_from_the_file(tmp_path,
         sync(PageSource(records[:50]), lake, P, flattening=along)
         write_raw(lake, records)  # a replay committed meanwhile, with ten more responses
         done = flatten_partition(lake, P, along=along)
-    assert done.rows["responses"] == 60 == flat_tables(lake)["responses"].num_rows
+    assert done.rows["responses"] == 60 == flat_tables(lake)["responses"].num_rows and not done.along_sync
     assert "flattening it from the file (replaced since the sync)" in caplog.text
     assert list((tmp_path / "_tmp").iterdir()) == []
 
@@ -161,11 +161,23 @@ def flat_tables_of_one(lake: Lake):
 
 
 def test_a_run_of_the_group_flattens_along_the_sync(sandbox, tmp_path, monkeypatch):
-    no_reading_back(monkeypatch)
     lake = Lake(tmp_path / "lake")
     with dg.instance_for_test() as instance:
-        assert run(instance, make_resources(sandbox, lake.root), "2026-11-01-10:00").success
+        with monkeypatch.context() as patched:
+            no_reading_back(patched)
+            assert run(instance, make_resources(sandbox, lake.root), "2026-11-01-10:00").success
+        along = {key: instance.get_latest_materialization_event(key) for key in FLAT_KEYS.values()}
+        resources = make_resources(sandbox, lake.root)
+        flat_only = dg.materialize(
+            [raw_responses], selection=list(FLAT_KEYS.values()), instance=instance, resources=resources, partition_key=P
+        )
+        from_file = {key: instance.get_latest_materialization_event(key) for key in FLAT_KEYS.values()}
     assert_current_matches_sandbox(lake, sandbox)
+    # each flattened table's materialization says which way its file was made
+    for key in FLAT_KEYS.values():
+        assert along[key].asset_materialization.metadata["flattened_along_sync"].value is True
+        assert from_file[key].run_id == flat_only.run_id
+        assert from_file[key].asset_materialization.metadata["flattened_along_sync"].value is False
 
 
 def test_the_raw_asset_alone_syncs_without_flattening(sandbox, tmp_path):

@@ -474,6 +474,7 @@ def _flatten_responses(context: dg.AssetExecutionContext, names: AccountNames, a
             "dagster/uri": lake_uri(done.paths[name]),
             "dagster/column_schema": column_schema(TABLES[name]),
             "dagster/column_lineage": column_lineage(TABLES[name], names.raw_key),
+            "flattened_along_sync": done.along_sync,
         }
         if name == "responses":
             # every counter of FlattenStats (nps_invalid, dates_invalid, ...) and the unknown field names
@@ -610,6 +611,7 @@ def _flatten_non_responses(
             "dagster/uri": lake_uri(done.paths[name]),
             "dagster/column_schema": column_schema(TABLES[name]),
             "dagster/column_lineage": column_lineage(TABLES[name], names.raw_non_responses_key),
+            "flattened_along_sync": done.along_sync,
         }
         if name == NON_RESPONSES_TABLE:
             metadata.update(done.stats.counters())

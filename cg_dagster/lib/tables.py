@@ -150,19 +150,22 @@ class KeyFacts:
 
 @dataclass(frozen=True)
 class FlattenedPartition:
-    """What ``flatten_partition`` wrote: per table its row count and file path, the flattening stats, and the
-    facts the partition checks judge (``KeyFacts``)."""
+    """What ``flatten_partition`` wrote: per table its row count and file path, the flattening stats, the
+    facts the partition checks judge (``KeyFacts``), and ``along_sync``: True when the files are those
+    flattened while the sync wrote the raw file (``FlattenAsSynced``), False when the raw file was read."""
 
     rows: dict[str, int]
     paths: dict[str, Path]
     stats: FlattenStats
     facts: KeyFacts
+    along_sync: bool = False
 
     @classmethod
-    def of(cls, writers: dict, stats: FlattenStats, facts: KeyFacts) -> "FlattenedPartition":
+    def of(cls, writers: dict, stats: FlattenStats, facts: KeyFacts, along_sync: bool = False) -> "FlattenedPartition":
         """What ``writers`` ({table: committed ``AtomicParquetWriter``}) wrote, with its stats and facts."""
         rows = {name: writer.rows for name, writer in writers.items()}
-        return cls(rows=rows, paths={name: writer.target for name, writer in writers.items()}, stats=stats, facts=facts)
+        paths = {name: writer.target for name, writer in writers.items()}
+        return cls(rows=rows, paths=paths, stats=stats, facts=facts, along_sync=along_sync)
 
 
 def flatten_lease(lake: Lake, partition_key: str, stream: Stream = RESPONSES) -> Lease:
@@ -417,7 +420,7 @@ class FlattenAsSynced:
         for writer in self._writers.values():
             writer.fence()
         _publish(self._writers, self._stream, self._partition_key)
-        return FlattenedPartition.of(self._writers, self._stats, self._facts)
+        return FlattenedPartition.of(self._writers, self._stats, self._facts, along_sync=True)
 
     def _write_flattened(self, keep: int) -> None:
         """Write the flattened batches in order: each one done, and any beyond the newest ``keep`` (waited for)."""
