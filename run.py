@@ -12,8 +12,8 @@
     python3 run.py init        only prepare .venv and DAGSTER_HOME (for the dagster CLI, see README)
 
 The environment is reinstalled when pyproject.toml changes, and rebuilt when it was made by another Python
-than the one running run.py. DAGSTER_HOME is ./.dagster_home unless set (persistent, so cursors and run
-history survive restarts), with ./dagster.yaml linked into it. SIGTERM, SIGHUP (the terminal closed) and
+than the one running run.py. DAGSTER_HOME is ./.dagster_home unless set (the demo's always; persistent, so
+cursors and run history survive restarts), with ./dagster.yaml linked into it. SIGTERM, SIGHUP (the terminal closed) and
 Ctrl-C stop the task and every process it started.
 """
 
@@ -152,6 +152,10 @@ def main(argv: list[str]) -> int:
     if task == "lint":  # both run, whatever the first finds
         checks = [["check", "."], ["format", "--check", "."]]
         return max(subprocess.run([str(PYTHON), "-m", "ruff", *check], cwd=ROOT).returncode for check in checks)
+    exported = os.environ.get("DAGSTER_HOME")
+    if task == "demo" and exported and Path(exported).resolve() != DAGSTER_HOME.resolve():
+        print(f"run.py demo: runs recorded in {DAGSTER_HOME}, not in the exported DAGSTER_HOME ({exported})")
+        del os.environ["DAGSTER_HOME"]  # the sandbox's runs stay out of that instance
     env = ensure_dagster_home()
     if task == "init":
         print(f"DAGSTER_HOME {env['DAGSTER_HOME']} is ready (dagster.yaml linked)")

@@ -33,3 +33,35 @@ def test_the_readme_response_rate_query_is_the_one_the_demo_runs():
     spec.loader.exec_module(demo)
     query = demo.RESPONSE_RATE_SQL.format(lake="demo_lake").strip()
     assert f"```sql\n{query}\n```" in README.read_text(encoding="utf-8")
+
+
+def test_the_demo_leaves_the_shells_project_settings_out_of_its_runs():
+    """An exported CG_ACCOUNTS_FILE made the demo's selection fail (the accounts' asset keys), and production
+    credentials or CG_PARTITIONS_START would reach the sandbox's runs (found by the README trial)."""
+    spec = importlib.util.spec_from_file_location("cg_demo", README.parent / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    shell = {
+        "PATH": "/usr/bin",
+        "CG_ACCOUNTS_FILE": "/etc/cg/accounts.yaml",
+        "CG_PARTITIONS_START": "2026-01-01",
+        "CG_LAKE_ROOT": "s3://prod/lake",
+        "CUSTOMERGAUGE_CLIENT_SECRET": "production-secret",
+        "CUSTOMERGAUGE_REGION": "us",
+    }
+    env, left_out = demo.demo_env(shell, "http://127.0.0.1:9")
+    assert left_out == [
+        "CG_ACCOUNTS_FILE",
+        "CG_LAKE_ROOT",
+        "CG_PARTITIONS_START",
+        "CUSTOMERGAUGE_CLIENT_SECRET",
+        "CUSTOMERGAUGE_REGION",
+    ]
+    assert env == {
+        "PATH": "/usr/bin",
+        "CUSTOMERGAUGE_CLIENT_ID": "demo-client",
+        "CUSTOMERGAUGE_CLIENT_SECRET": "demo-secret",
+        "CUSTOMERGAUGE_API_BASE_URL": "http://127.0.0.1:9",
+        "CUSTOMERGAUGE_AUTH_BASE_URL": "http://127.0.0.1:9",
+        "CG_LAKE_ROOT": str(README.parent / "demo_lake"),
+    }

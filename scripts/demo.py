@@ -1,7 +1,9 @@
 """The demo: an initial load and an incremental sync of responses and non-responses from the sandbox into
 ./demo_lake, through Dagster's CLI, and the response rate.
 
-Run it with ``python3 run.py demo`` (which creates .venv and sets DAGSTER_HOME=./.dagster_home).
+Run it with ``python3 run.py demo`` (which creates .venv and sets DAGSTER_HOME=./.dagster_home, even when
+another is exported: the sandbox's runs stay out of that instance). The project's settings exported in the
+shell (``CG_ACCOUNTS_FILE``, ``CG_PARTITIONS_START``, credentials, ...) are left out of its runs (``demo_env``).
 
 1. starts the sandbox API (``python -m cg_dagster.sandbox``) on a free loopback port;
 2. materializes every CustomerGauge asset for the partition two hours back: the initial load;
@@ -34,6 +36,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from cg_dagster import settings
 from cg_dagster.customergauge.keys import CURRENT_KEYS, DEFAULT, FLAT_KEYS, RAW_KEY, raw_run_config
 from cg_dagster.lib.lake import NON_RESPONSES, Lake
 from cg_dagster.lib.schemas import NON_RESPONSE_FLAT_TABLES
@@ -81,6 +84,18 @@ GROUP BY ALL ORDER BY survey, month
 """
 
 
+def demo_env(environ: dict[str, str], base_url: str) -> tuple[dict[str, str], list[str]]:
+    """The environment of the demo's runs: ``environ`` without the project's settings (``cg_dagster/settings.py``:
+    an exported ``CG_ACCOUNTS_FILE`` or ``CG_PARTITIONS_START`` would make other assets or another partition
+    grid, production credentials would be sent to the sandbox), plus the sandbox at ``base_url``
+    (``project_env``) and the demo lake; and the names of the settings left out, sorted."""
+    names = {value.name for value in vars(settings).values() if isinstance(value, settings.Setting)}
+    left_out = sorted(name for name in environ if name in names)
+    env = {name: value for name, value in environ.items() if name not in names}
+    env |= project_env(base_url, CLIENT_ID, CLIENT_SECRET) | {LAKE_ROOT_SETTING.name: str(LAKE_ROOT)}
+    return env, left_out
+
+
 def main() -> int:
     if "DAGSTER_HOME" not in os.environ:
         print("DAGSTER_HOME is not set: run the demo with `python3 run.py demo`", file=sys.stderr)
@@ -107,7 +122,9 @@ def main() -> int:
     try:
         print(sandbox.stdout.readline().strip(), flush=True)
         base_url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, **project_env(base_url, CLIENT_ID, CLIENT_SECRET), LAKE_ROOT_SETTING.name: str(LAKE_ROOT)}
+        env, left_out = demo_env(dict(os.environ), base_url)
+        if left_out:
+            print(f"the demo's runs leave out these settings of your shell: {', '.join(left_out)}", flush=True)
         last_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
         initial, incremental = [(last_hour - dt.timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in (1, 0)]
 
