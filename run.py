@@ -3,7 +3,7 @@
 
     python3 run.py demo        full sync from the sandbox into ./demo_lake, then an incremental sync
     python3 run.py test [ARGS] the test suite (pytest ARGS); --fast: without the slow tests (real processes,
-                               Dagster runs of the asset group), a loop of about half a minute
+                               Dagster runs of the asset group), a loop of about a minute
     python3 run.py lint        ruff check and ruff format --check (pyproject.toml [tool.ruff]), as CI runs them
     python3 run.py dev         the sandbox plus `dagster dev` (UI on http://127.0.0.1:3000)
     python3 run.py sandbox     the sandbox API alone (python -m cg_dagster.sandbox)
