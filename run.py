@@ -13,8 +13,8 @@
 
 The environment is reinstalled when pyproject.toml changes, and rebuilt when it was made by another Python
 than the one running run.py. DAGSTER_HOME is ./.dagster_home unless set (the demo's always; persistent, so
-cursors and run history survive restarts), with ./dagster.yaml linked into it. SIGTERM, SIGHUP (the terminal closed) and
-Ctrl-C stop the task and every process it started.
+cursors and run history survive restarts), with ./dagster.yaml linked into it. SIGTERM, SIGHUP (the
+terminal closed) and Ctrl-C stop the task and every process it started.
 """
 
 import contextlib
