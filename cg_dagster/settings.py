@@ -141,6 +141,11 @@ DAGSTER_PORT = Setting("CG_DAGSTER_PORT", "3000", "is not a TCP port: set a numb
 SANDBOX_PORT = Setting("CG_SANDBOX_PORT", "8765", "is not a TCP port: set a number from 1 to 65535")
 
 
+def setting_names() -> frozenset[str]:
+    """The names of the environment variables declared above (every ``Setting`` of this module)."""
+    return frozenset(value.name for value in globals().values() if isinstance(value, Setting))
+
+
 def parse_partitions_start(text: str, source: str = PARTITIONS_START.name) -> str:
     """The partition key (``PARTITION_KEY_FORMAT``) of a start given as ``YYYY-MM-DD`` (00:00 UTC) or
     ``YYYY-MM-DD-HH:00``.

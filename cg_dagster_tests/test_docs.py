@@ -27,10 +27,16 @@ def test_every_flattened_column_has_lineage_back_to_raw_responses():
     assert all(d.asset_key == RAW_KEY for deps_ in deps.values() for d in deps_)
 
 
-def test_the_readme_response_rate_query_is_the_one_the_demo_runs():
+def demo_module():
+    """scripts/demo.py, loaded as a module (it is a script, not in a package)."""
     spec = importlib.util.spec_from_file_location("cg_demo", README.parent / "scripts" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_the_readme_response_rate_query_is_the_one_the_demo_runs():
+    demo = demo_module()
     query = demo.RESPONSE_RATE_SQL.format(lake="demo_lake").strip()
     assert f"```sql\n{query}\n```" in README.read_text(encoding="utf-8")
 
@@ -38,9 +44,7 @@ def test_the_readme_response_rate_query_is_the_one_the_demo_runs():
 def test_the_demo_leaves_the_shells_project_settings_out_of_its_runs():
     """An exported CG_ACCOUNTS_FILE made the demo's selection fail (the accounts' asset keys), and production
     credentials or CG_PARTITIONS_START would reach the sandbox's runs (found by the README trial)."""
-    spec = importlib.util.spec_from_file_location("cg_demo", README.parent / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = demo_module()
     shell = {
         "PATH": "/usr/bin",
         "CG_ACCOUNTS_FILE": "/etc/cg/accounts.yaml",

@@ -36,12 +36,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cg_dagster import settings
 from cg_dagster.customergauge.keys import CURRENT_KEYS, DEFAULT, FLAT_KEYS, RAW_KEY, raw_run_config
 from cg_dagster.lib.lake import NON_RESPONSES, Lake
 from cg_dagster.lib.schemas import NON_RESPONSE_FLAT_TABLES
 from cg_dagster.sandbox import project_env
 from cg_dagster.settings import LAKE_ROOT as LAKE_ROOT_SETTING
+from cg_dagster.settings import setting_names
 
 ROOT = Path(__file__).resolve().parent.parent
 LAKE_ROOT = ROOT / "demo_lake"
@@ -89,7 +89,7 @@ def demo_env(environ: dict[str, str], base_url: str) -> tuple[dict[str, str], li
     an exported ``CG_ACCOUNTS_FILE`` or ``CG_PARTITIONS_START`` would make other assets or another partition
     grid, production credentials would be sent to the sandbox), plus the sandbox at ``base_url``
     (``project_env``) and the demo lake; and the names of the settings left out, sorted."""
-    names = {value.name for value in vars(settings).values() if isinstance(value, settings.Setting)}
+    names = setting_names()
     left_out = sorted(name for name in environ if name in names)
     env = {name: value for name, value in environ.items() if name not in names}
     env |= project_env(base_url, CLIENT_ID, CLIENT_SECRET) | {LAKE_ROOT_SETTING.name: str(LAKE_ROOT)}
